@@ -1,0 +1,65 @@
+# Every target runs inside ./.venv, created on first use.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+MODEL   ?= models/default
+PIP     := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
+
+.PHONY: help install install-build install-test demo serve convert train train-tiny test soak bench browser clean
+
+help:
+	@echo "make demo     install, convert if stale, serve on :5000 and stream simulated readings"
+	@echo "make test     install everything and run the test suite"
+	@echo "make serve    run the appliance (runtime only)"
+	@echo "make convert  Keras + scalers in $(MODEL) -> ONNX + scalers.npz + manifest.json (only if a source changed)"
+	@echo "make train    train the default model on simulated data (slow); train-tiny for a smoke run"
+	@echo "make bench    benchmarks: prints a table, writes bench/results/latest.json"
+	@echo "make soak     long reliability run (10 min by default)"
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q --upgrade pip
+
+# Stamps so each install re-runs only when the dependency files change.
+$(VENV)/.runtime: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e .
+	@touch $@
+$(VENV)/.build: $(VENV)/.runtime
+	$(PIP) -e '.[build]'
+	@touch $@
+$(VENV)/.test: $(VENV)/.build
+	$(PIP) -e '.[build,test]'
+	@touch $@
+
+install: $(VENV)/.runtime
+install-build: $(VENV)/.build
+install-test: $(VENV)/.test
+
+convert: $(VENV)/.runtime
+	$(BIN)/fdedge convert --model-dir $(MODEL) --if-stale
+
+train: $(VENV)/.build
+	$(BIN)/fdedge train --model-dir $(MODEL)
+	$(BIN)/fdedge convert --model-dir $(MODEL)
+
+train-tiny: $(VENV)/.build
+	$(BIN)/fdedge train --model-dir /tmp/fdedge-tiny --rows 5000 --epochs 2
+	$(BIN)/fdedge convert --model-dir /tmp/fdedge-tiny
+
+serve: convert
+	$(BIN)/fdedge serve --model-dir $(MODEL)
+
+demo: convert
+	$(BIN)/fdedge demo --model-dir $(MODEL)
+
+test: $(VENV)/.test
+	$(BIN)/python -m pytest -m "not soak" $(PYTEST_ARGS)
+
+soak: $(VENV)/.test
+	$(BIN)/python -m pytest -m soak -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: $(VENV)/.test
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis test-output
