@@ -1,0 +1,85 @@
+"""Everything the routes share, built once per process: settings, model, writer, readers, hub."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+
+from edge import model as model_module
+from edge.hub import Event, Hub
+from edge.metrics import Metrics
+from edge.model import Model
+from edge.queries import reading_json
+from edge.settings import Settings
+from edge.storage import Readers
+from edge.writer import Stored, Writer
+
+log = logging.getLogger("fdedge")
+
+
+@dataclass
+class Appliance:
+    settings: Settings
+    model: Model
+    writer: Writer
+    readers: Readers
+    hub: Hub
+    metrics: Metrics
+    loop: asyncio.AbstractEventLoop | None = None
+    tasks: list[asyncio.Task] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, settings: Settings) -> "Appliance":
+        """Load the model and open the database; raises StartupError with a clear reason."""
+        model = model_module.load(settings.model_dir, threads=settings.threads)
+        hub = Hub(settings.sse_queue)
+        metrics = Metrics(settings.db_path, sse_clients=lambda: len(hub))
+        writer = Writer(settings.db_path, model, sync=settings.sync, init=settings.init_db, observe=metrics.observe)
+        appliance = cls(settings, model, writer, Readers(settings.db_path), hub, metrics)
+        writer.on_commit = appliance.publish
+        return appliance
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.writer.start(loop)
+
+    def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        self.writer.stop()
+        self.readers.close()
+
+    def publish(self, stored: list[Stored]) -> None:
+        """Called in the writer thread after each commit; serialises only if someone listens."""
+        self.metrics.ingested.inc(sum(len(s.batch) for s in stored))
+        if not len(self.hub) or self.loop is None:
+            return
+        events: list[Event] = []
+        for s in stored:
+            b = s.batch
+            x_rows, y_rows = b.x.tolist(), s.faults.tolist()
+            for j in range(len(b)):
+                events.append(Event(s.first_id + j, b.machines[j], "reading",
+                                    reading_json(s.first_id + j, b.times[j], b.machines[j], x_rows[j], y_rows[j])))
+        self.loop.call_soon_threadsafe(self.hub.publish, events)
+
+    def model_info(self) -> dict:
+        m = self.model.manifest
+        return {
+            "name": self.model.name,
+            "version": self.model.version,
+            "features": list(self.model.features),
+            "faults": list(self.model.faults),
+            "catalogue": m.get("catalogue", []),
+            "thresholds": {"warning": self.settings.warning_threshold, "alarm": self.settings.alarm_threshold},
+            "opset": m.get("opset"),
+            "tools": m.get("tools", {}),
+            "parity": m.get("parity", {}),
+            "created": m.get("created"),
+        }
+
+
+def dumps(obj: object) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()

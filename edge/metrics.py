@@ -1,0 +1,45 @@
+"""Prometheus metrics, one registry per app so tests and several apps in one process stay apart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+
+disable_created_metrics()  # the _created series only add noise to every scrape
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    def __init__(self, db_path: Path, sse_clients: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.ingested = Counter("fdedge_readings_ingested", "Readings scored and committed", registry=r)
+        self.rejected = Counter("fdedge_readings_rejected", "Ingest requests refused, by reason", ["reason"], registry=r)
+        self.requests = Counter("fdedge_ingest_requests", "Ingest requests answered 200", registry=r)
+        self.inference = Histogram("fdedge_inference_seconds", "onnxruntime call per commit group", buckets=LATENCY_BUCKETS, registry=r)
+        self.commit = Histogram("fdedge_commit_seconds", "SQLite insert + commit per group", buckets=LATENCY_BUCKETS, registry=r)
+        self.ingest = Histogram("fdedge_ingest_seconds", "POST /send from body read to answer", buckets=LATENCY_BUCKETS, registry=r)
+        self.pruned = Counter("fdedge_readings_pruned", "Readings deleted by retention", registry=r)
+        Gauge("fdedge_sse_clients", "Connected Server-Sent Events clients", registry=r).set_function(sse_clients)
+        Gauge("fdedge_database_bytes", "Database file size including WAL", registry=r).set_function(
+            lambda: database_bytes(db_path))
+        self.alarms_active = Gauge("fdedge_alarms_active", "Alarms raised and not cleared", registry=r)
+
+    def observe(self, name: str, seconds: float) -> None:
+        (self.inference if name == "inference" else self.commit).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def database_bytes(db_path: Path) -> int:
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            total += Path(str(db_path) + suffix).stat().st_size
+        except OSError:
+            pass
+    return total

@@ -1,0 +1,48 @@
+"""Every error leaves the server as JSON through here; no traceback ever reaches a client."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from edge.errors import FDEdgeError
+
+log = logging.getLogger("fdedge")
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+
+
+def error_response(exc: FDEdgeError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+async def on_fdedge_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FDEdgeError)
+    return error_response(exc)
+
+
+async def on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "error")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    if exc.status_code == 404:
+        message = f"no such path: {request.url.path}"
+    return JSONResponse({"error": code, "message": message}, status_code=exc.status_code,
+                        headers=getattr(exc, "headers", None))
+
+
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return JSONResponse({"error": "internal", "message": "internal error; the server logged the details"},
+                        status_code=500)
+
+
+EXCEPTION_HANDLERS = {
+    FDEdgeError: on_fdedge_error,
+    HTTPException: on_http_exception,
+    Exception: on_unexpected,
+}

@@ -1,0 +1,69 @@
+"""Background pruning so an SD card never fills: oldest readings go first, in small chunks
+run by the writer thread between commits, so ingest is never blocked for long."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from datetime import datetime, timedelta, timezone
+
+from edge.appliance import Appliance
+from edge.errors import Unavailable
+from edge.readings import format_time
+from edge.storage import TABLE
+
+log = logging.getLogger("fdedge.retention")
+CHUNK = 5000
+KEY_DAYS = 2  # idempotency keys outlive any sensor's retry window
+
+
+def prune_chunk(conn: sqlite3.Connection, cutoff: str | None, keep_rows: int) -> int:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        deleted = 0
+        if cutoff is not None:
+            deleted += conn.execute(
+                f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} WHERE time < ? ORDER BY id LIMIT ?)",
+                (cutoff, CHUNK)).rowcount
+        if keep_rows > 0:
+            row = conn.execute(f"SELECT id FROM {TABLE} ORDER BY id DESC LIMIT 1 OFFSET ?", (keep_rows,)).fetchone()
+            if row is not None:
+                deleted += conn.execute(
+                    f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} WHERE id <= ? ORDER BY id LIMIT ?)",
+                    (row[0], CHUNK)).rowcount
+        key_cutoff = format_time(datetime.now(timezone.utc) - timedelta(days=KEY_DAYS))
+        conn.execute("DELETE FROM fdedge_ingest_keys WHERE created < ?", (key_cutoff,))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return deleted
+
+
+async def prune_once(app: Appliance) -> int:
+    settings = app.settings
+    total = 0
+    while True:
+        cutoff = None
+        if settings.retention_days > 0:
+            cutoff = format_time(datetime.now(timezone.utc) - timedelta(days=settings.retention_days))
+        deleted = await app.writer.run(lambda conn: prune_chunk(conn, cutoff, settings.retention_rows))
+        total += deleted
+        if deleted < CHUNK:
+            break
+        await asyncio.sleep(0)  # let queued ingest commit between chunks
+    if total:
+        app.metrics.pruned.inc(total)
+        await app.writer.run(lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)"))
+        log.info("retention removed %d readings", total)
+    return total
+
+
+async def run(app: Appliance) -> None:
+    while True:
+        try:
+            await prune_once(app)
+        except Unavailable as exc:
+            log.warning("retention pass failed: %s", exc.message)
+        await asyncio.sleep(app.settings.retention_interval)

@@ -1,0 +1,33 @@
+"""`fdedge serve`: build the appliance (fail fast, clearly), then hand it to uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+
+from edge.app import create_app
+from edge.appliance import Appliance
+from edge.errors import StartupError
+from edge.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = Settings.from_args(argv)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        appliance = Appliance.build(settings)
+    except StartupError as exc:
+        print(f"fdedge serve: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(settings, appliance)
+    try:
+        import uvloop  # noqa: F401
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    uvicorn.run(app, host=settings.host, port=settings.port, loop=loop, http="httptools",
+                log_level=settings.log_level, access_log=settings.access_log, server_header=False,
+                timeout_keep_alive=30, timeout_graceful_shutdown=5)
+    return 0

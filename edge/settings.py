@@ -1,0 +1,119 @@
+"""Settings: built once from CLI flags, each defaulting to an `FDEDGE_*` environment variable."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUNDLED_MODEL = REPO_ROOT / "models" / "default"
+BUNDLED_WEB = REPO_ROOT / "web"
+
+
+def _env_name(name: str) -> str:
+    return "FDEDGE_" + name.upper()
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = field(default="0.0.0.0", metadata={"help": "address to listen on"})
+    port: int = field(default=5000, metadata={"help": "TCP port (5000 is FD-REST's, so existing sensors keep working)"})
+    data_dir: Path = field(default=Path("data"), metadata={"help": "directory holding the SQLite database"})
+    db: Path | None = field(default=None, metadata={"help": "SQLite file (default: DATA_DIR/sensor_data.db); an FD-REST sensor_data.db works"})
+    model_dir: Path = field(default=BUNDLED_MODEL, metadata={"help": "directory with model.onnx, scalers.npz and manifest.json"})
+    web_dir: Path = field(default=BUNDLED_WEB, metadata={"help": "directory with the dashboard pages"})
+    token: str | None = field(default=None, metadata={"help": "bearer token required to ingest (POST /send, alarm acks); unset = open ingest"})
+    read_token: str | None = field(default=None, metadata={"help": "bearer token required to read data (history, export, events, api, metrics)"})
+    max_body_bytes: int = field(default=8 * 1024 * 1024, metadata={"help": "largest accepted request body in bytes"})
+    max_batch_rows: int = field(default=10_000, metadata={"help": "most readings accepted in one request"})
+    warning_threshold: float = field(default=30.0, metadata={"help": "fault intensity shown as warning"})
+    alarm_threshold: float = field(default=60.0, metadata={"help": "fault intensity shown as alarm"})
+    retention_days: float = field(default=0.0, metadata={"help": "delete readings older than this many days (0 = keep all)"})
+    retention_rows: int = field(default=0, metadata={"help": "keep at most this many readings (0 = no limit)"})
+    retention_interval: float = field(default=60.0, metadata={"help": "seconds between retention passes"})
+    sync: str = field(default="full", metadata={"help": "SQLite synchronous mode: full survives power loss, normal only process crashes", "choices": ("full", "normal")})
+    threads: int = field(default=1, metadata={"help": "onnxruntime intra-op threads"})
+    sse_queue: int = field(default=1000, metadata={"help": "events buffered per SSE client before it is caught up from the database"})
+    sse_replay_max: int = field(default=10_000, metadata={"help": "most missed readings replayed to a reconnecting SSE client"})
+    init_db: bool = field(default=False, metadata={"help": "create a new empty database even though this data directory had one before"})
+    log_level: str = field(default="info", metadata={"help": "log level", "choices": ("debug", "info", "warning", "error")})
+    access_log: bool = field(default=False, metadata={"help": "log every request (off: costs throughput on a Pi)"})
+
+    @property
+    def db_path(self) -> Path:
+        return self.db if self.db is not None else self.data_dir / "sensor_data.db"
+
+    @classmethod
+    def parser(cls, prog: str = "fdedge serve") -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser(
+            prog=prog,
+            description="Run the FD-Edge appliance. Every option can also be set by the environment "
+            "variable shown in brackets.",
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+        for f in fields(cls):
+            flag = "--" + f.name.replace("_", "-")
+            env = _env_name(f.name)
+            help_ = f"{f.metadata['help']} [{env}]"
+            if f.type == "bool":
+                parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+                continue
+            parser.add_argument(flag, default=None, help=help_, choices=f.metadata.get("choices"),
+                                metavar=f.name.upper())
+        return parser
+
+    @classmethod
+    def from_args(cls, argv: list[str] | None = None, environ: dict[str, str] | None = None) -> "Settings":
+        """Flags win over environment variables, which win over defaults."""
+        parser = cls.parser()
+        args = parser.parse_args(argv or [])
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = getattr(args, f.name)
+            if raw is None:
+                raw = environ.get(_env_name(f.name))
+            if raw is None or raw == "":
+                continue
+            try:
+                values[f.name] = _convert(f.type, raw)
+            except ValueError:
+                parser.error(f"{f.name.replace('_', '-')} / {_env_name(f.name)}: invalid value {raw!r}")
+        settings = cls(**values)
+        problem = settings.problem()
+        if problem:
+            parser.error(problem)
+        return settings
+
+    def problem(self) -> str | None:
+        if not 0 < self.port < 65536:
+            return f"port {self.port} is out of range"
+        if self.warning_threshold > self.alarm_threshold:
+            return "warning-threshold must not exceed alarm-threshold"
+        if self.retention_days < 0 or self.retention_rows < 0:
+            return "retention limits must be >= 0"
+        if self.max_body_bytes < 1024 or self.max_batch_rows < 1 or self.threads < 1 or self.sse_queue < 1:
+            return "max-body-bytes >= 1024, max-batch-rows, threads and sse-queue >= 1"
+        return None
+
+
+def _convert(type_: Any, raw: Any) -> Any:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip()
+    if type_ == "bool":
+        if text.lower() in {"1", "true", "yes", "on"}:
+            return True
+        if text.lower() in {"0", "false", "no", "off"}:
+            return False
+        raise ValueError(text)
+    if type_ == "int":
+        return int(text)
+    if type_ == "float":
+        return float(text)
+    if type_ in ("Path", "Path | None"):
+        return Path(text)
+    return text

@@ -1,0 +1,142 @@
+"""SQLite layout: FD-REST's `sensor_data` table, migrated in place, opened for a single writer.
+
+The table and column names are FD-REST's so that an existing `sensor_data.db` keeps working;
+FD-Edge only adds columns and tables next to them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+from edge.errors import StartupError
+from edge.fdrest import COLUMNS, FAULTS
+
+SCHEMA_VERSION = "1"
+TABLE = "sensor_data"
+DATA_COLUMNS: tuple[str, ...] = COLUMNS + FAULTS
+INSERT_COLUMNS: tuple[str, ...] = ("time", *DATA_COLUMNS, "machine")
+INSERT_SQL = (f"INSERT INTO {TABLE} ({', '.join(INSERT_COLUMNS)}) "
+              f"VALUES ({', '.join('?' * len(INSERT_COLUMNS))})")
+SELECT_COLUMNS: tuple[str, ...] = ("id", "time", "machine", *DATA_COLUMNS)
+SELECT_LIST = ", ".join(SELECT_COLUMNS)
+
+CREATE_TABLE = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time TEXT,
+    {', '.join(f'{c} REAL' for c in DATA_COLUMNS)},
+    machine TEXT NOT NULL DEFAULT 'default'
+)"""
+
+EXTRA_DDL = (
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_time ON {TABLE}(time)",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_machine_id ON {TABLE}(machine, id)",
+    # Idempotency keys let a sensor re-send a batch after a timeout without storing it twice.
+    """CREATE TABLE IF NOT EXISTS fdedge_ingest_keys (
+        key TEXT PRIMARY KEY, first_id INTEGER, last_id INTEGER, created TEXT NOT NULL)""",
+    "CREATE TABLE IF NOT EXISTS fdedge_meta (key TEXT PRIMARY KEY, value TEXT)",
+)
+
+MARKER_SUFFIX = ".fdedge"
+
+
+def connect(path: Path, *, sync: str = "full", busy_ms: int = 2000, readonly: bool = False) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
+    if readonly:
+        conn.execute("PRAGMA query_only = 1")
+    else:
+        conn.execute(f"PRAGMA synchronous = {'FULL' if sync == 'full' else 'NORMAL'}")
+        conn.execute("PRAGMA journal_size_limit = 67108864")
+    return conn
+
+
+def _marker(path: Path) -> Path:
+    return path.with_name(path.name + MARKER_SUFFIX)
+
+
+def open_database(path: Path, *, sync: str = "full", init: bool = False) -> sqlite3.Connection:
+    """Open (or create) and migrate the database; refuse to silently replace a lost one.
+
+    A marker file beside the database records that it existed: if the database later vanishes
+    (deleted, wrong mount), starting again would quietly begin an empty history, so that needs
+    `--init-db`.
+    """
+    path = Path(path)
+    marker = _marker(path)
+    if not path.exists() and marker.exists() and not init:
+        raise StartupError(
+            f"database {path} is missing, but this data directory held one before ({marker} exists). "
+            "Restore the file, or start with --init-db (FDEDGE_INIT_DB=1) to begin a new empty database."
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(f"cannot create data directory {path.parent}: {exc}") from None
+    try:
+        conn = connect(path, sync=sync, busy_ms=5000)
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        check = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise StartupError(f"database {path} is corrupt (quick_check: {check}); restore a backup or move it away")
+        if str(mode).lower() != "wal":
+            raise StartupError(f"database {path} could not switch to WAL mode (got {mode})")
+        migrate(conn)
+    except sqlite3.DatabaseError as exc:
+        raise StartupError(f"database {path} cannot be opened: {exc} (is it an SQLite file? is the disk full or read-only?)") from None
+    try:
+        marker.write_text(f"FD-Edge database marker; the database {path.name} was created here.\n")
+    except OSError:
+        pass  # a read-only data directory is reported by /readyz, not fatal here
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Create FD-REST's table, or add FD-Edge's columns and indexes to an existing one."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(CREATE_TABLE)
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({TABLE})")}
+        missing = [c for c in ("id", "time", *DATA_COLUMNS) if c not in have]
+        if missing:
+            raise StartupError(f"table {TABLE} lacks FD-REST columns {missing}; this is not an FD-REST/FD-Edge database")
+        if "machine" not in have:
+            conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN machine TEXT NOT NULL DEFAULT 'default'")
+        for ddl in EXTRA_DDL:
+            conn.execute(ddl)
+        conn.execute("INSERT OR REPLACE INTO fdedge_meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+class Readers:
+    """One read-only connection per thread: SQLite connections must not be shared across threads
+    mid-query, and WAL lets readers run beside the writer."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, readonly=True, busy_ms=5000)
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._all.clear()

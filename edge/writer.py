@@ -1,0 +1,268 @@
+"""The single writer: scores and commits everything queued since its last commit in one go.
+
+Concurrent requests share one onnxruntime call and one transaction (group commit), so durable
+commits (`synchronous=FULL`) cost little throughput; a request is answered only after the
+transaction holding its readings has committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edge.errors import Unavailable
+from edge.model import Model
+from edge.readings import Batch, now_text
+from edge.fdrest import FAULTS
+from edge.storage import INSERT_SQL, TABLE, open_database
+
+log = logging.getLogger("fdedge.writer")
+
+MAX_GROUP_ROWS = 20_000
+
+
+@dataclass
+class Stored:
+    """What a committed batch answers with, and what is published to live clients."""
+
+    first_id: int
+    faults: np.ndarray  # (n, 8)
+    batch: Batch
+    replayed: bool = False  # an idempotency key seen before: nothing new was stored
+
+
+@dataclass
+class _Ingest:
+    batch: Batch
+    key: str | None
+    future: asyncio.Future
+
+
+@dataclass
+class _Task:
+    fn: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future
+
+
+_STOP = object()
+
+
+def storage_error(exc: sqlite3.Error) -> Unavailable:
+    text = str(exc)
+    if "full" in text:
+        return Unavailable("the disk holding the database is full; nothing was stored", reason="disk_full")
+    if "locked" in text or "busy" in text:
+        return Unavailable("the database is locked by another process; nothing was stored, retry", reason="database_locked")
+    if "readonly" in text or "read-only" in text:
+        return Unavailable("the database is read-only; nothing was stored", reason="read_only")
+    return Unavailable(f"storage error ({text}); nothing was stored", reason="storage_error")
+
+
+class Writer:
+    def __init__(self, db_path: Path, model: Model, *, sync: str = "full", init: bool = False,
+                 on_commit: Callable[[list[Stored]], None] | None = None,
+                 observe: Callable[[str, float], None] | None = None) -> None:
+        self.conn = open_database(db_path, sync=sync, init=init)
+        self.model = model
+        self.on_commit = on_commit
+        self.observe = observe or (lambda name, value: None)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- event-loop side ----------------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread = threading.Thread(target=self._run, name="fdedge-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout=10)
+            self._thread = None
+        self.conn.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    async def ingest(self, batch: Batch, key: str | None = None) -> Stored:
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put(_Ingest(batch, key, future))
+        return await future
+
+    async def run(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run maintenance (retention, readiness probe) in the writer thread, between commits."""
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put(_Task(fn, future))
+        return await future
+
+    # -- writer thread --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            group: list[_Ingest] = []
+            tasks: list[_Task] = []
+            rows = 0
+            while True:
+                if isinstance(item, _Ingest):
+                    group.append(item)
+                    rows += len(item.batch)
+                elif isinstance(item, _Task):
+                    tasks.append(item)
+                elif item is _STOP:
+                    self._queue.put(_STOP)
+                    break
+                if rows >= MAX_GROUP_ROWS:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if group:
+                self._commit_group(group)
+            for task in tasks:
+                self._run_task(task)
+
+    def _settle(self, future: asyncio.Future, result: Any = None, error: BaseException | None = None) -> None:
+        def settle() -> None:
+            if future.done():
+                return  # the client went away; its readings are stored all the same
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(settle)
+
+    def _run_task(self, task: _Task) -> None:
+        try:
+            result = task.fn(self.conn)
+        except sqlite3.Error as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            self._settle(task.future, error=storage_error(exc))
+        except BaseException as exc:  # settle, never kill the writer thread
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            self._settle(task.future, error=exc)
+        else:
+            self._settle(task.future, result)
+
+    def _known_keys(self, group: list[_Ingest]) -> dict[str, int]:
+        keys = [job.key for job in group if job.key]
+        if not keys:
+            return {}
+        marks = ",".join("?" * len(keys))
+        return dict(self.conn.execute(
+            f"SELECT key, first_id FROM fdedge_ingest_keys WHERE key IN ({marks})", keys).fetchall())
+
+    def _commit_group(self, group: list[_Ingest]) -> None:
+        conn = self.conn
+        try:
+            known = self._known_keys(group)
+        except sqlite3.Error as exc:
+            for job in group:
+                self._settle(job.future, error=storage_error(exc))
+            return
+        fresh: list[_Ingest] = []
+        replays: list[tuple[_Ingest, int]] = []
+        seen: set[str] = set()
+        for job in group:
+            if job.key and (job.key in known or job.key in seen):
+                replays.append((job, known.get(job.key, -1)))
+            else:
+                fresh.append(job)
+                if job.key:
+                    seen.add(job.key)
+
+        stored: list[Stored] = []
+        if fresh:
+            x = fresh[0].batch.x if len(fresh) == 1 else np.concatenate([job.batch.x for job in fresh])
+            started = time.perf_counter()
+            try:
+                y = self.model.predict(x)
+            except Exception as exc:  # noqa: BLE001 - reported per request, the writer keeps running
+                log.error("inference failed: %s", exc)
+                for job in fresh:
+                    self._settle(job.future, error=Unavailable(f"inference failed: {exc}", reason="model_error"))
+                fresh = []
+            else:
+                self.observe("inference", time.perf_counter() - started)
+        if fresh:
+            started = time.perf_counter()
+            rows = []
+            x_rows = x.tolist()
+            y_rows = y.tolist()
+            i = 0
+            for job in fresh:
+                b = job.batch
+                for j in range(len(b)):
+                    rows.append((b.times[j], *x_rows[i], *y_rows[i], b.machines[j]))
+                    i += 1
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(INSERT_SQL, rows)
+                last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+                first = last - len(rows) + 1
+                offset = 0
+                created = now_text()
+                for job in fresh:
+                    n = len(job.batch)
+                    stored.append(Stored(first + offset, y[offset:offset + n], job.batch))
+                    if job.key:
+                        conn.execute("INSERT INTO fdedge_ingest_keys(key, first_id, last_id, created) VALUES (?, ?, ?, ?)",
+                                     (job.key, first + offset, first + offset + n - 1, created))
+                    offset += n
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                try:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                error = storage_error(exc)
+                log.error("commit failed: %s", error.message)
+                for job in fresh:
+                    self._settle(job.future, error=error)
+                stored = []
+                fresh = []
+            else:
+                self.observe("commit", time.perf_counter() - started)
+            for job, result in zip(fresh, stored):
+                self._settle(job.future, result)
+        for job, first_id in replays:
+            self._settle(job.future, self._replay(job, first_id))
+        if stored and self.on_commit is not None:
+            try:
+                self.on_commit(stored)
+            except Exception:  # noqa: BLE001 - live updates must never undo a commit
+                log.exception("publishing committed readings failed")
+
+    def _replay(self, job: _Ingest, first_id: int) -> Stored:
+        """Answer a repeated idempotency key with the faults stored the first time."""
+        n = len(job.batch)
+        try:
+            if first_id < 0:  # same key twice in one group: the first is being stored right now
+                first_id = self.conn.execute("SELECT first_id FROM fdedge_ingest_keys WHERE key = ?",
+                                             (job.key,)).fetchone()[0]
+            rows = self.conn.execute(
+                f"SELECT {', '.join(FAULTS)} FROM {TABLE} WHERE id >= ? AND id < ? ORDER BY id",
+                (first_id, first_id + n)).fetchall()
+        except (sqlite3.Error, TypeError):
+            rows = []
+        return Stored(first_id, np.array(rows, dtype=np.float64).reshape(-1, 8), job.batch, replayed=True)
