@@ -1,0 +1,171 @@
+// Time-series charts (uPlot, vendored) over bounded, bucketed buffers.
+//
+// Live readings are folded into time buckets the same way the server downsamples
+// /api/series (features averaged, faults take the bucket maximum), so a chart holds about
+// POINTS points whatever the reading rate: a reading every 100 ms for an hour costs the
+// same memory and redraw time as one a minute.
+
+/* global uPlot */
+
+export const POINTS = 600;
+
+const AXIS3 = ["#1f6fb4", "#e07b00", "#2a9d3a"];
+export const FAULT_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
+
+// Charted metrics: database column (what /api/series takes) and the reading's feature key.
+export const CHARTS = [
+  { id: "temperature", title: "Temperature", unit: "°C", agg: "mean",
+    series: [{ col: "temperature", key: "Temperature", label: "Temperature", color: "#c0392b" }] },
+  { id: "kurtosis", title: "Kurtosis", unit: "", agg: "mean",
+    series: ["Axial", "Vertical", "Horizontal"].map((ax, i) => (
+      { col: `kurtosis_${ax.toLowerCase()}`, key: `KURTOSIS_${ax}`, label: ax, color: AXIS3[i] })) },
+  { id: "velocity", title: "Vibration velocity", unit: "mm/s", agg: "mean",
+    series: ["Axial", "Vertical", "Horizontal"].map((ax, i) => (
+      { col: `vibration_vel_${ax.toLowerCase()}`, key: `VIBRATION_VEL_${ax}`, label: ax, color: AXIS3[i] })) },
+  { id: "faults", title: "Fault intensities", unit: "", agg: "max", faults: true,
+    series: Array.from({ length: 8 }, (_, i) => (
+      { col: `fault${i}`, key: `fault${i}`, label: `fault${i}`, color: FAULT_COLORS[i] })) },
+];
+
+export const ALL_METRICS = CHARTS.flatMap((c) => c.series.map((s) => s.col));
+
+// Columnar buffer: t (epoch s) plus one array per column, bucketed by `bucket` seconds.
+export class SeriesBuffer {
+  constructor(cols) {
+    this.cols = cols;
+    this.clear(1);
+  }
+
+  clear(bucket) {
+    this.bucket = Math.max(bucket || 1, 0.001);
+    this.t = [];
+    this.n = [];
+    this.v = Object.fromEntries(this.cols.map((c) => [c, []]));
+  }
+
+  // Replace contents with an /api/series answer.
+  load(answer, bucket) {
+    this.clear(answer.bucket_seconds || bucket);
+    this.t = answer.time.slice();
+    this.n = this.t.map(() => 1);
+    for (const c of this.cols) {
+      const src = (answer.series && answer.series[c]) || [];
+      this.v[c] = this.t.map((_, i) => (src[i] === undefined ? null : src[i]));
+    }
+  }
+
+  // Fold one reading in. values: {col: number}; agg(col) -> "mean" | "max".
+  push(t, values, agg) {
+    const last = this.t.length - 1;
+    const key = Math.floor(t / this.bucket);
+    if (last >= 0 && (Math.floor(this.t[last] / this.bucket) === key || t < this.t[last])) {
+      // Same bucket (or a late reading): merge into the newest point.
+      const n = this.n[last];
+      for (const c of this.cols) {
+        const x = values[c];
+        if (x === undefined || x === null) continue;
+        const old = this.v[c][last];
+        if (old === null) this.v[c][last] = x;
+        else this.v[c][last] = agg(c) === "max" ? Math.max(old, x) : old + (x - old) / (n + 1);
+      }
+      this.n[last] = n + 1;
+      return;
+    }
+    this.t.push(t);
+    this.n.push(1);
+    for (const c of this.cols) this.v[c].push(values[c] ?? null);
+  }
+
+  // Drop points older than minT; hard cap as a second guard.
+  trim(minT, cap = POINTS * 4) {
+    let i = 0;
+    while (i < this.t.length && this.t[i] < minT) i++;
+    i = Math.max(i, this.t.length - cap);
+    if (i > 0) {
+      this.t.splice(0, i);
+      this.n.splice(0, i);
+      for (const c of this.cols) this.v[c].splice(0, i);
+    }
+  }
+}
+
+// One uPlot chart; xRange() -> [min, max] epoch seconds of the visible window;
+// thresholds() -> {warning, alarm} (fault chart only; read at draw time, the model may load later).
+export class Chart {
+  constructor(container, spec, { xRange, thresholds }) {
+    this.spec = spec;
+    this.container = container;
+    this.thresholds = thresholds;
+    const opts = {
+      width: this.width(),
+      height: this.height(),
+      cursor: { drag: { x: false, y: false } },
+      legend: { live: true },
+      scales: {
+        x: { time: true, range: () => xRange() },
+        y: {
+          range: (u, min, max) => {
+            if (min === null || max === null) return [0, 1];
+            if (spec.faults && thresholds) {
+              // Keep both threshold lines in view so a value reads against them.
+              return [Math.min(0, min), Math.max(max, thresholds().alarm * 1.1)];
+            }
+            const pad = (max - min) * 0.1 || Math.abs(max) * 0.1 || 1;
+            return [min - pad, max + pad];
+          },
+        },
+      },
+      axes: [
+        { stroke: "#555", grid: { stroke: "#e5e7eb" }, ticks: { stroke: "#d1d5db" } },
+        { stroke: "#555", size: 48, grid: { stroke: "#e5e7eb" }, ticks: { stroke: "#d1d5db" },
+          label: spec.unit || undefined, labelSize: spec.unit ? 18 : 0 },
+      ],
+      series: [
+        { label: "time" },
+        ...spec.series.map((s) => ({
+          label: s.label, stroke: s.color, width: 1.5, spanGaps: false, points: { show: false },
+          value: (u, v) => (v === null || v === undefined ? "–" : Number(v.toPrecision(4)).toString()),
+        })),
+      ],
+      hooks: spec.faults ? { draw: [(u) => this.drawThresholds(u)] } : {},
+    };
+    this.plot = new uPlot(opts, [[], ...spec.series.map(() => [])], container);
+    // Charts follow their box (phone rotation, window resize).
+    new ResizeObserver(() => {
+      const w = this.width();
+      if (Math.abs(w - this.plot.width) > 2) this.plot.setSize({ width: w, height: this.height() });
+    }).observe(container);
+  }
+
+  width() {
+    return Math.max(240, Math.floor(this.container.clientWidth));
+  }
+
+  height() {
+    return this.container.clientWidth < 480 ? 160 : 200;
+  }
+
+  setData(buf) {
+    this.plot.setData([buf.t, ...this.spec.series.map((s) => buf.v[s.col])]);
+  }
+
+  // Dashed warning and alarm lines on the fault chart.
+  drawThresholds(u) {
+    const { ctx } = u;
+    const thr = this.thresholds();
+    const lines = [[thr.warning, "#d97706"], [thr.alarm, "#dc2626"]];
+    ctx.save();
+    ctx.lineWidth = Math.max(1, devicePixelRatio);
+    ctx.setLineDash([6 * devicePixelRatio, 4 * devicePixelRatio]);
+    for (const [v, color] of lines) {
+      const y = Math.round(u.valToPos(v, "y", true));
+      if (y < u.bbox.top || y > u.bbox.top + u.bbox.height) continue;
+      ctx.strokeStyle = color;
+      ctx.beginPath();
+      ctx.moveTo(u.bbox.left, y);
+      ctx.lineTo(u.bbox.left + u.bbox.width, y);
+      ctx.stroke();
+    }
+    ctx.restore();
+  }
+}

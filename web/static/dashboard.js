@@ -1,0 +1,366 @@
+// Live dashboard (/): fault intensities, dominant fault, trends, latest reading.
+//
+// Data flow: /api/model (names, catalogue, thresholds) -> /api/machines -> /api/latest
+// (the newest row and its id) -> /api/series (chart history) -> /events from that id, so
+// nothing committed between the page load and the stream is missed. Incoming readings
+// are queued and applied once per animation frame: a burst of replayed rows costs one
+// DOM update and one chart redraw.
+
+import { ApiError, dominantFault, el, faultState, fmtFault, fmtNum, fmtTime, getJSON, serverNow, tokenForm } from "./api.js";
+import { ALL_METRICS, CHARTS, Chart, POINTS, SeriesBuffer } from "./charts.js";
+import { LiveFeed, RateMeter, probeServer } from "./live.js";
+
+const RANGES = { "15m": 900, "1h": 3600, "24h": 86400, "7d": 604800 };
+const $ = (id) => document.getElementById(id);
+
+const S = {
+  model: null,
+  thresholds: { warning: 30, alarm: 60 },
+  catalogue: new Map(), // fault -> {category, observed, root_causes}
+  machines: [],
+  machine: null, // null: no filter (fresh appliance, or a single unnamed source)
+  range: "15m",
+  custom: null, // [startSec, endSec] when range === "custom"
+  latest: null,
+  chartQueue: [],
+  loadingSeries: false,
+  frame: 0,
+};
+const tiles = new Map(); // fault -> {li, value, state, bar}
+const featureCells = new Map(); // feature name -> <dd>
+const rate = new RateMeter();
+const buffer = new SeriesBuffer(ALL_METRICS);
+const charts = [];
+const agg = (col) => (col.startsWith("fault") ? "max" : "mean");
+
+const showToken = tokenForm(() => init());
+const feed = new LiveFeed({
+  onReading,
+  onState: (state, detail) => {
+    const c = $("conn");
+    c.dataset.state = state;
+    c.textContent = detail ? `${state} (${detail})` : state;
+    if (detail === "read token needed") showToken();
+  },
+  probe: () => probeServer(S.machine),
+});
+
+// --- model: thresholds, fault tiles, feature list -----------------------------------
+
+function buildModel(model) {
+  S.model = model;
+  S.thresholds = model.thresholds || S.thresholds;
+  S.catalogue = new Map((model.catalogue || []).map((c) => [c.fault, c]));
+  $("model-name").textContent = model.name || "–";
+  $("model-version").textContent = model.version || "–";
+  $("thr-warning").textContent = fmtFault(S.thresholds.warning);
+  $("thr-alarm").textContent = fmtFault(S.thresholds.alarm);
+
+  const list = $("faults");
+  list.replaceChildren();
+  tiles.clear();
+  for (const f of model.faults || []) {
+    const cat = S.catalogue.get(f);
+    const li = el("li", "fault state-normal");
+    li.dataset.fault = f;
+    const head = el("div", "fault-head");
+    head.append(el("span", "fault-id", f), el("span", "fault-state", "–"));
+    const value = el("div", "fault-value", "–");
+    const track = el("div", "bar");
+    const bar = el("div", "bar-fill");
+    track.append(bar);
+    li.append(head, el("div", "fault-cat", cat ? cat.category : f), value, track);
+    list.append(li);
+    tiles.set(f, { li, value, state: head.lastChild, bar });
+  }
+
+  const dl = $("features");
+  dl.replaceChildren();
+  featureCells.clear();
+  for (const name of model.features || []) {
+    const div = el("div", "feat");
+    const dd = el("dd", null, "–");
+    div.append(el("dt", null, name), dd);
+    dl.append(div);
+    featureCells.set(name, dd);
+  }
+}
+
+// --- rendering the newest reading ----------------------------------------------------
+
+function setState(node, state) {
+  node.classList.remove("state-normal", "state-warning", "state-alarm");
+  node.classList.add(`state-${state}`);
+}
+
+function renderLatest(r) {
+  const faults = r.faults || {};
+  // Bars span 0..(alarm x 1.25) so both thresholds sit at fixed places.
+  const full = S.thresholds.alarm * 1.25 || 100;
+  for (const [f, t] of tiles) {
+    const v = faults[f];
+    const st = v === undefined ? "normal" : faultState(v, S.thresholds);
+    setState(t.li, st);
+    t.value.textContent = fmtFault(v);
+    t.state.textContent = v === undefined ? "–" : st;
+    t.bar.style.transform = `scaleX(${Math.min(Math.max((v || 0) / full, 0), 1)})`;
+  }
+
+  const dom = dominantFault(faults);
+  const box = $("dominant");
+  if (dom) {
+    const v = faults[dom];
+    const st = faultState(v, S.thresholds);
+    const cat = S.catalogue.get(dom) || {};
+    setState(box, st);
+    $("dom-name").textContent = `${cat.category || dom} (${dom})`;
+    $("dom-value").textContent = fmtFault(v);
+    $("dom-state").textContent = st;
+    $("dom-observed").textContent = cat.observed || "–";
+    $("dom-causes").textContent = cat.root_causes || "–";
+    $("dom-note").textContent = st === "normal" ? "All intensities are below the warning threshold." : "";
+  }
+
+  $("latest-time").textContent = fmtTime(r.time);
+  $("latest-machine").textContent = r.machine ?? "–";
+  $("latest-id").textContent = r.id ?? "–";
+  const feats = r.features || {};
+  for (const [name, dd] of featureCells) dd.textContent = fmtNum(feats[name]);
+}
+
+// --- live stream -------------------------------------------------------------------
+
+function onReading(r) {
+  rate.tick();
+  if (r.machine && !S.machines.some((m) => m.machine === r.machine)) refreshMachines();
+  S.latest = r;
+  S.chartQueue.push(r);
+  // Bounded even if frames stall (hidden tab): older queued rows only matter to charts.
+  if (S.chartQueue.length > 20000) S.chartQueue.splice(0, S.chartQueue.length - 20000);
+  scheduleFrame();
+}
+
+function scheduleFrame() {
+  if (S.frame) return;
+  S.frame = requestAnimationFrame(() => {
+    S.frame = 0;
+    if (S.latest) renderLatest(S.latest);
+    flushCharts();
+  });
+}
+
+function flushCharts() {
+  if (S.loadingSeries) return; // the series answer replaces the buffer; keep the queue
+  if (S.range !== "custom" && S.chartQueue.length) {
+    for (const r of S.chartQueue) {
+      const t = Date.parse(r.time) / 1000;
+      if (Number.isNaN(t)) continue;
+      const values = { ...r.faults };
+      for (const c of CHARTS) for (const s of c.series) if (!s.col.startsWith("fault")) values[s.col] = r.features?.[s.key];
+      buffer.push(t, values, agg);
+    }
+    const [min] = xRange();
+    buffer.trim(min);
+  }
+  S.chartQueue.length = 0;
+  for (const c of charts) c.setData(buffer);
+}
+
+// --- ranges and history ------------------------------------------------------------
+
+function xRange() {
+  if (S.range === "custom" && S.custom) return S.custom;
+  const now = serverNow() / 1000;
+  return [now - RANGES[S.range], now];
+}
+
+const iso = (sec) => new Date(sec * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
+
+async function loadSeries() {
+  const [start, end] = xRange();
+  S.loadingSeries = true;
+  $("range-msg").textContent = "";
+  try {
+    const ans = await getJSON("/api/series", {
+      start: iso(start), end: iso(end), machine: S.machine, metrics: ALL_METRICS.join(","), points: POINTS,
+    });
+    buffer.load(ans, (end - start) / POINTS);
+    if (!ans.time.length) $("range-msg").textContent = "No readings in this range.";
+  } catch (err) {
+    buffer.clear((end - start) / POINTS);
+    handleError(err, "range-msg");
+  } finally {
+    S.loadingSeries = false;
+    // Live rows that arrived meanwhile: keep only those newer than the history.
+    const lastT = buffer.t.length ? buffer.t[buffer.t.length - 1] : -Infinity;
+    S.chartQueue = S.chartQueue.filter((r) => Date.parse(r.time) / 1000 >= lastT);
+    flushCharts();
+  }
+}
+
+function wireRanges() {
+  for (const b of document.querySelectorAll("#ranges button[data-range]")) {
+    b.addEventListener("click", () => {
+      S.range = b.dataset.range;
+      S.custom = null;
+      $("custom-range").hidden = S.range !== "custom";
+      markRange();
+      saveUrl();
+      if (S.range !== "custom") loadSeries();
+    });
+  }
+  $("custom-range").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const start = Date.parse($("custom-start").value);
+    const end = Date.parse($("custom-end").value);
+    if (Number.isNaN(start) || Number.isNaN(end) || end <= start) {
+      $("range-msg").textContent = "Pick a start before the end.";
+      return;
+    }
+    S.custom = [start / 1000, end / 1000];
+    loadSeries();
+  });
+}
+
+function markRange() {
+  for (const b of document.querySelectorAll("#ranges button[data-range]")) {
+    b.setAttribute("aria-pressed", String(b.dataset.range === S.range));
+  }
+  $("live-mode").textContent = S.range === "custom" ? "fixed range" : "live";
+}
+
+// --- machines ----------------------------------------------------------------------
+
+let machinesInFlight = null;
+function refreshMachines() {
+  machinesInFlight ??= getJSON("/api/machines")
+    .then((ans) => {
+      S.machines = ans.machines || [];
+      if (pickDefault()) {
+        // The stream so far was unfiltered; with one machine it carried the same rows.
+        if (S.machines.length > 1) restart();
+        else feed.machine = S.machine;
+      }
+      renderMachines();
+    })
+    .catch((err) => handleError(err))
+    .finally(() => { machinesInFlight = null; });
+  return machinesInFlight;
+}
+
+// With no machine chosen yet, take the one that reported last. Returns true if it changed.
+function pickDefault() {
+  if (S.machine !== null || !S.machines.length) return false;
+  const newest = [...S.machines].sort((a, b) => String(b.last_time).localeCompare(String(a.last_time)))[0];
+  S.machine = newest.machine;
+  return true;
+}
+
+function renderMachines() {
+  const sel = $("machine");
+  const names = S.machines.map((m) => m.machine);
+  sel.replaceChildren(...names.map((n) => {
+    const o = el("option", null, n);
+    o.value = n;
+    return o;
+  }));
+  sel.value = S.machine ?? "";
+  $("machine-pick").hidden = names.length < 2;
+  $("machine-one").hidden = names.length >= 2;
+  $("machine-one").textContent = S.machine ?? "no readings yet";
+}
+
+// --- start / restart ---------------------------------------------------------------
+
+function handleError(err, where = "notice") {
+  if (err instanceof ApiError && err.status === 401) {
+    showToken(err.message);
+    return;
+  }
+  $(where).textContent = err instanceof ApiError ? err.message : `Cannot reach the appliance (${err.message}).`;
+}
+
+// (Re)load everything for the current machine and resume the stream from the newest row.
+async function restart() {
+  feed.stop();
+  S.chartQueue.length = 0;
+  saveUrl();
+  $("notice").textContent = "";
+  let sinceId = null;
+  try {
+    const ans = await getJSON("/api/latest", { machine: S.machine, limit: 1 });
+    const r = (ans.readings || [])[0];
+    if (r) {
+      S.latest = r;
+      sinceId = r.id;
+      renderLatest(r);
+    }
+  } catch (err) {
+    handleError(err);
+    if (err instanceof ApiError && err.status === 401) return;
+  }
+  await loadSeries();
+  feed.start(S.machine, sinceId);
+}
+
+async function init() {
+  try {
+    buildModel(await getJSON("/api/model"));
+  } catch (err) {
+    handleError(err);
+    setTimeout(init, 5000); // the appliance may be starting
+    return;
+  }
+  try {
+    const ans = await getJSON("/api/machines");
+    S.machines = ans.machines || [];
+  } catch (err) {
+    handleError(err);
+    if (err instanceof ApiError && err.status === 401) return;
+  }
+  const names = S.machines.map((m) => m.machine);
+  const wanted = new URLSearchParams(location.search).get("machine");
+  if (wanted && names.includes(wanted)) S.machine = wanted;
+  pickDefault();
+  renderMachines();
+  await restart();
+}
+
+function saveUrl() {
+  const q = new URLSearchParams(location.search);
+  if (S.machine && S.machines.length > 1) q.set("machine", S.machine);
+  else q.delete("machine");
+  q.set("range", S.range);
+  history.replaceState(null, "", `${location.pathname}?${q}`);
+}
+
+function setup() {
+  const r = new URLSearchParams(location.search).get("range");
+  if (r && RANGES[r]) S.range = r;
+  markRange();
+  for (const spec of CHARTS) {
+    const fig = el("figure", "chart");
+    fig.append(el("figcaption", null, spec.title));
+    const box = el("div", "chart-box");
+    fig.append(box);
+    $("charts").append(fig);
+    charts.push(new Chart(box, spec, { xRange, thresholds: () => S.thresholds }));
+  }
+  wireRanges();
+  $("machine").addEventListener("change", (ev) => {
+    S.machine = ev.target.value;
+    restart();
+  });
+  init();
+  setInterval(() => {
+    $("rate").textContent = rate.rate().toFixed(1);
+    // Slide the live window even when no reading arrives.
+    if (S.range !== "custom") {
+      buffer.trim(xRange()[0]);
+      scheduleFrame();
+    }
+  }, 1000);
+  setInterval(refreshMachines, 30000); // a new machine shows up in the selector
+}
+
+setup();

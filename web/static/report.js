@@ -1,0 +1,141 @@
+// Report page: count the matching rows (/api/count), then download the CSV
+// (/generate_csv, streamed by the server straight to disk via a plain navigation).
+// Counting first turns "nothing matches" and bad input into a message on the page
+// instead of a JSON error document replacing it.
+
+import { ApiError, el, getJSON, serverNow, tokenForm, withParams } from "./api.js";
+
+const $ = (id) => document.getElementById(id);
+const form = $("report");
+let countSeq = 0; // answers can come back out of order; only the newest is shown
+
+function params() {
+  return {
+    start: $("start").value,
+    end: $("end").value,
+    threshold: $("threshold").value.trim(),
+    fault: $("fault").value,
+    machine: $("machine").value,
+  };
+}
+
+// Client-side checks for what the browser already knows; the server checks again.
+function validate(p) {
+  if (!p.start || !p.end) return "Choose a start and an end date.";
+  if (p.start > p.end) return "The start date is after the end date.";
+  if (p.threshold !== "" && !Number.isFinite(Number(p.threshold))) return "The threshold must be a number.";
+  if ($("threshold").validity.badInput) return "The threshold must be a number.";
+  return null;
+}
+
+function show(kind, text) {
+  const r = $("result");
+  r.className = `result ${kind}`;
+  r.textContent = text;
+}
+
+function describe(p) {
+  const parts = [`${p.start} to ${p.end}`];
+  if (p.threshold !== "") parts.push(`${p.fault || "largest fault"} ≥ ${p.threshold}`);
+  else if (p.fault) parts.push(p.fault);
+  if (p.machine) parts.push(`machine ${p.machine}`);
+  return parts.join(", ");
+}
+
+// Returns the count, or null after showing why there is none.
+async function count() {
+  const p = params();
+  const bad = validate(p);
+  const seq = ++countSeq;
+  if (bad) {
+    $("count").textContent = "";
+    show("error", bad);
+    return null;
+  }
+  $("count").textContent = "counting…";
+  try {
+    const ans = await getJSON("/api/count", p);
+    if (seq !== countSeq) return null;
+    const n = ans.count;
+    $("count").textContent = `${n.toLocaleString()} matching row${n === 1 ? "" : "s"}`;
+    if (n === 0) show("info", `No readings match (${describe(p)}).`);
+    else show("", "");
+    $("download").disabled = n === 0;
+    return n;
+  } catch (err) {
+    if (seq !== countSeq) return null;
+    $("count").textContent = "";
+    if (err instanceof ApiError && err.status === 401) showToken(err.message);
+    else if (err instanceof ApiError) show("error", err.message);
+    else show("error", `Cannot reach the appliance (${err.message}).`);
+    return null;
+  }
+}
+
+let debounce = 0;
+function recount() {
+  clearTimeout(debounce);
+  $("download").disabled = false;
+  debounce = setTimeout(count, 300);
+}
+
+async function download(ev) {
+  ev.preventDefault();
+  clearTimeout(debounce);
+  const n = await count();
+  if (!n) return;
+  const p = params();
+  const a = el("a");
+  a.href = withParams("/generate_csv", p);
+  a.download = `fdedge_${p.start}_${p.end}.csv`;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  show("ok", `Downloading ${n.toLocaleString()} row${n === 1 ? "" : "s"} (${describe(p)}).`);
+}
+
+async function loadChoices() {
+  try {
+    const model = await getJSON("/api/model");
+    const sel = $("fault");
+    for (const c of model.catalogue || []) {
+      const o = el("option", null, `${c.fault} · ${c.category}`);
+      o.value = c.fault;
+      sel.append(o);
+    }
+  } catch {
+    for (let i = 0; i < 8; i++) { // the model is optional for a report; names suffice
+      const o = el("option", null, `fault${i}`);
+      o.value = `fault${i}`;
+      $("fault").append(o);
+    }
+  }
+  try {
+    const ans = await getJSON("/api/machines");
+    const sel = $("machine");
+    sel.replaceChildren(sel.firstElementChild);
+    for (const m of ans.machines || []) {
+      const o = el("option", null, m.machine);
+      o.value = m.machine;
+      sel.append(o);
+    }
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) showToken(err.message);
+  }
+}
+
+const showToken = tokenForm(() => {
+  loadChoices();
+  count();
+});
+
+// Default: the last 7 days, in UTC like the server's dates.
+const today = new Date(serverNow());
+$("end").value = today.toISOString().slice(0, 10);
+$("start").value = new Date(today.getTime() - 6 * 86400e3).toISOString().slice(0, 10);
+
+form.addEventListener("submit", download);
+form.addEventListener("input", recount);
+form.addEventListener("change", recount);
+$("count-btn").addEventListener("click", () => count());
+loadChoices().then(count);
