@@ -1,0 +1,186 @@
+"""Keras -> ONNX through tf2onnx, plus onnxruntime's offline graph optimisation.
+
+`tf2onnx.convert.from_keras` does not understand Keras 3 models, so the model is wrapped
+in a `tf.function` with an explicit input signature and converted with `from_function`.
+The graph gets stable names (input `features`, output `scaled_faults`, batch axis
+`batch`) and carries the feature order in its metadata, so the file documents itself.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass, asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convert.errors import BuildExtraMissing, ExportError
+
+INPUT_NAME = "features"
+OUTPUT_NAME = "scaled_faults"
+BATCH_AXIS = "batch"
+# Only standard-domain operators count as portable: any onnxruntime build (x86-64,
+# aarch64, old or new) and other ONNX runtimes can execute them.
+PORTABLE_DOMAINS = {"", "ai.onnx"}
+# An optimised file must beat the plain one by this much at batch 1 to be kept: smaller
+# differences are timing noise and not worth a less canonical file.
+KEEP_IF_FASTER_BY = 0.03
+
+
+def export(model: Any, n_features: int, opset: int, path: Path, metadata: dict[str, str]) -> None:
+    """Write the model's raw (scaled) output graph to `path`."""
+    from convert.keras_model import import_tensorflow
+
+    tf, _ = import_tensorflow()
+    try:
+        import onnx
+        import tf2onnx
+    except ImportError as exc:
+        raise BuildExtraMissing(exc.name or "tf2onnx") from None
+    import logging
+
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    spec = (tf.TensorSpec((None, n_features), tf.float32, name=INPUT_NAME),)
+    function = tf.function(lambda x: model(x, training=False), input_signature=spec)
+    try:
+        proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=opset)
+    except Exception as exc:  # tf2onnx raises bare Exceptions/ValueErrors for unsupported opsets/ops
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ExportError(f"tf2onnx could not convert the model at opset {opset} ({type(exc).__name__}: {detail})") from None
+    _tidy(proto)
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+
+
+def _tidy(proto: Any) -> None:
+    """Rename tf2onnx's `Identity:0` output and `unk__N` batch axes to stable names."""
+    (graph_input,) = [i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
+    (graph_output,) = proto.graph.output
+    old = graph_output.name
+    for node in proto.graph.node:
+        node.output[:] = [OUTPUT_NAME if name == old else name for name in node.output]
+        node.input[:] = [OUTPUT_NAME if name == old else name for name in node.input]
+    graph_output.name = OUTPUT_NAME
+    for value in (graph_input, graph_output):
+        value.type.tensor_type.shape.dim[0].dim_param = BATCH_AXIS
+
+
+def session(path: Path | bytes, level: str = "all", threads: int = 1) -> Any:
+    """An onnxruntime session configured like the appliance's (edge/model.py)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    options.graph_optimization_level = {
+        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
+    source = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+@dataclass(frozen=True)
+class Optimisation:
+    """What was tried and why the result was kept or not (recorded in manifest.json)."""
+
+    level: str
+    kept: bool
+    reason: str
+    plain_us_batch1: float | None = None
+    optimised_us_batch1: float | None = None
+    max_abs_difference: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def _batch1_us(sess: Any, x: np.ndarray, calls: int = 2000, rounds: int = 5) -> list[float]:
+    feed = {INPUT_NAME: x[:1]}
+    for _ in range(200):
+        sess.run(None, feed)
+    out = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
+            sess.run(None, feed)
+        out.append((time.perf_counter() - start) / calls * 1e6)
+    return out
+
+
+def optimise(plain: Path, target: Path, x: np.ndarray, tolerance: float, mode: str) -> Optimisation:
+    """Try ORT_ENABLE_BASIC offline; replace `plain` by the result only if it earns its place.
+
+    BASIC is the highest level whose output uses standard ONNX operators only (it folds
+    MatMul+Add into Gemm, constants, identities); EXTENDED writes com.microsoft fused
+    kernels tied to onnxruntime, and ALL may write hardware-specific layouts. The appliance
+    applies the same rewrites itself at load time, so `auto` keeps the file only when it
+    measurably beats the plain one under the appliance's own session options.
+    """
+    if mode == "none":
+        return Optimisation("basic", False, "disabled (--optimize none)")
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(target)
+    options.log_severity_level = 3
+    try:
+        ort.InferenceSession(str(plain), sess_options=options, providers=["CPUExecutionProvider"])
+        proto = onnx.load(str(target))
+    except Exception as exc:
+        return Optimisation("basic", False, f"onnxruntime could not write or reload it: {str(exc)[:120]}")
+    domains = {node.domain for node in proto.graph.node}
+    if not domains <= PORTABLE_DOMAINS:
+        target.unlink(missing_ok=True)
+        return Optimisation("basic", False, f"not portable: uses operator domains {sorted(domains - PORTABLE_DOMAINS)}")
+    # onnxruntime declares every domain it knows; keep only the ones the graph uses.
+    kept_imports = [o for o in proto.opset_import if o.domain in domains | {""}]
+    del proto.opset_import[:]
+    proto.opset_import.extend(kept_imports)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(target))
+
+    plain_sess, opt_sess = session(plain), session(target)
+    a = plain_sess.run(None, {INPUT_NAME: x})[0].astype(np.float64)
+    b = opt_sess.run(None, {INPUT_NAME: x})[0].astype(np.float64)
+    difference = float(np.max(np.abs(a - b)))
+    spread = float(np.ptp(a)) or 1.0
+    plain_times, opt_times = [], []
+    for _ in range(2):  # interleaved, so drift on a shared machine hits both alike
+        plain_times += _batch1_us(plain_sess, x)
+        opt_times += _batch1_us(opt_sess, x)
+    plain_us, opt_us = statistics.median(plain_times), statistics.median(opt_times)
+    figures = dict(plain_us_batch1=plain_us, optimised_us_batch1=opt_us, max_abs_difference=difference)
+    if difference / spread > tolerance:
+        target.unlink(missing_ok=True)
+        return Optimisation("basic", False, "disagrees with the plain graph", **figures)
+    if mode == "basic" or opt_us < plain_us * (1 - KEEP_IF_FASTER_BY):
+        target.replace(plain)
+        why = "forced (--optimize basic)" if mode == "basic" else "faster at batch 1"
+        return Optimisation("basic", True, why, **figures)
+    target.unlink(missing_ok=True)
+    return Optimisation(
+        "basic", False,
+        f"no gain above {KEEP_IF_FASTER_BY:.0%} at batch 1 (the runtime applies the same rewrites at load)",
+        **figures,
+    )
+
+
+def metadata_features(path: Path) -> list[str] | None:
+    """The feature order stored in the ONNX file's metadata, for cross-checking the manifest."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    props = {p.key: p.value for p in proto.metadata_props}
+    return json.loads(props["features"]) if "features" in props else None
