@@ -18,7 +18,7 @@ from convert.errors import BuildExtraMissing, DimensionMismatch, ModelLoadError,
 
 
 @contextmanager
-def _quiet_stderr() -> Iterator[None]:
+def quiet_stderr() -> Iterator[None]:
     """Silence file descriptor 2 while TensorFlow's shared libraries initialise.
 
     TensorFlow 2.21 logs oneDNN/absl banners from C++ at import time, and only honours
@@ -45,7 +45,7 @@ def import_tensorflow() -> tuple[ModuleType, ModuleType]:
         if "tensorflow" in sys.modules:
             import tensorflow as tf
         else:
-            with _quiet_stderr():
+            with quiet_stderr():
                 import tensorflow as tf
         import keras
     except ImportError as exc:

@@ -32,7 +32,7 @@ KEEP_IF_FASTER_BY = 0.03
 
 def export(model: Any, n_features: int, opset: int, path: Path, metadata: dict[str, str]) -> None:
     """Write the model's raw (scaled) output graph to `path`."""
-    from convert.keras_model import import_tensorflow
+    from convert.keras_model import import_tensorflow, quiet_stderr
 
     tf, _ = import_tensorflow()
     try:
@@ -46,7 +46,8 @@ def export(model: Any, n_features: int, opset: int, path: Path, metadata: dict[s
     spec = (tf.TensorSpec((None, n_features), tf.float32, name=INPUT_NAME),)
     function = tf.function(lambda x: model(x, training=False), input_signature=spec)
     try:
-        proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=opset)
+        with quiet_stderr():  # grappler's C++ start-up lines, when TensorFlow came in noisy
+            proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=opset)
     except Exception as exc:  # tf2onnx raises bare Exceptions/ValueErrors for unsupported opsets/ops
         detail = (str(exc).strip().splitlines() or [""])[0][:200]
         raise ExportError(f"tf2onnx could not convert the model at opset {opset} ({type(exc).__name__}: {detail})") from None
