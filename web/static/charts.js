@@ -27,6 +27,17 @@ export const CHARTS = [
       { col: `fault${i}`, key: `fault${i}`, label: `fault${i}`, color: FAULT_COLORS[i] })) },
 ];
 
+// 24-hour, ISO-ordered tick labels (uPlot's defaults are US 12-hour):
+// [tick step s, label, then the extra line shown when year/month/day/hour/min/sec change, mode]
+const TIME_TICKS = [
+  [86400 * 365, "{YYYY}", null, null, null, null, null, null, 1],
+  [86400 * 28, "{MMM}", "\n{YYYY}", null, null, null, null, null, 1],
+  [86400, "{MM}-{DD}", "\n{YYYY}", null, null, null, null, null, 1],
+  [3600, "{HH}:{mm}", "\n{YYYY}-{MM}-{DD}", null, "\n{MM}-{DD}", null, null, null, 1],
+  [60, "{HH}:{mm}", "\n{YYYY}-{MM}-{DD}", null, "\n{MM}-{DD}", null, null, null, 1],
+  [1, ":{ss}", "\n{YYYY}-{MM}-{DD} {HH}:{mm}", null, "\n{MM}-{DD} {HH}:{mm}", null, "\n{HH}:{mm}", null, 1],
+];
+
 export const ALL_METRICS = CHARTS.flatMap((c) => c.series.map((s) => s.col));
 
 // Columnar buffer: t (epoch s) plus one array per column, bucketed by `bucket` seconds.
@@ -36,8 +47,10 @@ export class SeriesBuffer {
     this.clear(1);
   }
 
-  clear(bucket) {
+  // Buckets are counted from `origin` like the server's (start + k * bucket).
+  clear(bucket, origin = 0) {
     this.bucket = Math.max(bucket || 1, 0.001);
+    this.origin = origin;
     this.t = [];
     this.n = [];
     this.v = Object.fromEntries(this.cols.map((c) => [c, []]));
@@ -45,7 +58,7 @@ export class SeriesBuffer {
 
   // Replace contents with an /api/series answer.
   load(answer, bucket) {
-    this.clear(answer.bucket_seconds || bucket);
+    this.clear(answer.bucket_seconds || bucket, Date.parse(answer.start) / 1000 || 0);
     this.t = answer.time.slice();
     this.n = this.t.map(() => 1);
     for (const c of this.cols) {
@@ -57,8 +70,8 @@ export class SeriesBuffer {
   // Fold one reading in. values: {col: number}; agg(col) -> "mean" | "max".
   push(t, values, agg) {
     const last = this.t.length - 1;
-    const key = Math.floor(t / this.bucket);
-    if (last >= 0 && (Math.floor(this.t[last] / this.bucket) === key || t < this.t[last])) {
+    const key = (x) => Math.floor((x - this.origin) / this.bucket);
+    if (last >= 0 && (key(this.t[last]) === key(t) || t < this.t[last])) {
       // Same bucket (or a late reading): merge into the newest point.
       const n = this.n[last];
       for (const c of this.cols) {
@@ -116,14 +129,15 @@ export class Chart {
         },
       },
       axes: [
-        { stroke: "#555", grid: { stroke: "#e5e7eb" }, ticks: { stroke: "#d1d5db" } },
+        { stroke: "#555", grid: { stroke: "#e5e7eb" }, ticks: { stroke: "#d1d5db" }, values: TIME_TICKS },
         { stroke: "#555", size: 48, grid: { stroke: "#e5e7eb" }, ticks: { stroke: "#d1d5db" },
           label: spec.unit || undefined, labelSize: spec.unit ? 18 : 0 },
       ],
       series: [
-        { label: "time" },
+        { label: "time", value: "{YYYY}-{MM}-{DD} {HH}:{mm}:{ss}" },
         ...spec.series.map((s) => ({
-          label: s.label, stroke: s.color, width: 1.5, spanGaps: false, points: { show: false },
+          // uPlot's default point rule: dots only while points are sparse (a lone reading shows).
+          label: s.label, stroke: s.color, width: 1.5, spanGaps: false,
           value: (u, v) => (v === null || v === undefined ? "–" : Number(v.toPrecision(4)).toString()),
         })),
       ],

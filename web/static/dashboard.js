@@ -42,6 +42,10 @@ const feed = new LiveFeed({
     c.textContent = detail ? `${state} (${detail})` : state;
     if (detail === "read token needed") showToken();
   },
+  onGap: (skipped) => {
+    $("range-msg").textContent = `${skipped} readings were too many to replay; the charts show them from history.`;
+    if (S.range !== "custom") loadSeries();
+  },
   probe: () => probeServer(S.machine),
 });
 
@@ -187,7 +191,7 @@ async function loadSeries() {
     buffer.load(ans, (end - start) / POINTS);
     if (!ans.time.length) $("range-msg").textContent = "No readings in this range.";
   } catch (err) {
-    buffer.clear((end - start) / POINTS);
+    buffer.clear((end - start) / POINTS, start);
     handleError(err, "range-msg");
   } finally {
     S.loadingSeries = false;

@@ -10,9 +10,11 @@ const OFFLINE_AFTER = 3; // failed reconnects before we call it "offline"
 
 export class LiveFeed {
   // onReading(reading) per new reading; onState(state, detail) with state in
-  // connecting | live | reconnecting | offline; probe() -> Promise<"ok" | "unauthorized" | "down">
-  constructor({ onReading, onState, probe }) {
+  // connecting | live | reconnecting | offline; onGap(skipped) when the server could not
+  // replay everything missed; probe() -> Promise<"ok" | "unauthorized" | "down">
+  constructor({ onReading, onState, onGap, probe }) {
     this.onReading = onReading;
+    this.onGap = onGap || (() => {});
     this.onState = onState;
     this.probe = probe;
     this.machine = null;
@@ -78,6 +80,24 @@ export class LiveFeed {
       if (this.machine && r.machine !== this.machine) return;
       this.lastId = id;
       this.onReading(r);
+    });
+    // First connect without an id: the server names its newest row, so a later manual
+    // reconnect can still ask for everything after it.
+    es.addEventListener("hello", (ev) => {
+      if (es !== this.es || this.lastId !== null) return;
+      const id = Number(ev.lastEventId);
+      if (Number.isFinite(id)) this.lastId = id;
+    });
+    // Too many rows missed to replay: the server skips ahead; the page reloads history.
+    es.addEventListener("gap", (ev) => {
+      if (es !== this.es) return;
+      try {
+        const gap = JSON.parse(ev.data);
+        this.lastId = Math.max(this.lastId ?? 0, Number(gap.resume_id) || 0);
+        this.onGap(gap.skipped);
+      } catch {
+        // ignore a malformed notice
+      }
     });
     es.addEventListener("error", () => {
       if (es !== this.es) return;
