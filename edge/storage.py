@@ -19,6 +19,24 @@ DATA_COLUMNS: tuple[str, ...] = COLUMNS + FAULTS
 INSERT_COLUMNS: tuple[str, ...] = ("time", *DATA_COLUMNS, "machine")
 INSERT_SQL = (f"INSERT INTO {TABLE} ({', '.join(INSERT_COLUMNS)}) "
               f"VALUES ({', '.join('?' * len(INSERT_COLUMNS))})")
+# Rows per multi-row INSERT: one sqlite3_step per chunk instead of one per row, which matters
+# because Python's sqlite3 releases and re-takes the GIL around every step.
+INSERT_CHUNK = 256
+_ROW_MARKS = "(" + ", ".join("?" * len(INSERT_COLUMNS)) + ")"
+
+
+def insert_sql(rows: int) -> str:
+    return f"INSERT INTO {TABLE} ({', '.join(INSERT_COLUMNS)}) VALUES " + ", ".join([_ROW_MARKS] * rows)
+
+
+def insert_rows(conn: sqlite3.Connection, rows: list[tuple]) -> int:
+    """Insert rows in order; returns the id of the last one (ids are consecutive: one writer)."""
+    last = 0
+    for start in range(0, len(rows), INSERT_CHUNK):
+        chunk = rows[start:start + INSERT_CHUNK]
+        params = [value for row in chunk for value in row]
+        last = conn.execute(insert_sql(len(chunk)), params).lastrowid
+    return last
 SELECT_COLUMNS: tuple[str, ...] = ("id", "time", "machine", *DATA_COLUMNS)
 SELECT_LIST = ", ".join(SELECT_COLUMNS)
 
@@ -43,7 +61,7 @@ MARKER_SUFFIX = ".fdedge"
 
 
 def connect(path: Path, *, sync: str = "full", busy_ms: int = 2000, readonly: bool = False) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, cached_statements=512)
     conn.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
     if readonly:
         conn.execute("PRAGMA query_only = 1")

@@ -23,7 +23,7 @@ from edge.errors import Unavailable
 from edge.model import Model
 from edge.readings import Batch, now_text
 from edge.fdrest import FAULTS
-from edge.storage import INSERT_SQL, TABLE, open_database
+from edge.storage import TABLE, insert_rows, open_database
 
 log = logging.getLogger("fdedge.writer")
 
@@ -56,6 +56,16 @@ class _Task:
 _STOP = object()
 
 
+def _settle_all(pending: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
+    for future, result, error in pending:
+        if future.done():
+            continue  # the client went away; its readings are stored all the same
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
 def storage_error(exc: sqlite3.Error) -> Unavailable:
     text = str(exc)
     if "full" in text:
@@ -78,6 +88,7 @@ class Writer:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._pending: list[tuple[asyncio.Future, Any, BaseException | None]] = []
 
     # -- event-loop side ----------------------------------------------------------------------
 
@@ -137,17 +148,18 @@ class Writer:
                 self._commit_group(group)
             for task in tasks:
                 self._run_task(task)
+            self._flush()
 
     def _settle(self, future: asyncio.Future, result: Any = None, error: BaseException | None = None) -> None:
-        def settle() -> None:
-            if future.done():
-                return  # the client went away; its readings are stored all the same
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
+        """Collected and handed to the event loop once per group: one wake-up, not one per request."""
+        self._pending.append((future, result, error))
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(settle)
+        self._loop.call_soon_threadsafe(_settle_all, pending)
 
     def _run_task(self, task: _Task) -> None:
         try:
@@ -216,8 +228,7 @@ class Writer:
                     i += 1
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                conn.executemany(INSERT_SQL, rows)
-                last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+                last = insert_rows(conn, rows)
                 first = last - len(rows) + 1
                 offset = 0
                 created = now_text()
