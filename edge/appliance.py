@@ -36,7 +36,8 @@ class Appliance:
         model = model_module.load(settings.model_dir, threads=settings.threads)
         hub = Hub(settings.sse_queue)
         metrics = Metrics(settings.db_path, sse_clients=lambda: len(hub))
-        writer = Writer(settings.db_path, model, sync=settings.sync, init=settings.init_db, observe=metrics.observe)
+        writer = Writer(settings.db_path, model, sync=settings.sync, init=settings.init_db,
+                        max_mb=settings.max_db_mb, observe=metrics.observe)
         appliance = cls(settings, model, writer, Readers(settings.db_path), hub, metrics)
         writer.on_commit = appliance.publish
         return appliance

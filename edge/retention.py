@@ -41,13 +41,26 @@ def prune_chunk(conn: sqlite3.Connection, cutoff: str | None, keep_rows: int) ->
     return deleted
 
 
+def newest_time(conn: sqlite3.Connection) -> datetime | None:
+    row = conn.execute(f"SELECT time FROM {TABLE} ORDER BY id DESC LIMIT 1").fetchone()
+    try:
+        return datetime.fromisoformat(row[0]).replace(tzinfo=timezone.utc) if row and row[0] else None
+    except ValueError:
+        return None
+
+
 async def prune_once(app: Appliance) -> int:
+    """Age is measured from the newer of nothing-in-the-future: min(clock, newest reading), so a
+    clock that jumps years ahead (dead RTC battery, bad NTP) cannot wipe the history."""
     settings = app.settings
     total = 0
     while True:
         cutoff = None
         if settings.retention_days > 0:
-            cutoff = format_time(datetime.now(timezone.utc) - timedelta(days=settings.retention_days))
+            now = datetime.now(timezone.utc)
+            newest = await app.writer.run(newest_time)
+            reference = min(now, newest) if newest is not None else now
+            cutoff = format_time(reference - timedelta(days=settings.retention_days))
         deleted = await app.writer.run(lambda conn: prune_chunk(conn, cutoff, settings.retention_rows))
         total += deleted
         if deleted < CHUNK:

@@ -33,6 +33,7 @@ class Settings:
     alarm_threshold: float = field(default=60.0, metadata={"help": "fault intensity shown as alarm"})
     retention_days: float = field(default=0.0, metadata={"help": "delete readings older than this many days (0 = keep all)"})
     retention_rows: int = field(default=0, metadata={"help": "keep at most this many readings (0 = no limit)"})
+    max_db_mb: float = field(default=0.0, metadata={"help": "hard cap on the database size in MiB; ingest answers 503 when reached (0 = none)"})
     retention_interval: float = field(default=60.0, metadata={"help": "seconds between retention passes"})
     sync: str = field(default="full", metadata={"help": "SQLite synchronous mode: full survives power loss, normal only process crashes", "choices": ("full", "normal")})
     threads: int = field(default=1, metadata={"help": "onnxruntime intra-op threads"})

@@ -75,7 +75,7 @@ def _marker(path: Path) -> Path:
     return path.with_name(path.name + MARKER_SUFFIX)
 
 
-def open_database(path: Path, *, sync: str = "full", init: bool = False) -> sqlite3.Connection:
+def open_database(path: Path, *, sync: str = "full", init: bool = False, max_mb: float = 0.0) -> sqlite3.Connection:
     """Open (or create) and migrate the database; refuse to silently replace a lost one.
 
     A marker file beside the database records that it existed: if the database later vanishes
@@ -102,6 +102,9 @@ def open_database(path: Path, *, sync: str = "full", init: bool = False) -> sqli
         if str(mode).lower() != "wal":
             raise StartupError(f"database {path} could not switch to WAL mode (got {mode})")
         migrate(conn)
+        if max_mb > 0:
+            page = conn.execute("PRAGMA page_size").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count = {max(int(max_mb * 1024 * 1024 // page), 1)}")
     except sqlite3.DatabaseError as exc:
         raise StartupError(f"database {path} cannot be opened: {exc} (is it an SQLite file? is the disk full or read-only?)") from None
     try:

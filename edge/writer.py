@@ -78,10 +78,10 @@ def storage_error(exc: sqlite3.Error) -> Unavailable:
 
 
 class Writer:
-    def __init__(self, db_path: Path, model: Model, *, sync: str = "full", init: bool = False,
+    def __init__(self, db_path: Path, model: Model, *, sync: str = "full", init: bool = False, max_mb: float = 0.0,
                  on_commit: Callable[[list[Stored]], None] | None = None,
                  observe: Callable[[str, float], None] | None = None) -> None:
-        self.conn = open_database(db_path, sync=sync, init=init)
+        self.conn = open_database(db_path, sync=sync, init=init, max_mb=max_mb)
         self.model = model
         self.on_commit = on_commit
         self.observe = observe or (lambda name, value: None)

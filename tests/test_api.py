@@ -319,3 +319,35 @@ def test_retention_keeps_the_newest_rows(tmp_path, linear_model):
         assert removed == 60
         ids = [r["id"] for r in client.get("/api/latest?limit=1000").json()["readings"]]
         assert len(ids) == 50 and min(ids) == 61
+
+
+def test_full_database_answers_503_and_keeps_serving(tmp_path, linear_model):
+    from starlette.testclient import TestClient
+    from edge.app import create_app
+    from edge.settings import Settings
+    settings = Settings(data_dir=tmp_path, model_dir=linear_model[0], max_db_mb=0.3)
+    with TestClient(create_app(settings)) as client:
+        stored = 0
+        for i in range(200):
+            r = client.post("/send", json=[reading(i) for _ in range(50)])
+            if r.status_code != 200:
+                break
+            stored += 50
+        assert r.status_code == 503 and r.json()["reason"] == "disk_full", r.text
+        assert rows(settings) == stored  # the refused batch left nothing behind
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/api/latest?limit=1").status_code == 200
+
+
+def test_retention_by_age_ignores_a_clock_far_ahead_of_the_data(tmp_path, linear_model):
+    import asyncio
+    from edge import retention
+    from starlette.testclient import TestClient
+    from edge.app import create_app
+    from edge.settings import Settings
+    settings = Settings(data_dir=tmp_path, model_dir=linear_model[0], retention_days=1, retention_interval=3600)
+    with TestClient(create_app(settings)) as client:
+        client.post("/send", json=[reading(0, Time="2020-01-01 00:00:00"), reading(1, Time="2020-01-03 00:00:00")])
+        app = client.app.state.appliance
+        removed = asyncio.run_coroutine_threadsafe(retention.prune_once(app), app.loop).result(10)
+        assert removed == 1  # measured from the newest reading (2020-01-03), not from today
