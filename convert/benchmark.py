@@ -96,17 +96,23 @@ def keras_figures(model: Any, x: np.ndarray, *, quick: bool = False) -> dict[str
     """FD-REST's `model.predict` per reading, and the cheaper direct call, at batch 1."""
     import tensorflow as tf
 
+    from convert.keras_model import quiet_stderr
+
     one = x[:1].astype(np.float32)
     rounds, predict_calls, direct_calls = (3, 3, 20) if quick else (5, 10, 100)
+    with quiet_stderr():  # predict() builds a tf.data pipeline that logs C++ noise each call
+        predict_us = _median_us(lambda: model.predict(one, verbose=0), predict_calls, rounds)
     return {
-        "keras_predict_batch1_us": _median_us(lambda: model.predict(one, verbose=0), predict_calls, rounds),
+        "keras_predict_batch1_us": predict_us,
         "keras_call_batch1_us": _median_us(lambda: model(one, training=False), direct_calls, rounds, warmup=10),
         "tensorflow": tf.__version__,
     }
 
 
 def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.system()}"
+    """Where and under what load: figures from a busy shared machine read differently."""
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return f"{platform.machine()}, {os.cpu_count()} CPUs{load}, Python {platform.python_version()}, {platform.system()}"
 
 
 def run(model_dir: Path, keras_model: Any = None, *, quick: bool = False) -> Figures:

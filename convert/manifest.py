@@ -59,6 +59,7 @@ def staleness(out_dir: Path, sources: Sources, opset: int) -> str | None:
 
     Current means: a manifest of this format, built at this opset from sources with the
     same sha256, whose ONNX file and scalers still exist and the ONNX file is the one hashed.
+    A directory holding only converted files (sources not shipped) is current as it is.
     """
     manifest = read(out_dir)
     if manifest is None:
@@ -68,12 +69,14 @@ def staleness(out_dir: Path, sources: Sources, opset: int) -> str | None:
     if manifest.get("opset") != opset:
         return f"opset {manifest.get('opset')} was used, {opset} requested"
     recorded = manifest.get("sources") or {}
-    for key, path in sources.items():
-        if path is not None and not path.is_file():
-            return f"source {path} is missing"
-    changed = [key for key, digest in source_hashes(sources).items() if recorded.get(key) != digest]
-    if changed:
-        return "changed: " + ", ".join(changed)
+    given = [path for _, path in sources.items() if path is not None]
+    present = [path for path in given if path.is_file()]
+    if present and len(present) < len(given):  # a partial set is a mistake, not a deployment
+        return f"source {next(p for p in given if not p.is_file())} is missing"
+    if present:  # no sources at all: a runtime-only copy of the converted files, nothing to rebuild from
+        changed = [key for key, digest in source_hashes(sources).items() if recorded.get(key) != digest]
+        if changed:
+            return "changed: " + ", ".join(changed)
     onnx_path = out_dir / str(manifest.get("onnx", ONNX))
     scalers_path = out_dir / str(manifest.get("scalers", SCALERS))
     for path in (onnx_path, scalers_path):

@@ -66,5 +66,5 @@ def conversion_section(document: dict) -> str:
                          if opt.get("plain_us_batch1") is not None else ".")]
     for note in document.get("notes", []):
         lines += ["", f"Note: {note}."]
-    lines += ["", f"Tools: " + ", ".join(f"{k} {v}" for k, v in document.get("tools", {}).items()) + "."]
+    lines += ["", "Tools: " + ", ".join(f"{k} {v}" for k, v in document.get("tools", {}).items()) + "."]
     return "\n".join(lines) + "\n"

@@ -173,7 +173,7 @@ def optimise(plain: Path, target: Path, x: np.ndarray, tolerance: float, mode: s
     target.unlink(missing_ok=True)
     return Optimisation(
         "basic", False,
-        f"no gain above {KEEP_IF_FASTER_BY:.0%} at batch 1 (the runtime applies the same rewrites at load)",
+        f"no gain above {KEEP_IF_FASTER_BY:.0%} at batch 1; the runtime applies the same rewrites at load",
         **figures,
     )
 

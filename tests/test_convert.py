@@ -378,6 +378,20 @@ def test_if_stale_skips_without_importing_tensorflow(synthetic: Path) -> None:
 
 
 @pytest.mark.build
+def test_if_stale_accepts_converted_files_without_sources(synthetic: Path, tmp_path: Path) -> None:
+    """A runtime-only install may ship model.onnx + scalers.npz + manifest.json alone."""
+    for name in ("model.onnx", "scalers.npz", "manifest.json"):
+        shutil.copy(synthetic / name, tmp_path / name)
+    proc = subprocess.run([sys.executable, "-c", IF_STALE_SCRIPT, "--model-dir", str(tmp_path), "--if-stale"],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 0 and "up to date" in proc.stdout and "LOADED []" in proc.stdout, proc.stderr
+    (tmp_path / "model.onnx").write_bytes(b"tampered")
+    proc = subprocess.run([sys.executable, "-c", IF_STALE_SCRIPT, "--model-dir", str(tmp_path), "--if-stale"],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 2 and "Keras model not found" in proc.stderr
+
+
+@pytest.mark.build
 def test_if_stale_rebuilds_when_a_source_changes(synthetic: Path, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     d = copy_sources(synthetic, tmp_path)
