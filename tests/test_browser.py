@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -356,9 +357,11 @@ def test_dashboard_offline_and_a_new_reading_shows_within_1s(server, scenario, o
     assert number(temperature.text_content()) == pytest.approx(reading["Temperature"], rel=1e-3)
     expect(page.locator(".chart .uplot")).to_have_count(4)
 
-    # A few more so the charts have lines in the screenshot.
-    for r in scenario["healthy"][1:]:
-        server.send(r)
+    # The last 10 minutes, oldest first, so the charts draw lines from live events.
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    for i in range(20):
+        r = scenario["healthy"][i % len(scenario["healthy"])]
+        server.send({**r, "Time": (now - timedelta(seconds=30 * (19 - i))).strftime("%Y-%m-%d %H:%M:%S")})
     expect(page.locator("#latest-id")).to_have_text(str(server.latest()["id"]))
     expect(page.locator("#rate")).not_to_have_text("0.0", timeout=2000)  # refreshed once a second
     shot(page, "dashboard.png")

@@ -8,6 +8,9 @@
 /* global uPlot */
 
 export const POINTS = 600;
+// Canvas redraws are what costs (compositing four canvases, in software on a Pi or a
+// phone); a chart of 600 buckets gains nothing from redrawing at the reading rate.
+const MIN_REDRAW_MS = 500;
 
 const AXIS3 = ["#1f6fb4", "#e07b00", "#2a9d3a"];
 export const FAULT_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
@@ -68,25 +71,37 @@ export class SeriesBuffer {
   }
 
   // Fold one reading in. values: {col: number}; agg(col) -> "mean" | "max".
+  // Readings usually arrive in time order (append); a late or back-dated one goes into
+  // the bucket its time belongs to.
   push(t, values, agg) {
-    const last = this.t.length - 1;
     const key = (x) => Math.floor((x - this.origin) / this.bucket);
-    if (last >= 0 && (key(this.t[last]) === key(t) || t < this.t[last])) {
-      // Same bucket (or a late reading): merge into the newest point.
-      const n = this.n[last];
-      for (const c of this.cols) {
-        const x = values[c];
-        if (x === undefined || x === null) continue;
-        const old = this.v[c][last];
-        if (old === null) this.v[c][last] = x;
-        else this.v[c][last] = agg(c) === "max" ? Math.max(old, x) : old + (x - old) / (n + 1);
+    const k = key(t);
+    let i = this.t.length;
+    if (i && t < this.t[i - 1]) {
+      let lo = 0; // first index with a later time
+      while (lo < i) {
+        const mid = (lo + i) >> 1;
+        if (this.t[mid] <= t) lo = mid + 1;
+        else i = mid;
       }
-      this.n[last] = n + 1;
-      return;
     }
-    this.t.push(t);
-    this.n.push(1);
-    for (const c of this.cols) this.v[c].push(values[c] ?? null);
+    if (i > 0 && key(this.t[i - 1]) === k) return this.merge(i - 1, values, agg);
+    if (i < this.t.length && key(this.t[i]) === k) return this.merge(i, values, agg);
+    this.t.splice(i, 0, t);
+    this.n.splice(i, 0, 1);
+    for (const c of this.cols) this.v[c].splice(i, 0, values[c] ?? null);
+  }
+
+  merge(i, values, agg) {
+    const n = this.n[i];
+    for (const c of this.cols) {
+      const x = values[c];
+      if (x === undefined || x === null) continue;
+      const old = this.v[c][i];
+      if (old === null) this.v[c][i] = x;
+      else this.v[c][i] = agg(c) === "max" ? Math.max(old, x) : old + (x - old) / (n + 1);
+    }
+    this.n[i] = n + 1;
   }
 
   // Drop points older than minT; hard cap as a second guard.
@@ -144,6 +159,16 @@ export class Chart {
       hooks: spec.faults ? { draw: [(u) => this.drawThresholds(u)] } : {},
     };
     this.plot = new uPlot(opts, [[], ...spec.series.map(() => [])], container);
+    this.buf = null;
+    this.dirty = false;
+    this.visible = true;
+    this.lastDraw = -Infinity;
+    this.timer = 0;
+    // Off-screen charts (a phone scrolled to the tiles) are not redrawn until shown.
+    new IntersectionObserver(([entry]) => {
+      this.visible = entry.isIntersecting;
+      if (this.visible) this.schedule();
+    }).observe(container);
     // Charts follow their box (phone rotation, window resize).
     new ResizeObserver(() => {
       const w = this.width();
@@ -159,7 +184,25 @@ export class Chart {
     return this.container.clientWidth < 480 ? 160 : 200;
   }
 
-  setData(buf) {
+  // New data; drawn now if `now` (a new range), else within MIN_REDRAW_MS.
+  update(buf, now = false) {
+    this.buf = buf;
+    this.dirty = true;
+    if (now) this.lastDraw = -Infinity;
+    this.schedule();
+  }
+
+  schedule() {
+    if (!this.dirty || !this.visible || this.timer) return;
+    const wait = this.lastDraw + MIN_REDRAW_MS - performance.now();
+    if (wait <= 0) this.draw();
+    else this.timer = setTimeout(() => { this.timer = 0; this.schedule(); }, wait);
+  }
+
+  draw() {
+    this.dirty = false;
+    this.lastDraw = performance.now();
+    const buf = this.buf;
     this.plot.setData([buf.t, ...this.spec.series.map((s) => buf.v[s.col])]);
   }
 

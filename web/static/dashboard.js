@@ -153,7 +153,7 @@ function scheduleFrame() {
   });
 }
 
-function flushCharts() {
+function flushCharts(now = false) {
   if (S.loadingSeries) return; // the series answer replaces the buffer; keep the queue
   if (S.range !== "custom" && S.chartQueue.length) {
     for (const r of S.chartQueue) {
@@ -165,9 +165,10 @@ function flushCharts() {
     }
     const [min] = xRange();
     buffer.trim(min);
+    if (buffer.t.length) $("range-msg").textContent = "";
   }
   S.chartQueue.length = 0;
-  for (const c of charts) c.setData(buffer);
+  for (const c of charts) c.update(buffer, now);
 }
 
 // --- ranges and history ------------------------------------------------------------
@@ -198,7 +199,7 @@ async function loadSeries() {
     // Live rows that arrived meanwhile: keep only those newer than the history.
     const lastT = buffer.t.length ? buffer.t[buffer.t.length - 1] : -Infinity;
     S.chartQueue = S.chartQueue.filter((r) => Date.parse(r.time) / 1000 >= lastT);
-    flushCharts();
+    flushCharts(true);
   }
 }
 
@@ -278,6 +279,8 @@ function renderMachines() {
 
 function handleError(err, where = "notice") {
   if (err instanceof ApiError && err.status === 401) {
+    feed.stop();
+    feed.setState("offline", "read token needed"); // also opens the token form
     showToken(err.message);
     return;
   }

@@ -32,6 +32,7 @@ export class LiveFeed {
 
   // Start (or restart) the stream; sinceId: replay rows after this id (null: only new rows).
   start(machine, sinceId) {
+    this.started = true;
     this.machine = machine || null;
     this.lastId = sinceId ?? null;
     this.failures = 0;
@@ -113,6 +114,7 @@ export class LiveFeed {
   }
 
   reconnectSoon(delay) {
+    if (!this.started) return; // "online"/"visible" before the page has started the feed
     clearTimeout(this.timer);
     if (this.es) this.es.close();
     const wait = delay ?? BACKOFF_MS[Math.min(this.failures - 1, BACKOFF_MS.length - 1)] ?? 500;

@@ -90,6 +90,8 @@ async function init() {
     if (rows.length) sinceId = rows[0].id;
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) {
+      feed.stop();
+      feed.setState("offline", "read token needed");
       showToken(err.message);
       return;
     }
