@@ -1,0 +1,128 @@
+"""`python -m bench [--quick]`: run every section, print the table, write JSON and markdown."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.common import (DEFAULT_MODEL_DIR, RESULTS_DIR, BenchError, Plan, loadavg, machine, now_iso,
+                          sample_readings)
+
+SECTIONS = ("inference", "http", "resources", "sse")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="FD-Edge benchmarks: inference, HTTP ingest vs a bare Starlette app, resources, SSE fan-out. "
+                    "Everything is measured in one run, A/B interleaved, and reported as ratios of medians.")
+    p.add_argument("--quick", action="store_true", help="smoke run in under a minute (1 round, 1 s measurements)")
+    p.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR,
+                   help="converted model to serve (default: %(default)s)")
+    p.add_argument("--keras", type=Path,
+                   help="Keras source for the inference comparison (default: MODEL_DIR/dnn_model.keras)")
+    p.add_argument("--no-keras", action="store_true", help="skip the Keras comparison (no TensorFlow import)")
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help="comma-separated subset of: " + ", ".join(SECTIONS) + " (default: all)")
+    p.add_argument("--rounds", type=int, help="A/B rounds (default: 3, quick: 1)")
+    p.add_argument("--duration", type=float, help="seconds per measurement (default: 4, quick: 1)")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="directory for the results (default: %(default)s)")
+    p.add_argument("--name", help="file stem for the results (default: latest, quick: quick)")
+    p.add_argument("--tmp", type=Path, help="parent directory for the servers' data dirs (default: the system's)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary data dirs and server logs")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        print(f"python -m bench: unknown section(s) {unknown}; choose from {list(SECTIONS)}", file=sys.stderr)
+        return 2
+    model_dir = args.model_dir.resolve()
+    if not (model_dir / "manifest.json").is_file():
+        print(f"python -m bench: no converted model in {model_dir} (manifest.json missing); "
+              f"run `make convert` or pass --model-dir", file=sys.stderr)
+        return 2
+    if {"http", "sse"} & set(sections):
+        from bench.loadgen import wrk_path
+        try:
+            wrk_path()
+        except BenchError as exc:
+            print(f"python -m bench: {exc}", file=sys.stderr)
+            return 2
+    keras_path = None if args.no_keras else (args.keras or model_dir / "dnn_model.keras")
+    plan = Plan.make(args.quick, args.rounds, args.duration)
+
+    from bench import servers
+
+    started = time.perf_counter()
+    failed = False
+    readings, source = sample_readings()
+    with servers.Workspace(keep=args.keep, parent=args.tmp) as root:
+        results: dict[str, Any] = {
+            "format": 1,
+            "created": now_iso(),
+            "quick": plan.quick,
+            "plan": plan.__dict__,
+            "machine": machine(root),
+            "model": {"dir": str(model_dir)},
+            "readings_source": source,
+        }
+        try:
+            import json
+            manifest = json.loads((model_dir / "manifest.json").read_text())
+            results["model"].update(name=manifest.get("name"), version=manifest.get("version"))
+        except (OSError, ValueError):
+            pass
+        print(f"machine: {report.machine_line(results)}", flush=True)
+        print(f"readings: {source}; work dir {root}{' (kept)' if args.keep else ''}", flush=True)
+
+        def section(name: str, fn: Any) -> None:
+            nonlocal failed
+            if name not in sections:
+                return
+            print(f"[{time.perf_counter() - started:5.0f} s] {name} ...", flush=True)
+            try:
+                results[name] = fn()
+            except BenchError as exc:
+                failed = True
+                results[name] = {"error": str(exc)}
+                print(f"  {name} failed: {exc}", file=sys.stderr, flush=True)
+            except Exception as exc:  # noqa: BLE001 - report, keep the other sections
+                failed = True
+                results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+                traceback.print_exc()
+
+        log = lambda text: print(text, flush=True)  # noqa: E731
+        from bench import http, inference, resources, sse
+        try:
+            section("inference", lambda: inference.run(model_dir, keras_path, plan.rounds, plan.quick))
+            section("http", lambda: http.run(plan, root, model_dir, readings, log))
+            section("resources", lambda: resources.run(plan, root, model_dir, readings, log))
+            section("sse", lambda: sse.run(plan, root, model_dir, readings, log))
+        except KeyboardInterrupt:
+            print("interrupted; servers stopped", file=sys.stderr)
+            return 130
+        results["machine"]["loadavg_end"] = loadavg()
+        results["duration_s"] = round(time.perf_counter() - started, 1)
+        results["targets"] = report.evaluate(results)
+        results["failed"] = failed
+
+    try:
+        text = report.table(results)
+    except Exception as exc:  # noqa: BLE001 - a failed section must not hide the JSON
+        text = f"(table unavailable: {type(exc).__name__}: {exc})"
+        failed = True
+    print()
+    print(text)
+    stem = args.name or ("quick" if plan.quick else "latest")
+    for path in report.write(results, args.out, stem):
+        print(f"wrote {path}")
+    return 1 if failed else 0

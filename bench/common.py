@@ -1,0 +1,197 @@
+"""Shared helpers: machine description, statistics, request bodies, the run's settings."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import socket
+import statistics
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_DIR = REPO / "models" / "default"
+RESULTS_DIR = REPO / "bench" / "results"
+
+
+class BenchError(RuntimeError):
+    """A problem that stops the run, with a message meant for the person running it."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long and how often each measurement runs (full run vs --quick)."""
+
+    quick: bool
+    rounds: int  # A/B rounds, interleaved
+    duration: float  # seconds per closed-loop wrk measurement
+    warmup: float  # seconds of wrk warm-up before each measurement
+    rate_duration: float  # seconds per fixed-rate measurement
+    rate: int  # requests/s for the fixed-rate latency
+    connections: int  # wrk connections
+    batch_rows: int  # readings per batch request
+    stored_readings: int  # readings stored before measuring RSS and disk
+    startups: int  # cold starts timed
+    sse_clients: int
+
+    @classmethod
+    def make(cls, quick: bool, rounds: int | None = None, duration: float | None = None) -> "Plan":
+        if quick:
+            plan = cls(quick=True, rounds=1, duration=1.0, warmup=0.3, rate_duration=1.5, rate=1000,
+                       connections=16, batch_rows=1000, stored_readings=20_000, startups=1, sse_clients=100)
+        else:
+            plan = cls(quick=False, rounds=3, duration=4.0, warmup=1.0, rate_duration=4.0, rate=1000,
+                       connections=16, batch_rows=1000, stored_readings=100_000, startups=3, sse_clients=100)
+        changes: dict[str, Any] = {}
+        if rounds:
+            changes["rounds"] = rounds
+        if duration:
+            changes["duration"] = duration
+            changes["rate_duration"] = duration
+        return cls(**{**plan.__dict__, **changes})
+
+
+# --------------------------------------------------------------------------- statistics
+
+def median(values: Iterable[float | None]) -> float | None:
+    clean = [v for v in values if v is not None]
+    return statistics.median(clean) if clean else None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float | None:
+    """Nearest-rank percentile of an already sorted sequence."""
+    if not sorted_values:
+        return None
+    k = max(0, min(len(sorted_values) - 1, math.ceil(p / 100 * len(sorted_values)) - 1))
+    return sorted_values[k]
+
+
+# --------------------------------------------------------------------------- machine
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _filesystem(path: Path) -> str | None:
+    """The filesystem type holding `path` (fsync costs nothing on tmpfs, which would flatter --sync full)."""
+    try:
+        best, fstype = "", None
+        target = str(path.resolve())
+        for line in Path("/proc/mounts").read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and target.startswith(parts[1]) and len(parts[1]) >= len(best):
+                best, fstype = parts[1], parts[2]
+        return fstype
+    except OSError:
+        return None
+
+
+def loadavg() -> list[float] | None:
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return None
+
+
+def machine(data_root: Path) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cpu": _cpu_model(),
+        "arch": platform.machine(),
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "system": f"{platform.system()} {platform.release()}",
+        "data_filesystem": _filesystem(data_root),
+        "loadavg_start": loadavg(),
+    }
+    versions: dict[str, str] = {}
+    for name in ("onnxruntime", "numpy", "starlette", "uvicorn", "uvloop", "httptools", "sse_starlette"):
+        try:
+            from importlib.metadata import version
+            versions[name] = version(name.replace("_", "-"))
+        except Exception:  # noqa: BLE001 - a missing package is just not listed
+            continue
+    info["versions"] = versions
+    return info
+
+
+# --------------------------------------------------------------------------- ports
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- bodies
+
+def fdrest_dir() -> Path | None:
+    candidates = [os.environ.get("FDREST_DIR"), REPO.parent.parent / "shared" / "fdrest", REPO.parent / "shared" / "fdrest"]
+    for c in candidates:
+        if c and (Path(c) / "data.csv").is_file():
+            return Path(c)
+    return None
+
+
+def sample_readings() -> tuple[list[dict[str, Any]], str]:
+    """FD-REST readings as a sensor sends them: data.csv rows (Time + 35 features), else simulated."""
+    from edge.fdrest import FEATURES
+
+    directory = fdrest_dir()
+    if directory is not None:
+        with open(directory / "data.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        readings = []
+        for row in rows:
+            body: dict[str, Any] = {"Time": row["Time"]}
+            body.update({name: float(row[name]) for name in FEATURES})
+            readings.append(body)
+        if readings:
+            return readings, str(directory / "data.csv")
+    import random
+
+    rng = random.Random(0)
+    start = datetime(2023, 11, 6, 15, tzinfo=timezone.utc)
+    readings = []
+    for i in range(8):
+        body = {"Time": (start + timedelta(hours=3 * i)).strftime("%Y-%m-%d %H:%M:%S")}
+        body.update({name: round(rng.gauss(0, 1), 4) for name in FEATURES})
+        readings.append(body)
+    return readings, "simulated (FD-REST's data.csv not found; set FDREST_DIR)"
+
+
+def single_body(readings: list[dict[str, Any]]) -> bytes:
+    return json.dumps(readings[0]).encode()
+
+
+def batch_body(readings: list[dict[str, Any]], rows: int) -> bytes:
+    """`rows` readings cycling through the samples, one second apart."""
+    start = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    out = []
+    for i in range(rows):
+        body = dict(readings[i % len(readings)])
+        body["Time"] = (start + timedelta(seconds=i)).strftime("%Y-%m-%d %H:%M:%S")
+        out.append(body)
+    return json.dumps(out).encode()
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

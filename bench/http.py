@@ -1,0 +1,119 @@
+"""Section 2: HTTP ingest. FD-Edge's POST /send vs the bare Starlette yardstick, interleaved.
+
+Three servers run side by side for the whole section (bench/bare_app.py, `fdedge serve --sync
+full`, `fdedge serve --sync normal`); each round measures every one of them, in a rotated order,
+so slow phases of the shared machine hit all of them alike. Figures are medians over rounds and
+the headline is the ratio of medians FD-Edge / bare.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.common import BenchError, Plan, batch_body, median, ratio, single_body
+from bench.loadgen import Wrk, open_loop
+from bench.servers import Server, http_post
+
+BATCH_CONNECTIONS = 4
+RATE_CONNECTIONS = 64
+
+
+def _check(server: Server, body: bytes, rows: int) -> None:
+    status, answer = http_post(server.port, "/send", body)
+    if status != 200:
+        raise BenchError(f"{server.name}: POST /send answered {status}: {answer[:300]!r}")
+    if server.kind == "edge":
+        faults = json.loads(answer)
+        if len(faults) != rows:
+            raise BenchError(f"{server.name}: {rows} readings sent, {len(faults)} fault rows returned")
+
+
+def _with_cpu(server: Server, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a measurement and add the server's CPU time per completed request."""
+    cpu0 = server.cpu_seconds()
+    result = fn()
+    cpu = server.cpu_seconds() - cpu0
+    done = result.get("requests", result.get("completed", 0))
+    result["server_cpu_s"] = round(cpu, 3)
+    result["server_cpu_us_per_request"] = cpu / done * 1e6 if done else None
+    return result
+
+
+def _summary(rounds: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: median(r.get(k) for r in rounds) for k in keys}
+    out["errors"] = sum(r.get("errors", 0) for r in rounds)
+    out["rounds"] = rounds
+    return out
+
+
+def _rotate(items: list[Any], k: int) -> list[Any]:
+    k %= len(items)
+    return items[k:] + items[:k]
+
+
+def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
+        log: Callable[[str], None] = print) -> dict[str, Any]:
+    single = single_body(readings)
+    batch = batch_body(readings, plan.batch_rows)
+    bare = Server("bare", root).start()
+    edges = {sync: Server("edge", root, model_dir=model_dir, sync=sync).start() for sync in ("full", "normal")}
+    everyone = [bare, edges["full"], edges["normal"]]
+    try:
+        for server in everyone:
+            _check(server, single, 1)
+        for server in edges.values():
+            _check(server, batch, plan.batch_rows)
+        single_wrk = Wrk(root, "single", single)
+        batch_wrk = Wrk(root, "batch", batch)
+        for server in everyone:
+            single_wrk.warm(server.port, plan.warmup, plan.connections)
+
+        closed: dict[str, list[dict[str, Any]]] = {s.name: [] for s in everyone}
+        fixed: dict[str, list[dict[str, Any]]] = {s.name: [] for s in everyone}
+        batches: dict[str, list[dict[str, Any]]] = {s.name: [] for s in edges.values()}
+        for r in range(plan.rounds):
+            log(f"  round {r + 1}/{plan.rounds}: single-reading throughput")
+            for server in _rotate(everyone, r):
+                closed[server.name].append(_with_cpu(server, lambda: single_wrk.run(
+                    server.port, plan.duration, plan.connections)))
+            log(f"  round {r + 1}/{plan.rounds}: p99 at {plan.rate:,} req/s")
+            for server in _rotate(everyone, r):
+                fixed[server.name].append(_with_cpu(server, lambda: open_loop(
+                    server.port, single, plan.rate, plan.rate_duration, RATE_CONNECTIONS,
+                    discard=min(0.5, plan.rate_duration / 4))))
+            log(f"  round {r + 1}/{plan.rounds}: batch ingest, {plan.batch_rows:,} readings per request")
+            for server in _rotate(list(edges.values()), r):
+                result = _with_cpu(server, lambda: batch_wrk.run(server.port, plan.duration, BATCH_CONNECTIONS))
+                result["readings_per_s"] = result["rps"] * plan.batch_rows
+                batches[server.name].append(result)
+        rss = {s.name: s.status().get("VmRSS") for s in everyone}
+    finally:
+        for server in everyone:
+            server.stop()
+
+    closed_keys = ("rps", "p50_ms", "p99_ms", "server_cpu_us_per_request")
+    fixed_keys = ("achieved_rps", "p50_ms", "p99_ms", "p999_ms", "send_lag_p99_ms", "generator_cpu_fraction",
+                  "server_cpu_us_per_request")
+    out: dict[str, Any] = {
+        "body_bytes": {"single": len(single), "batch": len(batch)},
+        "wrk": {"threads": 1, "connections": plan.connections, "batch_connections": BATCH_CONNECTIONS,
+                "duration_s": plan.duration},
+        "single": {name: _summary(rows, closed_keys) for name, rows in closed.items()},
+        "fixed_rate": {name: _summary(rows, fixed_keys) for name, rows in fixed.items()},
+        "batch": {name: _summary(rows, ("rps", "readings_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_request"))
+                  for name, rows in batches.items()},
+        "rss_after_bytes": rss,
+    }
+    out["fixed_rate"]["rate"] = plan.rate
+    out["fixed_rate"]["connections"] = RATE_CONNECTIONS
+    bare_rps = out["single"]["bare"]["rps"]
+    for sync in ("full", "normal"):
+        name = f"edge-{sync}"
+        out["single"][name]["ratio_to_bare"] = ratio(out["single"][name]["rps"], bare_rps)
+        out["single"][name]["ratio_per_round"] = [
+            ratio(e["rps"], b["rps"]) for e, b in zip(closed[name], closed["bare"])]
+        out["single"][name]["cpu_ratio_to_bare"] = ratio(
+            out["single"]["bare"]["server_cpu_us_per_request"], out["single"][name]["server_cpu_us_per_request"])
+    return out

@@ -1,0 +1,166 @@
+"""Section 1: µs per reading, onnxruntime (the appliance) vs Keras (FD-REST).
+
+Runs in its own process (`python -m bench.inference`) so TensorFlow's threads and memory never
+touch the HTTP measurements that follow. Rounds alternate onnxruntime and Keras, and each
+figure is the median over rounds. The timing functions are convert/benchmark.py's (the model
+card's figures) when importable; a self-contained copy otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from bench.common import REPO, BenchError, median, ratio
+from bench.servers import child_env
+
+
+def _median_us(fn: Callable[[], Any], calls: int, rounds: int, per: int = 1, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        samples.append((time.perf_counter() - start) / calls / per * 1e6)
+    return statistics.median(samples)
+
+
+def _own_onnx_figures(model_dir: Path, quick: bool) -> dict[str, Any]:
+    """Fallback when convert/benchmark.py is not importable: the appliance's own session options."""
+    from edge.model import load
+
+    model = load(model_dir, threads=1)
+    z = np.random.default_rng(0).standard_normal((256, 35))
+    x = ((z - model.x_offset) / model.x_scale).astype(np.float32)
+    one, batch = x[:1], x
+    rounds, calls1, calls256 = (3, 300, 10) if quick else (7, 3000, 100)
+    name = model.input_name
+    return {
+        "onnx_batch1_us": _median_us(lambda: model.session.run(None, {name: one}), calls1, rounds, warmup=200),
+        "onnx_batch256_us": _median_us(lambda: model.session.run(None, {name: batch}), calls256, rounds,
+                                       per=256, warmup=10),
+        "pipeline_batch1_us": _median_us(lambda: model.predict(one.astype(np.float64)), calls1, rounds, warmup=200),
+        "readings": x,
+    }
+
+
+def measure(model_dir: Path, keras_path: Path | None, rounds: int, quick: bool) -> dict[str, Any]:
+    """The child process's work; returns the section's JSON."""
+    try:
+        from convert import benchmark as cb
+        onnx_fn = lambda: cb.onnx_figures(model_dir, threads=1, quick=quick)  # noqa: E731
+        source = "convert/benchmark.py"
+    except ImportError:
+        cb = None
+        onnx_fn = lambda: _own_onnx_figures(model_dir, quick)  # noqa: E731
+        source = "bench/inference.py"
+
+    keras_model = None
+    keras_skip = None
+    tf_version = None
+    if keras_path is None:
+        keras_skip = "no Keras source given"
+    elif not keras_path.is_file():
+        keras_skip = f"no Keras source at {keras_path}"
+    else:
+        try:
+            # TensorFlow is imported here and only here.
+            from convert.keras_model import load as load_keras
+            keras_model = load_keras(keras_path)
+            import tensorflow as tf
+            tf_version = tf.__version__
+        except ImportError as exc:
+            keras_skip = f"build extra not importable ({exc.name or exc})"
+        except Exception as exc:  # noqa: BLE001 - e.g. BuildExtraMissing, a corrupt file
+            keras_skip = f"{type(exc).__name__}: {exc}"
+
+    def keras_round(x: np.ndarray) -> dict[str, float]:
+        if cb is not None:
+            out = cb.keras_figures(keras_model, x, quick=quick)
+            out.pop("tensorflow", None)
+            return out
+        one = x[:1].astype(np.float32)
+        r, predict_calls, direct_calls = (3, 3, 20) if quick else (5, 10, 100)
+        return {
+            "keras_predict_batch1_us": _median_us(lambda: keras_model.predict(one, verbose=0), predict_calls, r),
+            "keras_call_batch1_us": _median_us(lambda: keras_model(one, training=False), direct_calls, r, warmup=10),
+        }
+
+    onnx_rounds: list[dict[str, Any]] = []
+    keras_rounds: list[dict[str, float]] = []
+    for _ in range(rounds):  # A/B interleaved
+        figures = onnx_fn()
+        x = figures.pop("readings")
+        for key in ("versions", "threads", "onnx_bytes"):
+            figures.pop(key, None)
+        onnx_rounds.append(figures)
+        if keras_model is not None:
+            keras_rounds.append(keras_round(x))
+
+    def med(rows: list[dict[str, Any]], key: str) -> float | None:
+        return median(r.get(key) for r in rows)
+
+    import onnxruntime
+
+    out: dict[str, Any] = {
+        "source": source,
+        "threads": 1,
+        "rounds": rounds,
+        "model_dir": str(model_dir),
+        "onnx_bytes": (model_dir / "model.onnx").stat().st_size if (model_dir / "model.onnx").exists() else None,
+        "onnxruntime": onnxruntime.__version__,
+        "onnx_batch1_us": med(onnx_rounds, "onnx_batch1_us"),
+        "onnx_batch256_us": med(onnx_rounds, "onnx_batch256_us"),
+        "pipeline_batch1_us": med(onnx_rounds, "pipeline_batch1_us"),
+        "keras_predict_batch1_us": med(keras_rounds, "keras_predict_batch1_us"),
+        "keras_call_batch1_us": med(keras_rounds, "keras_call_batch1_us"),
+        "keras_skipped": keras_skip,
+        "tensorflow": tf_version,
+        "rounds_detail": {"onnx": onnx_rounds, "keras": keras_rounds},
+    }
+    out["speedup_vs_keras_predict"] = ratio(out["keras_predict_batch1_us"], out["onnx_batch1_us"])
+    out["speedup_vs_keras_call"] = ratio(out["keras_call_batch1_us"], out["onnx_batch1_us"])
+    return out
+
+
+def run(model_dir: Path, keras_path: Path | None, rounds: int, quick: bool, timeout: float = 240) -> dict[str, Any]:
+    """Run the section in a child process and return its JSON."""
+    cmd = [sys.executable, "-m", "bench.inference", "--model-dir", str(model_dir), "--rounds", str(rounds)]
+    if keras_path is not None:
+        cmd += ["--keras", str(keras_path)]
+    if quick:
+        cmd.append("--quick")
+    env = child_env()
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise BenchError(f"inference benchmark failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.inference")
+    p.add_argument("--model-dir", type=Path, required=True)
+    p.add_argument("--keras", type=Path)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    print(json.dumps(measure(args.model_dir, args.keras, args.rounds, args.quick)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Targets, the printed table, the markdown table for the README, and the JSON file."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+MB = 1_000_000
+
+# (name, path into the results, comparison, target, unit shown)
+TARGETS: list[tuple[str, tuple[str, ...], str, float, str]] = [
+    ("single-reading req/s, FD-Edge (sync full) / bare Starlette", ("http", "single", "edge-full", "ratio_to_bare"),
+     ">=", 0.60, "ratio"),
+    ("batch ingest readings/s (sync full, 1,000 per request)", ("http", "batch", "edge-full", "readings_per_s"),
+     ">=", 50_000, "readings/s"),
+    ("server RSS after the stored readings", ("resources", "rss_after_bytes"), "<", 100 * MB, "bytes"),
+    ("process start to /readyz 200", ("resources", "startup_s"), "<", 1.5, "s"),
+    ("ingest slowdown with 100 SSE clients", ("sse", "slowdown"), "<", 0.10, "fraction"),
+]
+
+
+def dig(data: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for name, path, op, target, unit in TARGETS:
+        value = dig(results, path)
+        met = None if value is None else (value >= target if op == ">=" else value < target)
+        out.append({"name": name, "path": ".".join(path), "value": value, "op": op, "target": target,
+                    "unit": unit, "met": met})
+    return out
+
+
+# --------------------------------------------------------------------------- formatting
+
+def num(value: Any, digits: int = 0, suffix: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, (int, float)):
+        return f"{value:,.{digits}f}{suffix}"
+    return str(value)
+
+
+def mb(value: Any) -> str:
+    return "n/a" if value is None else f"{value / MB:,.1f} MB"
+
+
+def pct(value: Any) -> str:
+    return "n/a" if value is None else f"{value * 100:+.1f} %"
+
+
+def x(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.0f}x" if value >= 100 else f"{value:.2f}x"
+
+
+def verdict(results: dict[str, Any], path: tuple[str, ...]) -> str:
+    for t in results.get("targets", []):
+        if t["path"] == ".".join(path):
+            symbol = {True: "met", False: "MISSED", None: "n/a"}[t["met"]]
+            op = "≥" if t["op"] == ">=" else "<"
+            target = t["target"]
+            shown = {"bytes": mb(target), "ratio": f"{target:.2f}", "readings/s": f"{target:,.0f}",
+                     "s": f"{target} s", "fraction": f"{target * 100:.0f} %"}[t["unit"]]
+            return f"{op} {shown}: {symbol}"
+    return ""
+
+
+def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
+    """(section, measurement, FD-Edge, yardstick, ratio, target) for every figure."""
+    out: list[tuple[str, str, str, str, str, str]] = []
+    for name in ("inference", "http", "resources", "sse"):
+        if isinstance(results.get(name), dict) and "error" in results[name]:
+            out.append((name, "FAILED: " + results[name]["error"].splitlines()[0][:100], "", "", "", ""))
+    ok = lambda name: results.get(name) if isinstance(results.get(name), dict) and "error" not in results[name] else None  # noqa: E731
+    inf = ok("inference")
+    if inf:
+        skipped = inf.get("keras_skipped")
+        keras_note = f"Keras: {skipped}" if skipped else ""
+        out += [
+            ("inference", "µs/reading, batch 1 (ORT vs Keras predict)", num(inf["onnx_batch1_us"], 1),
+             num(inf["keras_predict_batch1_us"], 0), x(inf.get("speedup_vs_keras_predict")), keras_note),
+            ("inference", "µs/reading, batch 1 (ORT vs Keras model(x))", num(inf["onnx_batch1_us"], 1),
+             num(inf["keras_call_batch1_us"], 0), x(inf.get("speedup_vs_keras_call")), ""),
+            ("inference", "µs/reading, batch 256 (ORT, 1 thread)", num(inf["onnx_batch256_us"], 2), "", "", ""),
+            ("inference", "µs/reading, batch 1, scaling + ORT (runtime path)", num(inf["pipeline_batch1_us"], 1),
+             "", "", ""),
+        ]
+    http = ok("http")
+    if http:
+        bare = http["single"]["bare"]
+        for sync in ("full", "normal"):
+            e = http["single"][f"edge-{sync}"]
+            out.append(("http", f"single POST /send req/s, sync {sync} (vs bare)", num(e["rps"]), num(bare["rps"]),
+                        num(e["ratio_to_bare"], 2), verdict(results, ("http", "single", f"edge-{sync}", "ratio_to_bare"))))
+        for sync in ("full", "normal"):
+            e = http["single"][f"edge-{sync}"]
+            out.append(("http", f"  p50 / p99 ms at -c{http['wrk']['connections']}, sync {sync}",
+                        f"{num(e['p50_ms'], 1)} / {num(e['p99_ms'], 1)}",
+                        f"{num(bare['p50_ms'], 1)} / {num(bare['p99_ms'], 1)}", "", ""))
+        for sync in ("full", "normal"):
+            e = http["single"][f"edge-{sync}"]
+            out.append(("http", f"  server CPU µs/request, sync {sync}", num(e["server_cpu_us_per_request"]),
+                        num(bare["server_cpu_us_per_request"]), num(e.get("cpu_ratio_to_bare"), 2), ""))
+        fr = http["fixed_rate"]
+        for sync in ("full", "normal"):
+            e = fr[f"edge-{sync}"]
+            out.append(("http", f"p50 / p99 ms at a fixed {fr['rate']:,} req/s, sync {sync}",
+                        f"{num(e['p50_ms'], 1)} / {num(e['p99_ms'], 1)}",
+                        f"{num(fr['bare']['p50_ms'], 1)} / {num(fr['bare']['p99_ms'], 1)}", "", ""))
+        out.append(("http", "  fixed-rate generator: send lag p99 ms, CPU (bare run)",
+                    f"{num(fr['bare']['send_lag_p99_ms'], 1)} ms, {num((fr['bare']['generator_cpu_fraction'] or 0) * 100)} % of a core",
+                    "", "", ""))
+        for sync in ("full", "normal"):
+            b = http["batch"][f"edge-{sync}"]
+            out.append(("http", f"batch ingest readings/s, sync {sync}", num(b["readings_per_s"]), "", "",
+                        verdict(results, ("http", "batch", f"edge-{sync}", "readings_per_s"))))
+    res = ok("resources")
+    if res:
+        out += [
+            ("resources", f"RSS after {res['stored_readings']:,} stored readings", mb(res["rss_after_bytes"]), "", "",
+             verdict(results, ("resources", "rss_after_bytes"))),
+            ("resources", "RSS idle / peak", f"{mb(res['rss_idle_bytes'])} / {mb(res['rss_peak_bytes'])}", "", "", ""),
+            ("resources", "start to /readyz 200 (empty / with data)",
+             f"{num(res['startup_s'], 2)} s / {num(res['restart_with_data_s'], 2)} s", "", "",
+             verdict(results, ("resources", "startup_s"))),
+            ("resources", "disk bytes per stored reading (db + wal)", num(res["bytes_per_reading"]), "", "", ""),
+        ]
+    sse = ok("sse")
+    if sse:
+        out.append(("sse", f"single req/s with {sse['clients']} SSE clients (vs none)", num(sse["with"]["rps"]),
+                    num(sse["without"]["rps"]), num(sse["ratio"], 2), verdict(results, ("sse", "slowdown"))))
+        out.append(("sse", "  server CPU µs/request with SSE clients (vs none)",
+                    num(sse["with"].get("server_cpu_us_per_request")), num(sse["without"].get("server_cpu_us_per_request")),
+                    "", ""))
+        out.append(("sse", "  slowdown; readings delivered to the slowest client", pct(sse["slowdown"]), "",
+                    num((sse["with"]["delivered_fraction"] or 0) * 100, 1, " %"),
+                    f"readers used {num((sse['with'].get('reader_cpu_fraction') or 0) * 100)} % of a core"))
+    return out
+
+
+def machine_line(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    v = m.get("versions", {})
+    load = m.get("loadavg_start")
+    return (f"{m['cpu']} ({m['arch']}), {m['cores_usable']} of {m['cores']} cores usable, Python {m['python']}, "
+            f"onnxruntime {v.get('onnxruntime', '?')}, uvicorn {v.get('uvicorn', '?')}, starlette "
+            f"{v.get('starlette', '?')}; data on {m.get('data_filesystem') or '?'}; load average at start "
+            f"{' '.join(f'{x:.2f}' for x in load) if load else '?'}")
+
+
+HEAD = ("section", "measurement", "FD-Edge", "yardstick", "ratio", "target")
+
+
+def table(results: dict[str, Any]) -> str:
+    body = rows(results)
+    widths = [max(len(r[i]) for r in [HEAD, *body]) for i in range(len(HEAD))]
+    line = lambda r: "  ".join(c.rjust(w) if 2 <= i <= 4 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    out = [f"FD-Edge benchmark{' (quick)' if results['quick'] else ''}, {results['created']}",
+           f"machine: {machine_line(results)}", "", line(HEAD), line(tuple("-" * w for w in widths))]
+    out += [line(r) for r in body]
+    out.append("")
+    for t in results.get("targets", []):
+        state = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+        out.append(f"target {state:>12}: {t['name']}")
+    out.append(f"\n{results['duration_s']:.0f} s in all; ratios are medians of {results['plan']['rounds']} "
+               "interleaved rounds on this machine, the absolute figures are only for this machine.")
+    return "\n".join(out)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    out = [
+        f"Measured by `make bench` (`python -m bench`{' --quick' if results['quick'] else ''}) in one run on "
+        f"{machine_line(results)}. The yardstick is a bare Starlette endpoint that only parses the same JSON body "
+        "(`bench/bare_app.py`, same uvicorn settings); wrk with one thread and "
+        f"{results['plan']['connections']} connections; medians of {results['plan']['rounds']} interleaved rounds. "
+        "Only the ratios carry over to other machines.",
+        "",
+        "| measurement | FD-Edge | yardstick | ratio | target |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for section, label, edge, yard, rat, target in rows(results):
+        out.append(f"| {label.strip()} | {edge} | {yard} | {rat} | {target} |".replace("|  |", "| |"))
+    return "\n".join(out) + "\n"
+
+
+def write(results: dict[str, Any], directory: Path, stem: str, log: Callable[[str], None] = print) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suffix, text in ((".json", json.dumps(results, indent=2, sort_keys=False) + "\n"), (".md", markdown(results))):
+        path = directory / f"{stem}{suffix}"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        written.append(path)
+    return written

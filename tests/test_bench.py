@@ -1,0 +1,66 @@
+"""`python -m bench --quick` end to end: every section runs and lands in the JSON.
+
+No timing assertions: the figures depend on the machine; only the shape of the results and
+that real work was measured (non-zero request counts, every SSE client connected) are checked.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BUNDLED, make_linear_model
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
+def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
+    if (BUNDLED / "manifest.json").is_file():
+        model_dir = BUNDLED
+    else:  # before models/default is converted: the tiny linear model is enough for a smoke run
+        model_dir = tmp_path / "model"
+        make_linear_model(model_dir)
+    out = tmp_path / "results"
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--model-dir", str(model_dir), "--out", str(out),
+                           "--tmp", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((out / "quick.json").read_text())
+    assert (out / "quick.md").read_text().startswith("Measured by `make bench`")
+    assert results["quick"] is True and results["failed"] is False
+    for key in ("cpu", "cores", "python", "versions"):
+        assert key in results["machine"]
+    assert "onnxruntime" in results["machine"]["versions"]
+
+    inference = results["inference"]
+    for key in ("onnx_batch1_us", "onnx_batch256_us", "keras_predict_batch1_us", "keras_call_batch1_us"):
+        assert key in inference
+    assert inference["onnx_batch1_us"] > 0 and inference["onnx_batch256_us"] > 0
+
+    http = results["http"]
+    for name in ("bare", "edge-full", "edge-normal"):
+        assert http["single"][name]["rps"] > 0 and http["single"][name]["errors"] == 0
+        assert http["fixed_rate"][name]["p99_ms"] is not None
+    for name in ("edge-full", "edge-normal"):
+        assert http["single"][name]["ratio_to_bare"] > 0
+        assert http["batch"][name]["readings_per_s"] > 0
+
+    resources = results["resources"]
+    for key in ("rss_after_bytes", "startup_s", "bytes_per_reading"):
+        assert resources[key] > 0
+    assert resources["stored_readings"] == results["plan"]["stored_readings"]
+
+    sse = results["sse"]
+    assert sse["clients"] == 100 and sse["with"]["rps"] > 0 and sse["without"]["rps"] > 0
+    assert all(r["clients_failed"] == 0 for r in sse["with"]["rounds"])
+    assert {t["path"] for t in results["targets"]} >= {"http.single.edge-full.ratio_to_bare", "resources.startup_s"}
+    # the servers are gone
+    assert not list(tmp_path.glob("fdedge-bench-*")), "the temporary work dir was not removed"
