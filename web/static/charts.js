@@ -184,12 +184,18 @@ export class Chart {
     return this.container.clientWidth < 480 ? 160 : 200;
   }
 
-  // New data; drawn now if `now` (a new range), else within MIN_REDRAW_MS.
+  // New data; drawn at once, even off-screen, if `now` (a new range: the chart must not
+  // be blank when scrolled to or printed), else within MIN_REDRAW_MS once visible.
   update(buf, now = false) {
     this.buf = buf;
     this.dirty = true;
-    if (now) this.lastDraw = -Infinity;
-    this.schedule();
+    if (now) {
+      clearTimeout(this.timer);
+      this.timer = 0;
+      this.draw();
+    } else {
+      this.schedule();
+    }
   }
 
   schedule() {
