@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from convert import keras_model, manifest, onnx_export, parity, readings, scalers
-from convert.errors import DimensionMismatch, SampleError, SourceMissing
+from convert.errors import DimensionMismatch, ExportError, SampleError, SourceMissing
 from edge import fdrest
 
 
@@ -79,6 +79,10 @@ def run(job: Job, log: Callable[[str], None] = print) -> dict[str, Any]:
     src = job.sources
     if not src.keras.is_file():
         raise SourceMissing(f"Keras model not found: {src.keras}")
+    for label, path in (("feature scaler", src.feature_scaler), ("target scaler", src.target_scaler)):
+        if path is not None and not path.is_file():
+            raise SourceMissing(f"{label} not found: {path}")
+    hashes = manifest.source_hashes(src)  # of the bytes about to be read, not of a later rewrite
     feature_src = scalers.load(src.feature_scaler, label="feature scaler")
     target_src = scalers.load(src.target_scaler, label="target scaler")
     notes = [note for s in (feature_src, target_src) if s is not None for note in s.notes]
@@ -104,7 +108,7 @@ def run(job: Job, log: Callable[[str], None] = print) -> dict[str, Any]:
         probe = feature.forward(data.x).astype(np.float32)
         optimisation = onnx_export.optimise(onnx_path, scratch / "optimised.onnx", probe, job.tolerance, job.optimize)
         if onnx_export.metadata_features(onnx_path) != list(features):
-            raise DimensionMismatch("the ONNX file's feature metadata does not match the scaler's order")
+            raise ExportError("the ONNX file's feature metadata does not match the scaler's order")
         figures = parity.check(model, feature_src, target_src, data.x, onnx_path, scalers_path,
                                tolerance=job.tolerance, source=source, expected=data.faults if source == "reference" else None)
         onnx_hash = manifest.sha256(onnx_path)
@@ -116,7 +120,7 @@ def run(job: Job, log: Callable[[str], None] = print) -> dict[str, Any]:
             "features": list(features), "faults": list(fdrest.FAULTS),
             "catalogue": [dict(entry) for entry in fdrest.CATALOGUE],
             "scalers_kind": {"features": feature.kind, "targets": target.kind},
-            "sources": manifest.source_hashes(src),
+            "sources": hashes,
             "tools": tool_versions(),
             "parity": figures,
             "graph_optimization": optimisation.as_dict(),

@@ -192,6 +192,13 @@ def test_missing_model_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 
 @pytest.mark.build
+def test_missing_scaler_file(synthetic: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = copy_sources(synthetic, tmp_path)
+    (d / "feature_scaler.pkl").unlink()
+    assert "feature scaler not found" in run_failing(capsys, "--model-dir", d)
+
+
+@pytest.mark.build
 def test_truncated_keras_file(synthetic: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = copy_sources(synthetic, tmp_path)
     data = (d / "dnn_model.keras").read_bytes()

@@ -39,7 +39,7 @@ def test_tiny_training_converts_with_parity(tiny: tuple[Path, float]) -> None:
     assert manifest["scalers_kind"] == {"features": "StandardScaler", "targets": "MinMaxScaler"}
     card = (directory / "MODEL_CARD.md").read_text()
     assert card.index("## Training") < card.index("## Conversion")
-    assert card.count("| fault") == 8
+    assert all(f"| fault{i} |" in card for i in range(8))
 
 
 @pytest.mark.build
