@@ -366,6 +366,24 @@ def test_dashboard_offline_and_a_new_reading_shows_within_1s(server, scenario, o
     expect(page.locator("#rate")).not_to_have_text("0.0", timeout=2000)  # refreshed once a second
     shot(page, "dashboard.png")
 
+    # Other ranges come from /api/series (server-side downsampling).
+    for label, seconds in (("24 h", 86400), ("7 days", 604800)):
+        with page.expect_response(lambda r: "/api/series" in r.url) as answer:
+            page.get_by_role("button", name=label).click()
+        q = urllib.parse.parse_qs(urllib.parse.urlsplit(answer.value.url).query)
+        span = datetime.fromisoformat(q["end"][0].replace("Z", "+00:00")) - datetime.fromisoformat(
+            q["start"][0].replace("Z", "+00:00"))
+        assert answer.value.status == 200 and abs(span.total_seconds() - seconds) < 5
+        assert q["machine"] == ["default"] and "fault7" in q["metrics"][0].split(",")
+    page.get_by_role("button", name="Custom").click()
+    local = datetime.now().replace(microsecond=0)
+    page.fill("#custom-start", (local - timedelta(minutes=20)).isoformat())
+    page.fill("#custom-end", local.isoformat())
+    with page.expect_response(lambda r: "/api/series" in r.url) as answer:
+        page.get_by_role("button", name="Show").click()
+    assert answer.value.status == 200 and len(answer.value.json()["time"]) > 1
+    expect(page.locator("#live-mode")).to_have_text("fixed range")
+
     phone = ctx.new_page()
     phone.set_viewport_size(PHONE)
     phone.goto(server.url + "/")
@@ -426,7 +444,6 @@ def test_report_counts_and_downloads_matching_rows(server, scenario, open_contex
     page.select_option("#machine", machine)
     n = len(expected)
     expect(page.locator("#count")).to_have_text(f"{n} matching row{'s' if n != 1 else ''}")
-    shot(page, "report.png")
 
     with page.expect_download() as info:
         page.click("#download")
@@ -436,6 +453,7 @@ def test_report_counts_and_downloads_matching_rows(server, scenario, open_contex
     assert all(r["machine"] == machine and float(r["max_fault"]) >= threshold for r in rows)
     assert download.suggested_filename.endswith(".csv")
     expect(page.locator("#result")).to_contain_text(f"Downloading {n} row")
+    shot(page, "report.png")
 
     # Nothing in range: a message, and no download.
     page.fill("#start", "2001-01-01")
@@ -520,9 +538,16 @@ def test_hostile_machine_name_renders_as_text(server, scenario, open_context):
     expect(page.locator("#machine option", has_text=HOSTILE)).to_have_count(1)
     expect(page.locator("#machine-pick")).to_be_visible()
 
+    page.select_option("#machine", "default")  # and back: the selector switches the stream
+    expect(page.locator("#latest-machine")).to_have_text("default")
+    page.select_option("#machine", HOSTILE)
+    expect(page.locator("#latest-machine")).to_have_text(HOSTILE)
+    wait_live(page)
+
     table = ctx.new_page()
     table.goto(server.url + "/dashboard")
     expect(table.locator("#rows td.name", has_text=HOSTILE).first).to_be_visible()
+    shot(table, "table-hostile-name.png")
     report = ctx.new_page()
     report.goto(server.url + "/report")
     expect(report.locator("#machine option", has_text=HOSTILE)).to_have_count(1)

@@ -93,7 +93,9 @@ export function fmtNum(v) {
 }
 
 export function fmtFault(v) {
-  return v === null || v === undefined || Number.isNaN(v) ? "–" : v.toFixed(1);
+  if (v === null || v === undefined || Number.isNaN(v)) return "–";
+  const s = v.toFixed(1);
+  return s === "-0.0" ? "0.0" : s; // -0.04 is no fault, not a negative one
 }
 
 // normal | warning | alarm, from the model's thresholds.
