@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import orjson
 import logging
 from dataclasses import dataclass, field
 
 from edge import model as model_module
+from edge.deadlines import BodyDeadlines
 from edge.hub import Event, Hub
 from edge.metrics import Metrics
 from edge.model import Model
@@ -27,6 +28,7 @@ class Appliance:
     readers: Readers
     hub: Hub
     metrics: Metrics
+    deadlines: BodyDeadlines = field(default_factory=BodyDeadlines)
     loop: asyncio.AbstractEventLoop | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
 
@@ -45,6 +47,7 @@ class Appliance:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.writer.start(loop)
+        self.tasks.append(loop.create_task(self.deadlines.sweep_forever()))
 
     def stop(self) -> None:
         for task in self.tasks:
@@ -83,4 +86,4 @@ class Appliance:
 
 
 def dumps(obj: object) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
+    return orjson.dumps(obj)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+import orjson
 import math
 import sqlite3
 from dataclasses import dataclass
@@ -42,10 +42,10 @@ def reading(row: tuple) -> dict[str, Any]:
 
 
 def reading_json(id_: int, time: str, machine: str, x: list[float], y: list[float]) -> str:
-    return json.dumps({
+    return orjson.dumps({
         "id": id_, "time": iso(time), "machine": machine,
         "features": dict(zip(FEATURES, x)), "faults": dict(zip(FAULTS, y)),
-    }, separators=(",", ":"))
+    }).decode()
 
 
 def metric(name: str | None) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
+import orjson
 
 from edge.errors import BadRequest, InvalidJSON, InvalidReading, UnsupportedMediaType
 from edge.fdrest import FAULTS, FEATURES
@@ -61,6 +62,12 @@ def now_text() -> str:
 
 def parse_time(value: object, row: int = 0, key: str = TIME_KEY) -> str:
     """Naive times (FD-REST's format) are taken as UTC; ISO 8601 with an offset is converted."""
+    if type(value) is str and len(value) == 19 and value[10] == " " and "1970" <= value[:4]:
+        try:  # FD-REST's own format is already the stored form: validate, keep as is
+            datetime.fromisoformat(value)
+            return value
+        except ValueError:
+            pass
     if not isinstance(value, str) or not value.strip():
         raise InvalidReading(f"row {row}: field {key!r} must be a time like '2023-11-06 15:00:00' "
                              f"or ISO 8601 with offset", row=row, field=key)
@@ -117,7 +124,7 @@ def _values(obj: dict, row: int) -> list:
     return values
 
 
-def from_objects(objects: list, single: bool, received: str, ignore: frozenset[str] = frozenset()) -> Batch:
+def from_objects(objects: list, single: bool, received: str | None, ignore: frozenset[str] = frozenset()) -> Batch:
     if not objects:
         raise BadRequest("the body holds no readings")
     times: list[str] = []
@@ -130,7 +137,11 @@ def from_objects(objects: list, single: bool, received: str, ignore: frozenset[s
                                  row=index, field=None)
         rows.append(_values(obj, index))
         stamp = obj.get(TIME_KEY)
-        times.append(received if stamp is None else parse_time(stamp, index))
+        if stamp is None:
+            received = received or now_text()  # only computed when a reading has no time
+            times.append(received)
+        else:
+            times.append(parse_time(stamp, index))
         machines.append(parse_machine(obj.get(MACHINE_KEY), index))
         if len(obj) != 35 + (TIME_KEY in obj) + (MACHINE_KEY in obj):
             ignored.update(k for k in obj if k not in KNOWN_KEYS and k not in ignore)
@@ -147,6 +158,12 @@ def from_objects(objects: list, single: bool, received: str, ignore: frozenset[s
 
 def _json(data: bytes) -> object:
     try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    # The standard parser gives the precise message, and reads the NaN/Infinity literals that
+    # Python senders emit, so those are refused as non-finite values naming their field.
+    try:
         return json.loads(data)
     except RecursionError:
         raise InvalidJSON("the JSON body is nested too deeply") from None
@@ -154,7 +171,7 @@ def _json(data: bytes) -> object:
         raise InvalidJSON(f"the body is not valid JSON: {exc}") from None
 
 
-def parse_json(data: bytes, received: str) -> Batch:
+def parse_json(data: bytes, received: str | None) -> Batch:
     body = _json(data)
     if isinstance(body, dict):
         return from_objects([body], single=True, received=received)
@@ -163,7 +180,7 @@ def parse_json(data: bytes, received: str) -> Batch:
     raise InvalidReading("the body must be a JSON object (one reading) or an array of objects", row=None, field=None)
 
 
-def parse_ndjson(data: bytes, received: str) -> Batch:
+def parse_ndjson(data: bytes, received: str | None) -> Batch:
     objects = []
     for number, line in enumerate(data.splitlines()):
         if not line.strip():
@@ -175,7 +192,7 @@ def parse_ndjson(data: bytes, received: str) -> Batch:
     return from_objects(objects, single=False, received=received)
 
 
-def parse_csv(data: bytes, received: str) -> Batch:
+def parse_csv(data: bytes, received: str | None) -> Batch:
     """data.csv's format; its fault columns are the measured labels, so they are skipped silently."""
     try:
         text = data.decode("utf-8-sig")
@@ -211,7 +228,6 @@ def parse_csv(data: bytes, received: str) -> Batch:
 
 def parse(content_type: str | None, data: bytes, received: str | None = None) -> Batch:
     """Dispatch on the media type; a missing type is read as JSON, as FD-REST did."""
-    received = received or now_text()
     media = (content_type or "application/json").split(";")[0].strip().lower()
     if media in JSON_TYPES:
         return parse_json(data, received)

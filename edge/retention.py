@@ -27,7 +27,8 @@ def prune_chunk(conn: sqlite3.Connection, cutoff: str | None, keep_rows: int) ->
                 f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} WHERE time < ? ORDER BY id LIMIT ?)",
                 (cutoff, CHUNK)).rowcount
         if keep_rows > 0:
-            row = conn.execute(f"SELECT id FROM {TABLE} ORDER BY id DESC LIMIT 1 OFFSET ?", (keep_rows,)).fetchone()
+            found = conn.execute(f"SELECT id FROM {TABLE} ORDER BY id DESC LIMIT 1 OFFSET ?", (keep_rows,)).fetchall()
+            row = found[0] if found else None
             if row is not None:
                 deleted += conn.execute(
                     f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} WHERE id <= ? ORDER BY id LIMIT ?)",
@@ -42,7 +43,8 @@ def prune_chunk(conn: sqlite3.Connection, cutoff: str | None, keep_rows: int) ->
 
 
 def newest_time(conn: sqlite3.Connection) -> datetime | None:
-    row = conn.execute(f"SELECT time FROM {TABLE} ORDER BY id DESC LIMIT 1").fetchone()
+    rows = conn.execute(f"SELECT time FROM {TABLE} ORDER BY id DESC LIMIT 1").fetchall()  # never leave a
+    row = rows[0] if rows else None  # statement open on the writer's connection: COMMIT would fail
     try:
         return datetime.fromisoformat(row[0]).replace(tzinfo=timezone.utc) if row and row[0] else None
     except ValueError:

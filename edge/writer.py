@@ -88,6 +88,7 @@ class Writer:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._gathered: list[_Ingest] = []
         self._pending: list[tuple[asyncio.Future, Any, BaseException | None]] = []
 
     # -- event-loop side ----------------------------------------------------------------------
@@ -109,9 +110,18 @@ class Writer:
         return self._thread is not None and self._thread.is_alive()
 
     async def ingest(self, batch: Batch, key: str | None = None) -> Stored:
-        future = asyncio.get_running_loop().create_future()
-        self._queue.put(_Ingest(batch, key, future))
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._gathered.append(_Ingest(batch, key, future))
+        if len(self._gathered) == 1:
+            # Hand over everything gathered in this loop iteration at once: one wake-up of the
+            # writer per iteration instead of one per request.
+            loop.call_soon(self._hand_over)
         return await future
+
+    def _hand_over(self) -> None:
+        gathered, self._gathered = self._gathered, []
+        self._queue.put(gathered)
 
     async def run(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run maintenance (retention, readiness probe) in the writer thread, between commits."""
@@ -130,9 +140,9 @@ class Writer:
             tasks: list[_Task] = []
             rows = 0
             while True:
-                if isinstance(item, _Ingest):
-                    group.append(item)
-                    rows += len(item.batch)
+                if isinstance(item, list):
+                    group.extend(item)
+                    rows += sum(len(job.batch) for job in item)
                 elif isinstance(item, _Task):
                     tasks.append(item)
                 elif item is _STOP:
@@ -270,7 +280,7 @@ class Writer:
         try:
             if first_id < 0:  # same key twice in one group: the first is being stored right now
                 first_id = self.conn.execute("SELECT first_id FROM fdedge_ingest_keys WHERE key = ?",
-                                             (job.key,)).fetchone()[0]
+                                             (job.key,)).fetchall()[0][0]
             rows = self.conn.execute(
                 f"SELECT {', '.join(FAULTS)} FROM {TABLE} WHERE id >= ? AND id < ? ORDER BY id",
                 (first_id, first_id + n)).fetchall()
