@@ -42,9 +42,10 @@ const feed = new LiveFeed({
     c.textContent = detail ? `${state} (${detail})` : state;
     if (detail === "read token needed") showToken();
   },
-  onGap: (skipped) => {
-    $("range-msg").textContent = `${skipped} readings were too many to replay; the charts show them from history.`;
-    if (S.range !== "custom") loadSeries();
+  onGap: async (skipped) => {
+    // Too many missed rows to replay one by one: the charts reload them (downsampled).
+    if (S.range !== "custom") await loadSeries();
+    $("range-msg").textContent = `${skipped} missed readings were not replayed live; the charts include them.`;
   },
   probe: () => probeServer(S.machine),
 });
