@@ -58,6 +58,9 @@ test: $(VENV)/.test
 soak: $(VENV)/.test
 	$(BIN)/python -m pytest -m soak -p no:cacheprovider $(PYTEST_ARGS)
 
+browser: $(VENV)/.test
+	$(BIN)/python -m pytest -m browser $(PYTEST_ARGS)
+
 bench: $(VENV)/.test
 	$(BIN)/python -m bench
 
