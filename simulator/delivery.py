@@ -37,7 +37,7 @@ class Stats:
 
     generated: int = 0
     dropped: int = 0  # oldest readings dropped because the outbox hit --max-buffer
-    sent: int = 0  # readings posted, retries included
+    sent: int = 0  # readings whose request went out, retries included
     acked: int = 0  # readings the server answered 200 for
     replayed: int = 0  # of those, answered from an earlier commit (X-FDEdge-Replayed)
     dead: int = 0  # readings refused for good in this run
@@ -85,6 +85,7 @@ class Connection:
             self.headers["Authorization"] = f"Bearer {token}"
         self._conn: http.client.HTTPConnection | None = None
         self._used = False  # the connection has answered before: it may have gone stale
+        self.written = 0  # requests whose body went out (for the `sent` counter)
 
     def post(self, body: bytes, key: str) -> Answer:
         fresh_retry = self._conn is not None and self._used
@@ -105,6 +106,7 @@ class Connection:
             self._conn = cls(self.host, self.port, timeout=self.timeout)
             self._used = False
         self._conn.request("POST", self.path, body=body, headers={**self.headers, "Idempotency-Key": key})
+        self.written += 1
         resp = self._conn.getresponse()
         data = resp.read()
         self._used = True
@@ -168,13 +170,15 @@ class Sender:
 
     def _deliver(self, claim: Claim) -> None:
         body = request_body(claim.bodies, self.batch)
-        self.stats.sent += len(claim)
+        written = self.conn.written
         try:
             answer = self.conn.post(body, claim.key)
         except TRANSIENT_ERRORS as exc:
+            self.stats.sent += len(claim) * (self.conn.written - written)
             self._retry_later(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
             return
-        if answer.status == 200:
+        self.stats.sent += len(claim) * (self.conn.written - written)
+        if 200 <= answer.status < 300:
             self.outbox.ack(claim)
             self.stats.acked += len(claim)
             if answer.headers.get("x-fdedge-replayed") == "true":
@@ -185,14 +189,14 @@ class Sender:
             if self.stats.attempt:
                 self.log(f"delivered again after {self.stats.attempt} failed attempt(s)")
             self.stats.attempt, self.stats.last_error = 0, ""
-        elif answer.status in RETRY_STATUSES:
-            self._retry_later(f"HTTP {answer.status}: {answer.message()}", answer.headers.get("retry-after"))
         elif answer.status == 413 and len(claim) > 1:
             self._limit = max(1, len(claim) // 2)
             self.log(f"HTTP 413 for {len(claim)} readings ({answer.message()}); sending {self._limit} per request")
             self.outbox.release()
-        else:
+        elif 400 <= answer.status < 500 and answer.status not in RETRY_STATUSES:
             self._refuse(claim, answer)
+        else:  # 408, 429, 5xx; also 1xx/3xx: a wrong --url or a proxy, not the readings' fault
+            self._retry_later(f"HTTP {answer.status}: {answer.message()}", answer.headers.get("retry-after"))
 
     def _refuse(self, claim: Claim, answer: Answer) -> None:
         details = answer.json()

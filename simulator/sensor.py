@@ -226,23 +226,27 @@ def generate(source: Iterator[dict], outbox: Outbox, sender: Sender, stats: Stat
     """Put readings into the outbox at `rate` per second until count, duration or source end.
 
     Slots are scheduled from the start (reading k at t0 + k/rate), so the pace does not drift;
-    readings that fell behind (slow disk) are caught up in one transaction.
+    readings that fell behind (slow disk) are caught up in one transaction. Unpaced (rate 0),
+    generation waits while the outbox holds a few batches, so it cannot fill the disk.
     """
     period = 1.0 / rate if rate > 0 else 0.0
+    high_water = max(MAX_CHUNK, 4 * sender.batch)  # unpaced: only as fast as the appliance takes them
+    if outbox.max_rows:
+        high_water = min(high_water, outbox.max_rows)
     t0 = time.monotonic()
     k = 0
     while not sender.stop.is_set():
         now = time.monotonic()
         if duration is not None and now - t0 >= duration:
             return
-        due = int((now - t0) * rate) + 1 if rate > 0 else k + MAX_CHUNK
+        due = int((now - t0) * rate) + 1 if rate > 0 else k + max(high_water - len(outbox), 0)
         if count is not None:
             if k >= count:
                 return
             due = min(due, count)
         if due <= k:
             tick()
-            wake = t0 + k * period
+            wake = t0 + k * period if period else now + 0.05
             if duration is not None:
                 wake = min(wake, t0 + duration)
             sender.stop.wait(max(0.0, min(wake - time.monotonic(), 0.5)))
@@ -274,6 +278,7 @@ class Reporter:
     def __init__(self, stats: Stats, outbox: Outbox, interval: float, quiet: bool) -> None:
         self.stats, self.outbox, self.interval, self.quiet = stats, outbox, interval, quiet
         self.next_at = time.monotonic() + interval
+        self._dropped_told, self._dropped_at = 0, 0.0
 
     def log(self, message: str, error: bool = False) -> None:
         if error or not self.quiet:
@@ -292,6 +297,11 @@ class Reporter:
         return text
 
     def tick(self) -> None:
+        dropped = self.stats.dropped
+        if dropped > self._dropped_told and time.monotonic() - self._dropped_at > 5:
+            self.log(f"buffer full (--max-buffer {self.outbox.max_rows}): dropped the oldest reading(s), "
+                     f"{dropped} so far", error=True)
+            self._dropped_told, self._dropped_at = dropped, time.monotonic()
         if self.interval > 0 and time.monotonic() >= self.next_at:
             self.next_at = time.monotonic() + self.interval
             self.log(self.line())
@@ -332,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pace = parser.add_argument_group("pace")
     pace.add_argument("--rate", type=parse_rate, default=1.0, metavar="R",
-                      help="readings per second: 2, 0.2, 1/5, 30/min; 0 = as fast as possible (default 1)")
+                      help="readings per second: 2, 0.2, 1/5, 30/min; 0 = as fast as the appliance takes "
+                           "them (default 1)")
     pace.add_argument("--count", type=int, metavar="N", help="stop generating after N readings")
     pace.add_argument("--duration", type=parse_seconds, metavar="T",
                       help="stop generating after T: 90, 90s, 5min, 2h")
@@ -347,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "is exactly FD-REST's and the appliance files it under 'default'")
     out.add_argument("--batch", type=positive_int, default=1, metavar="N",
                      help="readings per request: 1 sends FD-REST's single JSON object; N > 1 a JSON array "
-                          "of up to N (default 1). A backlog always drains in batches of N")
+                          "of up to N (FD-Edge only; default 1). A backlog always drains in batches of N")
     out.add_argument("--linger", type=float, default=1.0, metavar="S",
                      help="with --batch > 1: longest a reading waits for its batch to fill (default 1 s)")
     out.add_argument("--buffer", type=Path, metavar="PATH",
