@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.csv is not None and not args.csv.is_file():
-        parser.error(f"--csv {args.csv}: no such file")
+        parser.error(f"--csv {args.csv}: not a readable file")
     if args.csv is None and (args.loop or args.restamp):
         parser.error("--loop and --restamp apply to --csv")
     if args.flush and args.csv is not None:
@@ -397,6 +397,27 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             parser.error(f"--{name.replace('_', '-')} must be >= 0")
 
 
+def open_source(args: argparse.Namespace, start: datetime) -> Iterator[dict] | None:
+    """The readings to generate (None with --flush); reads the first one now, so that a bad
+    --fault or CSV is reported before anything is buffered or sent."""
+    if args.flush:
+        return None
+    if args.csv is not None:
+        source = csv_readings(args.csv, args.loop, args.machine)
+    else:
+        source = machine_readings(args, start, 1.0 / args.rate if args.rate > 0 else 1.0)
+    try:
+        first = next(source)
+    except StopIteration:
+        raise ValueError(f"{args.csv} holds no readings") from None
+
+    def chained() -> Iterator[dict]:
+        yield first
+        yield from source
+
+    return chained()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -405,12 +426,26 @@ def main(argv: list[str] | None = None) -> int:
         conn = Connection(args.url, args.token, timeout=args.timeout or None)
     except ValueError as exc:
         parser.error(str(exc))
+    start = args.start or datetime.now(timezone.utc).replace(microsecond=0)
     buffer = args.buffer or default_buffer(args.machine)
     try:
+        source = open_source(args, start)
         outbox = Outbox(buffer, max_rows=args.max_buffer)
-    except (BufferLocked, OSError, sqlite3.Error) as exc:
+    except (ValueError, OSError) as exc:
+        print(f"fdedge simulate: {exc}", file=sys.stderr)
+        return 2
+    except (BufferLocked, sqlite3.Error) as exc:
         print(f"fdedge simulate: cannot open the buffer {buffer}: {exc}", file=sys.stderr)
         return 2
+    return run(args, source, outbox, conn, start)
+
+
+def run(args: argparse.Namespace, source: Iterator[dict] | None, outbox: Outbox, conn: Connection,
+        start: datetime) -> int:
+    """Generate in this (the main) thread, send in another; stop cleanly on a signal.
+
+    Closes the outbox unless the sender is still inside a request after a second Ctrl-C (the
+    process is about to exit, and every reading is on disk already)."""
     stats = Stats()
     reporter = Reporter(stats, outbox, args.progress, args.quiet)
     sender = Sender(outbox, conn, stats, batch=args.batch, linger=args.linger,
@@ -425,23 +460,12 @@ def main(argv: list[str] | None = None) -> int:
             sender.stop.set()
 
     if len(outbox):
-        reporter.log(f"resuming: {len(outbox)} reading(s) buffered in {buffer} are sent first")
-    restore = _install_signals(sender, reporter)
+        reporter.log(f"resuming: {len(outbox)} reading(s) buffered in {outbox.path} are sent first")
+    what = "the buffer" if source is None else (str(args.csv) if args.csv else f"scenario {args.scenario}")
+    reporter.log(f"sending {what} to {conn.scheme}://{conn.host}:{conn.port}{conn.path}, buffer {outbox.path}")
     thread = threading.Thread(target=send_loop, name="fdedge-sender", daemon=True)
-    interrupted = False
+    restore = _install_signals(sender, reporter)
     try:
-        if args.flush:
-            source = None
-        else:
-            start = args.start or datetime.now(timezone.utc).replace(microsecond=0)
-            if args.csv is not None:
-                source = csv_readings(args.csv, args.loop, args.machine)
-            else:
-                source = machine_readings(args, start, 1.0 / args.rate if args.rate > 0 else 1.0)
-            first = next(source)  # fail on a bad --fault or CSV before anything is sent
-            source = _chain(first, source)
-        what = "the buffer" if source is None else (str(args.csv) if args.csv else f"scenario {args.scenario}")
-        reporter.log(f"sending {what} to {conn.scheme}://{conn.host}:{conn.port}{conn.path}, buffer {buffer}")
         thread.start()
         if source is not None:
             generate(source, outbox, sender, stats, rate=args.rate, count=args.count, duration=args.duration,
@@ -451,37 +475,30 @@ def main(argv: list[str] | None = None) -> int:
         while thread.is_alive():
             thread.join(0.25)
             reporter.tick()
-    except (ValueError, StopIteration, sqlite3.Error) as exc:
+    except KeyboardInterrupt:  # a second Ctrl-C: leave now; every reading is already on disk
         sender.stop.set()
-        print(f"fdedge simulate: {exc or 'the CSV holds no readings'}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # a second Ctrl-C: leave now, the buffer is durable
-        sender.stop.set()
-        interrupted = True
+        reporter.log(f"interrupted; {len(outbox)} reading(s) stay in {outbox.path}", error=True)
         return 130
+    except (ValueError, sqlite3.Error) as exc:  # a bad CSV line further down, a full disk
+        sender.stop.set()
+        thread.join(args.timeout + 1.0)
+        print(f"fdedge simulate: {exc}", file=sys.stderr)
+        return 2
     finally:
         restore()
-        if thread.is_alive() and not interrupted:
-            thread.join(args.timeout + 1.0)
-        left = len(outbox)
-        if not failure:
-            reporter.log("stopped: " + reporter.line()
-                         + (f"; {left} reading(s) stay in {buffer} for the next run" if left else ""))
         if not thread.is_alive():
-            outbox.close()  # else the daemon sender still uses it; the process is about to exit
+            outbox.close()
+    left = len(outbox)
+    reporter.log("stopped: " + reporter.line()
+                 + (f"; {left} reading(s) stay in {outbox.path} for the next run" if left else ""))
     if failure:
         print(f"fdedge simulate: sending failed: {failure[0]!r}", file=sys.stderr)
         return 2
     if stats.dead:
         print(f"fdedge simulate: {stats.dead} reading(s) were refused and moved to the dead_letter table "
-              f"of {buffer}", file=sys.stderr)
+              f"of {outbox.path}", file=sys.stderr)
         return 1
     return 0
-
-
-def _chain(first: dict, rest: Iterator[dict]) -> Iterator[dict]:
-    yield first
-    yield from rest
 
 
 def _install_signals(sender: Sender, reporter: Reporter) -> Callable[[], None]:

@@ -380,3 +380,20 @@ def test_appliance_away_bounded_buffer_and_sigterm_keeps_it(tmp_path):
     assert len(ids) == 20 and generated > 20
     # the oldest were dropped, except the request that was being retried (it may be stored already)
     assert ids == [1, *range(generated - 18, generated + 1)]
+
+
+def test_invalid_reading_in_a_batch_is_set_aside_alone(server_factory, model, tmp_path):
+    rows = make_csv(tmp_path / "data.csv", 6)
+    lines = (tmp_path / "data.csv").read_text().splitlines()
+    cells = lines[3].split(",")
+    cells[5] = "nan"  # row 2's KURTOSIS_Vertical: the sensor replays it, the appliance answers 422
+    lines[3] = ",".join(cells)
+    (tmp_path / "data.csv").write_text("\n".join(lines) + "\n")
+    server = server_factory(model).start()
+    result = run_sensor(server.url, tmp_path / "b.db", "--csv", str(tmp_path / "data.csv"), "--rate", "0",
+                        "--batch", "4")
+    assert result.returncode == 1
+    assert "HTTP 422" in result.stderr and "KURTOSIS_Vertical" in result.stderr
+    assert stored(server) == rows[:2] + rows[3:]
+    with sqlite3.connect(tmp_path / "b.db") as conn:
+        assert conn.execute("SELECT id, status FROM dead_letter").fetchall() == [(3, 422)]
