@@ -140,7 +140,8 @@ def _parse(doc: Any, base: dict[str, float], source: str) -> Rules:
         raise _Problem("rules", None, "must be a list of rule objects")
     for i, item in enumerate(items):
         where = f"rules[{i}]"
-        values = _layer(item, where, targeted=True)
+        if not isinstance(item, dict):
+            raise _Problem(where, None, "must be a JSON object")
         fault, machine = item.get("fault"), item.get("machine")
         if fault is not None and fault not in FAULTS:
             raise _Problem(where, "fault", f"unknown fault {str(fault)[:40]!r}; use one of {', '.join(FAULTS)}")
@@ -149,6 +150,7 @@ def _parse(doc: Any, base: dict[str, float], source: str) -> Rules:
         if fault is None and machine is None:
             raise _Problem(where, None, "needs 'fault' and/or 'machine' (settings for all faults go in 'defaults')")
         where = f"{where} ({fault or 'all faults'}{f' on machine {machine!r}' if machine else ''})"
+        values = _layer(item, where, targeted=True)
         table: dict = by_pair if fault and machine else by_machine if machine else by_fault
         key = (machine, fault) if fault and machine else machine or fault
         if key in table:
