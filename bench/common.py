@@ -193,5 +193,20 @@ def batch_body(readings: list[dict[str, Any]], rows: int) -> bytes:
     return json.dumps(out).encode()
 
 
+def run_async(coro: Any) -> Any:
+    """asyncio.run on uvloop when installed (asyncio.Runner's loop_factory is 3.11+)."""
+    import asyncio
+    try:
+        import uvloop
+        loop = uvloop.new_event_loop()
+    except ImportError:
+        loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -13,12 +13,11 @@ import json
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import BenchError, percentile
+from bench.common import BenchError, percentile, run_async
 
 WRK_LUA = r"""
 local f = assert(io.open(%(body)q, "rb"))
@@ -191,15 +190,4 @@ def open_loop(port: int, body: bytes, rate: float, duration: float, connections:
     connection or for the server counts. Requests scheduled in the first `discard` seconds
     are sent but not recorded (connection set-up, warm-up).
     """
-    coro = _open_loop(port, body, rate, duration, connections, discard)
-    try:
-        import uvloop
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:
-        runner = asyncio.Runner()
-    with runner:
-        return runner.run(coro)
-
-
-def scratch_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="fdedge-bench-wrk-"))
+    return run_async(_open_loop(port, body, rate, duration, connections, discard))

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.common import REPO, BenchError, Plan, median, ratio, single_body
+from bench.common import REPO, BenchError, Plan, median, ratio, run_async, single_body
 from bench.loadgen import Wrk
 from bench.http import _with_cpu
 from bench.resources import _stored
@@ -95,13 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--clients", type=int, default=100)
     args = p.parse_args(argv)
-    try:
-        import uvloop
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:
-        runner = asyncio.Runner()
-    with runner:
-        result = runner.run(_readers(args.port, args.clients))
+    result = run_async(_readers(args.port, args.clients))
     print(json.dumps(result), flush=True)
     return 0
 
