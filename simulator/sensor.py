@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import math
 import os
@@ -71,21 +72,25 @@ delivery:
   from the buffer's row ids, so a request the appliance stored but could not answer is not
   stored twice when repeated. Other 4xx answers (401 wrong token, 422 invalid reading, ...)
   are final: the server's message is printed and the readings are moved to the buffer's
-  dead_letter table (sqlite3 BUFFER 'SELECT * FROM dead_letter'); the queue goes on.
+  dead_letter table (sqlite3 BUFFER 'SELECT * FROM dead_letter'), and the queue goes on; a 422
+  sets aside only the reading it names, a 413 halves the batch first.
   With --count, --duration or a CSV without --loop, the sensor stops generating and exits
-  when the buffer is empty. Ctrl-C (SIGINT) or SIGTERM finishes the request in flight and
-  exits at once, keeping the buffer; a second Ctrl-C exits immediately (the buffer is safe).
+  when the buffer is empty. Ctrl-C (SIGINT) or SIGTERM lets the request in flight finish,
+  then exits, keeping the buffer; a second Ctrl-C exits at once (the buffer is safe).
+  FD-REST's own server takes only the default body: keep --batch 1 and leave out --machine.
 
 progress (every --progress seconds, on stderr):
-  generated  readings produced;        acked    readings the appliance stored (replayed:
-  sent       readings posted, retries   answered from an earlier commit of the same key)
-             included;                 buffered readings waiting in the buffer
-  dead       refused for good;         dropped  oldest readings dropped by --max-buffer
-  retrying   failed attempts of the current request and the last error
+  generated  readings produced into the buffer
+  sent       readings in requests that went out, repeats included
+  acked      readings the appliance stored; (replayed N): answered from an earlier commit
+  buffered   readings waiting in the buffer
+  dead       readings refused for good (dead letter)
+  dropped    oldest readings dropped because of --max-buffer
+  retrying   failed attempts of the current request, and the last error
   max        the largest fault of the last stored reading, as the appliance scored it
 
 exit status: 0 done or stopped by a signal, 1 some readings were refused (dead letter),
-2 usage or buffer error.
+2 usage, source or buffer error, 130 a second Ctrl-C.
 
 environment: FDEDGE_URL, FDEDGE_TOKEN (defaults of --url and --token).
 """
@@ -502,15 +507,23 @@ def run(args: argparse.Namespace, source: Iterator[dict] | None, outbox: Outbox,
 
 
 def _install_signals(sender: Sender, reporter: Reporter) -> Callable[[], None]:
-    """First SIGINT/SIGTERM: stop after the request in flight. Second: KeyboardInterrupt."""
+    """First SIGINT/SIGTERM: stop after the request in flight. A second one: KeyboardInterrupt.
+
+    A repeat within half a second counts as the same request to stop: Ctrl-C in a terminal
+    reaches the whole process group, and `fdedge demo` forwards it as well.
+    """
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
+    calls = itertools.count()  # next() is atomic, even when a handler interrupts a handler
+    first_at = [math.inf]
 
     def handler(signum: int, frame: object) -> None:
-        if sender.stop.is_set():
+        if next(calls) == 0:
+            first_at[0] = time.monotonic()
+            sender.stop.set()
+            reporter.log(f"{signal.Signals(signum).name}: finishing the request in flight, keeping the buffer")
+        elif time.monotonic() - first_at[0] > 0.5:
             raise KeyboardInterrupt
-        reporter.log(f"{signal.Signals(signum).name}: finishing the request in flight, keeping the buffer")
-        sender.stop.set()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
 
