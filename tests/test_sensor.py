@@ -397,3 +397,51 @@ def test_invalid_reading_in_a_batch_is_set_aside_alone(server_factory, model, tm
     assert stored(server) == rows[:2] + rows[3:]
     with sqlite3.connect(tmp_path / "b.db") as conn:
         assert conn.execute("SELECT id, status FROM dead_letter").fetchall() == [(3, 422)]
+
+
+class Flaky(BaseHTTPRequestHandler):
+    """A stub appliance: answers `script` statuses first, then 200; records every request.
+    It also hangs up after each answer without saying so, as a keep-alive timeout does."""
+
+    protocol_version = "HTTP/1.1"
+    script: list[int] = []
+    seen: list[tuple[str, object]] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.seen.append((self.headers["Idempotency-Key"], body))
+        status = self.script.pop(0) if self.script else 200
+        data = json.dumps([{"fault0": 1.0}] if status == 200 else {"error": "x", "message": f"status {status}"})
+        self.send_response(status)
+        if status in (429, 503):
+            self.send_header("Retry-After", "0")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data.encode())
+        self.close_connection = True  # no "Connection: close": the sensor finds out on reuse
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_transient_answers_repeat_the_same_request_and_stale_connections_are_quietly_replaced(tmp_path, capsys):
+    Flaky.script, Flaky.seen = [503, 429, 502, 302, 408], []
+    stub = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=stub.serve_forever, daemon=True).start()
+    make_csv(tmp_path / "data.csv", 5)
+    try:
+        code = sensor.main(["--url", f"http://127.0.0.1:{stub.server_address[1]}", "--buffer", str(tmp_path / "b.db"),
+                            "--csv", str(tmp_path / "data.csv"), "--rate", "0", "--batch", "2", *FAST])
+    finally:
+        stub.shutdown()
+        stub.server_close()
+    err = capsys.readouterr().err
+    assert code == 0, err
+    keys = [key for key, _ in Flaky.seen]
+    assert keys[:6] == [keys[0]] * 6 and len(set(keys)) == 3  # five repeats of the first request, same key
+    assert all(body == Flaky.seen[0][1] for _, body in Flaky.seen[:6])
+    times = [r["Time"] for _, body in Flaky.seen[5:] for r in body]
+    assert times == [f"2024-01-01 00:00:0{i}" for i in range(5)]
+    assert "attempt 5" not in err and "delivered again after 5 failed attempt(s)" in err
+    assert err.count("retrying in") == 2  # attempts 1 and 3 are logged; stale connections not at all
