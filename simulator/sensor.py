@@ -6,13 +6,12 @@ on-disk outbox (simulator/outbox.py) with a sending loop (simulator/delivery.py)
 retries in order and uses idempotency keys, so the appliance may be down, restart or lose
 answers, and the sensor may be killed, without readings being lost or stored twice.
 
-This module holds what is specific to the command: the sources, the pacing and the CLI.
+The readings come from simulator/sources.py; this module holds the pacing and the CLI.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import json
 import math
@@ -29,11 +28,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
-from edge.fdrest import FAULTS, FEATURES
+from edge.fdrest import FAULTS
+from simulator.conditions import PROFILES
 from simulator.delivery import Connection, Sender, Stats
+from simulator.machine import VirtualMachine
 from simulator.outbox import BufferLocked, Outbox
+from simulator.scenarios import SCENARIOS, Scenario
+from simulator.sources import csv_readings, format_time, machine_readings
 
-SCENARIO_NAMES = ("healthy", "developing", "multi", "random")
 MAX_CHUNK = 1000  # readings generated and committed to the outbox in one transaction
 UNITS = {"s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0}
 
@@ -143,14 +145,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-def format_time(dt: datetime) -> str:
-    """FD-REST's form in UTC; milliseconds (three digits, which every Python parses) if any."""
-    dt = dt.astimezone(timezone.utc)
-    text = dt.strftime("%Y-%m-%d %H:%M:%S")
-    ms = dt.microsecond // 1000
-    return f"{text}.{ms:03d}" if ms else text
-
-
 def default_buffer(machine: str | None) -> Path:
     """One buffer per machine name, in the user's state directory (or the temp dir)."""
     name = re.sub(r"[^A-Za-z0-9._-]", "_", machine or "default")
@@ -165,13 +159,8 @@ def default_buffer(machine: str | None) -> Path:
     return Path(tempfile.gettempdir()) / f"fdedge-sensor-{os.getuid() if hasattr(os, 'getuid') else 0}-{name}.db"
 
 
-# -- sources: iterators of reading bodies (dicts with FD-REST's keys) ---------------------------
-
-def machine_readings(args: argparse.Namespace, start: datetime, dt: float) -> Iterator[dict]:
-    """The live virtual machine; reading k carries time `start + k * dt`."""
-    from simulator.machine import VirtualMachine
-    from simulator.scenarios import Scenario
-
+def make_machine(args: argparse.Namespace, start: datetime, dt: float) -> VirtualMachine:
+    """The virtual machine the scenario flags describe; its reading k carries `start + k * dt`."""
     options: dict[str, object] = {}
     if args.minutes is not None and args.scenario != "healthy":
         options["minutes"] = args.minutes
@@ -188,39 +177,8 @@ def machine_readings(args: argparse.Namespace, start: datetime, dt: float) -> It
         options["seed"] = args.seed
     scenario = Scenario.named(args.scenario, **options)
     # step() advances the clock before reading, so start one step early.
-    vm = VirtualMachine(args.seed, args.machine or "default", args.profile, scenario=scenario,
-                        start=start - timedelta(seconds=dt))
-    while True:
-        reading = vm.step(dt)
-        body = reading.to_fdrest_json(machine=args.machine is not None)
-        body["Time"] = format_time(reading.time)
-        yield body
-
-
-def csv_readings(path: Path, loop: bool, machine: str | None) -> Iterator[dict]:
-    """Rows of a data.csv-format file: Time and the 35 features (the fault labels stay behind)."""
-    while True:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            missing = [k for k in FEATURES if k not in (reader.fieldnames or ())]
-            if missing:
-                raise ValueError(f"{path}: not in data.csv's format, missing column(s) {missing[:3]}")
-            rows = 0
-            for number, row in enumerate(reader, start=2):
-                if not any((v or "").strip() for v in row.values()):
-                    continue
-                try:
-                    body: dict[str, object] = {k: float(row[k]) for k in FEATURES}
-                except (TypeError, ValueError):
-                    raise ValueError(f"{path}, line {number}: a feature is not a number") from None
-                if (row.get("Time") or "").strip():
-                    body = {"Time": row["Time"].strip(), **body}
-                if machine is not None:
-                    body["machine"] = machine
-                rows += 1
-                yield body
-        if not loop or rows == 0:
-            return
+    return VirtualMachine(args.seed, args.machine or "default", args.profile, scenario=scenario,
+                          start=start - timedelta(seconds=dt))
 
 
 # -- pacing ---------------------------------------------------------------------------------
@@ -315,12 +273,10 @@ class Reporter:
 # -- command line ---------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    from simulator.conditions import PROFILES
-
     parser = argparse.ArgumentParser(prog="fdedge simulate", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     src = parser.add_argument_group("source (the virtual machine unless --csv or --flush)")
-    src.add_argument("--scenario", choices=SCENARIO_NAMES, default="developing",
+    src.add_argument("--scenario", choices=SCENARIOS, default="developing",
                      help="what the virtual machine does: healthy; developing (one fault grows from 0 to 100); "
                           "multi (a bearing's failure cascade, faults 0-3, staggered); random (a reproducible "
                           "surprise from --seed). Default: developing")
@@ -410,7 +366,8 @@ def open_source(args: argparse.Namespace, start: datetime) -> Iterator[dict] | N
     if args.csv is not None:
         source = csv_readings(args.csv, args.loop, args.machine)
     else:
-        source = machine_readings(args, start, 1.0 / args.rate if args.rate > 0 else 1.0)
+        dt = 1.0 / args.rate if args.rate > 0 else 1.0
+        source = machine_readings(make_machine(args, start, dt), dt, with_machine=args.machine is not None)
     try:
         first = next(source)
     except StopIteration:

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from edge.fdrest import COLUMNS
+from edge.fdrest import COLUMNS, FEATURES
 from simulator import sensor
 from simulator.dataset import read_csv, write_csv
 from simulator.delivery import request_body
 from simulator.outbox import BufferLocked, Outbox
+from simulator.sources import format_time, machine_readings
 from tests.conftest import BUNDLED, REPO, Server, free_port
 
 FAST = ["--max-backoff", "0.3", "--progress", "0.5", "--timeout", "5"]
@@ -128,8 +129,8 @@ def test_rate_refuses_nonsense(text, capsys):
 
 def test_durations_and_times():
     assert [sensor.parse_seconds(t) for t in ("90", "90s", "1.5min", "2h")] == [90, 90, 90, 7200]
-    assert sensor.format_time(sensor.parse_start("2024-01-01 00:00:00")) == "2024-01-01 00:00:00"
-    assert sensor.format_time(sensor.parse_start("2024-01-01T01:00:00.25+01:00")) == "2024-01-01 00:00:00.250"
+    assert format_time(sensor.parse_start("2024-01-01 00:00:00")) == "2024-01-01 00:00:00"
+    assert format_time(sensor.parse_start("2024-01-01T01:00:00.25+01:00")) == "2024-01-01 00:00:00.250"
 
 
 def test_help_is_a_manual(capsys):
@@ -207,11 +208,11 @@ def test_live_machine_streams_completely_and_in_order(server_factory, model, tmp
 
     # the same flags reproduce the same readings: 5 ms apart from --start, pump-3000's profile
     ns = sensor.build_parser().parse_args(args)
-    source = sensor.machine_readings(ns, ns.start, 1 / ns.rate)
+    source = machine_readings(sensor.make_machine(ns, ns.start, 1 / ns.rate), 1 / ns.rate, with_machine=True)
     expected = []
     for _ in range(300):
         body = next(source)
-        expected.append((when(body["Time"]), *(body[k] for k in sensor.FEATURES)))
+        expected.append((when(body["Time"]), *(body[k] for k in FEATURES)))
     got = stored(server, "pump-3000")
     assert got == expected
     assert (got[1][0] - got[0][0]).total_seconds() == pytest.approx(0.005)
