@@ -42,7 +42,7 @@ class Stats:
     replayed: int = 0  # of those, answered from an earlier commit (X-FDEdge-Replayed)
     dead: int = 0  # readings refused for good in this run
     attempt: int = 0  # failed attempts of the current request; 0 = not retrying
-    retry_in: float = 0.0
+    retry_at: float = 0.0  # time.monotonic() of the next attempt
     last_error: str = ""
     last_faults: dict[str, float] = field(default_factory=dict)
 
@@ -219,7 +219,7 @@ class Sender:
         if retry_after and retry_after.strip().isdigit():
             delay = max(delay, min(float(retry_after), self.max_delay))
         self.stats.attempt += 1
-        self.stats.retry_in, self.stats.last_error = delay, error
+        self.stats.retry_at, self.stats.last_error = time.monotonic() + delay, error
         if self.stats.attempt in (1, 3) or self.stats.attempt % 10 == 0:
             self.log(f"{error}; retrying in {delay:.1f} s (attempt {self.stats.attempt}), readings stay buffered")
         self.stop.wait(delay)

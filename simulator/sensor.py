@@ -252,7 +252,10 @@ class Reporter:
         text = (f"generated {s.generated}  sent {s.sent}  acked {s.acked}"
                 + (f" (replayed {s.replayed})" if s.replayed else "")
                 + f"  buffered {len(self.outbox)}  dead {s.dead}  dropped {s.dropped}")
-        text += f"  retrying {s.attempt}x ({s.last_error})" if s.attempt else "  retrying no"
+        if s.attempt:
+            text += f"  retrying {s.attempt}x, next in {max(s.retry_at - time.monotonic(), 0):.1f} s ({s.last_error})"
+        else:
+            text += "  retrying no"
         faults = {k: v for k, v in s.last_faults.items() if k in FAULTS and isinstance(v, (int, float))}
         if faults:
             worst = max(faults, key=lambda k: faults[k])
@@ -422,7 +425,8 @@ def run(args: argparse.Namespace, source: Iterator[dict] | None, outbox: Outbox,
             sender.stop.set()
 
     if len(outbox):
-        reporter.log(f"resuming: {len(outbox)} reading(s) buffered in {outbox.path} are sent first")
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(outbox.oldest_created()))
+        reporter.log(f"resuming: {len(outbox)} reading(s) buffered in {outbox.path} since {since} are sent first")
     what = "the buffer" if source is None else (str(args.csv) if args.csv else f"scenario {args.scenario}")
     reporter.log(f"sending {what} to {conn.scheme}://{conn.host}:{conn.port}{conn.path}, buffer {outbox.path}")
     thread = threading.Thread(target=send_loop, name="fdedge-sender", daemon=True)
