@@ -39,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     url = f"http://127.0.0.1:{args.port}"
+    # Own sessions: a terminal's Ctrl-C reaches only this process, which stops the children once.
     server = subprocess.Popen([sys.executable, "-m", "edge", "serve", "--host", "127.0.0.1", "--port", str(args.port),
-                               "--data-dir", str(args.data_dir), "--model-dir", str(args.model_dir)])
+                               "--data-dir", str(args.data_dir), "--model-dir", str(args.model_dir)],
+                              start_new_session=True)
     sensor = None
     try:
         if not _wait_ready(url, server):
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         sensor = subprocess.Popen([sys.executable, "-m", "edge", "simulate", "--url", url, "--scenario", args.scenario,
                                    "--rate", str(args.rate), "--machine", "demo-pump",
-                                   "--buffer", str(args.data_dir / "sensor-buffer.db")])
+                                   "--buffer", str(args.data_dir / "sensor-buffer.db")], start_new_session=True)
         print(f"\n  FD-Edge demo is running.\n  Dashboard: {url}/\n  Report:    {url}/report\n"
               f"  Table:     {url}/dashboard\n  A virtual pump sends {args.rate:g} readings/s ({args.scenario}). "
               "Ctrl-C stops.\n", flush=True)
