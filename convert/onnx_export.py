@@ -25,9 +25,11 @@ BATCH_AXIS = "batch"
 # Only standard-domain operators count as portable: any onnxruntime build (x86-64,
 # aarch64, old or new) and other ONNX runtimes can execute them.
 PORTABLE_DOMAINS = {"", "ai.onnx"}
-# An optimised file must beat the plain one by this much at batch 1 to be kept: smaller
-# differences are timing noise and not worth a less canonical file.
-KEEP_IF_FASTER_BY = 0.03
+# An optimised file is kept only if it wins every one of PAIRS interleaved timing pairs and
+# the median pair by KEEP_IF_FASTER_BY at batch 1. On a shared 2-core machine single pairs
+# swing by +-25 % either way, so anything weaker would flip the artifact with the load.
+KEEP_IF_FASTER_BY = 0.10
+PAIRS = 8
 
 
 def export(model: Any, n_features: int, opset: int, path: Path, metadata: dict[str, str]) -> None:
@@ -105,17 +107,14 @@ class Optimisation:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
-def _batch1_us(sess: Any, x: np.ndarray, calls: int = 2000, rounds: int = 5) -> list[float]:
+def _batch1_us(sess: Any, x: np.ndarray, calls: int = 1000) -> float:
     feed = {INPUT_NAME: x[:1]}
-    for _ in range(200):
+    for _ in range(100):
         sess.run(None, feed)
-    out = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(calls):
-            sess.run(None, feed)
-        out.append((time.perf_counter() - start) / calls * 1e6)
-    return out
+    start = time.perf_counter()
+    for _ in range(calls):
+        sess.run(None, feed)
+    return (time.perf_counter() - start) / calls * 1e6
 
 
 def optimise(plain: Path, target: Path, x: np.ndarray, tolerance: float, mode: str) -> Optimisation:
@@ -157,23 +156,23 @@ def optimise(plain: Path, target: Path, x: np.ndarray, tolerance: float, mode: s
     b = opt_sess.run(None, {INPUT_NAME: x})[0].astype(np.float64)
     difference = float(np.max(np.abs(a - b)))
     spread = float(np.ptp(a)) or 1.0
-    plain_times, opt_times = [], []
-    for _ in range(2):  # interleaved, so drift on a shared machine hits both alike
-        plain_times += _batch1_us(plain_sess, x)
-        opt_times += _batch1_us(opt_sess, x)
-    plain_us, opt_us = statistics.median(plain_times), statistics.median(opt_times)
+    pairs = [(_batch1_us(plain_sess, x), _batch1_us(opt_sess, x)) for _ in range(PAIRS)]  # interleaved
+    plain_us, opt_us = statistics.median(p for p, _ in pairs), statistics.median(o for _, o in pairs)
+    ratios = [o / p for p, o in pairs]
+    faster = max(ratios) < 1.0 and statistics.median(ratios) <= 1 - KEEP_IF_FASTER_BY
     figures = dict(plain_us_batch1=plain_us, optimised_us_batch1=opt_us, max_abs_difference=difference)
     if difference / spread > tolerance:
         target.unlink(missing_ok=True)
         return Optimisation("basic", False, "disagrees with the plain graph", **figures)
-    if mode == "basic" or opt_us < plain_us * (1 - KEEP_IF_FASTER_BY):
+    if mode == "basic" or faster:
         target.replace(plain)
-        why = "forced (--optimize basic)" if mode == "basic" else "faster at batch 1"
+        why = "forced (--optimize basic)" if mode == "basic" else f"faster at batch 1 in all {PAIRS} timing pairs"
         return Optimisation("basic", True, why, **figures)
     target.unlink(missing_ok=True)
     return Optimisation(
         "basic", False,
-        f"no gain above {KEEP_IF_FASTER_BY:.0%} at batch 1; the runtime applies the same rewrites at load",
+        f"not consistently {KEEP_IF_FASTER_BY:.0%} faster at batch 1 over {PAIRS} interleaved timing pairs; "
+        "the runtime applies the same rewrites when it loads the plain file",
         **figures,
     )
 
