@@ -61,7 +61,7 @@ def export(model: Any, n_features: int, opset: int, path: Path, metadata: dict[s
 
 
 def _tidy(proto: Any) -> None:
-    """Rename tf2onnx's `Identity:0` output and `unk__N` batch axes to stable names."""
+    """Stable names: `scaled_faults` for tf2onnx's `Identity:0`, `batch` for its `unk__N` axes."""
     (graph_input,) = [i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
     (graph_output,) = proto.graph.output
     old = graph_output.name
@@ -71,6 +71,9 @@ def _tidy(proto: Any) -> None:
     graph_output.name = OUTPUT_NAME
     for value in (graph_input, graph_output):
         value.type.tensor_type.shape.dim[0].dim_param = BATCH_AXIS
+    # tf2onnx writes TensorFlow's per-process function counter here; without it the same
+    # source converts to the same bytes, so `version` only changes when the model does.
+    proto.graph.doc_string = "converted from Keras by fdedge convert (tf2onnx)"
 
 
 def session(path: Path | bytes, level: str = "all", threads: int = 1) -> Any:

@@ -187,6 +187,17 @@ def test_synthetic_conversion_passes_parity(synthetic: Path) -> None:
 
 
 @pytest.mark.build
+def test_same_sources_convert_to_the_same_bytes(synthetic: Path, tmp_path: Path) -> None:
+    """`version` identifies the model, so re-converting unchanged sources must not change it."""
+    builds = []
+    for i in range(2):
+        d = copy_sources(synthetic, tmp_path / str(i))
+        assert convert("--model-dir", d, "--name", "same", "--optimize", "none") == 0
+        builds.append((d / "model.onnx").read_bytes())
+    assert builds[0] == builds[1]
+
+
+@pytest.mark.build
 def test_missing_model_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "Keras model not found" in run_failing(capsys, "--model-dir", tmp_path)
 
