@@ -14,10 +14,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from edge.alarms import STATES, AlarmChange, get_alarm, list_alarms
-from edge.errors import BadRequest, InvalidJSON, PayloadTooLarge
+from edge.errors import BadRequest, InvalidJSON, NotFound, PayloadTooLarge
 
 MAX_ACK_BYTES = 16 * 1024
 MAX_LIMIT = 1000
+MAX_ID = 2**63 - 1  # SQLite's INTEGER; a larger path id would not even bind
 
 
 def _int(params: Any, key: str, default: int | None, low: int, high: int) -> int | None:
@@ -33,6 +34,13 @@ def _int(params: Any, key: str, default: int | None, low: int, high: int) -> int
     return value
 
 
+def _alarm_id(request: Request) -> int:
+    alarm_id = request.path_params["alarm_id"]
+    if not 0 < alarm_id <= MAX_ID:
+        raise NotFound(f"no alarm with id {str(alarm_id)[:24]}", field="id")
+    return alarm_id
+
+
 async def alarms(request: Request) -> Response:
     """GET /api/alarms?state=active|cleared|all&machine=&fault=&limit=100&before=<id> -> newest first."""
     params = request.query_params
@@ -41,7 +49,7 @@ async def alarms(request: Request) -> Response:
         raise BadRequest(f"state must be one of {', '.join(STATES)}", field="state", valid=list(STATES))
     machine, fault = params.get("machine") or None, params.get("fault") or None
     limit = _int(params, "limit", 100, 1, MAX_LIMIT)
-    before = _int(params, "before", None, 1, 2**63 - 1)
+    before = _int(params, "before", None, 1, MAX_ID)
     readers = request.app.state.appliance.readers
     rows = await run_in_threadpool(lambda: list_alarms(readers.get(), state, machine, fault, limit, before))
     return JSONResponse({"alarms": rows})
@@ -49,7 +57,7 @@ async def alarms(request: Request) -> Response:
 
 async def alarm(request: Request) -> Response:
     """GET /api/alarms/{alarm_id} -> one alarm, 404 if unknown."""
-    alarm_id = request.path_params["alarm_id"]
+    alarm_id = _alarm_id(request)
     readers = request.app.state.appliance.readers
     return JSONResponse({"alarm": await run_in_threadpool(lambda: get_alarm(readers.get(), alarm_id))})
 
@@ -57,7 +65,7 @@ async def alarm(request: Request) -> Response:
 async def ack(request: Request) -> Response:
     """POST /api/alarms/{alarm_id}/ack with {"by": "...", "note": "..."} -> {"alarm": ..., "replayed": bool}."""
     app = request.app.state.appliance
-    alarm_id = request.path_params["alarm_id"]
+    alarm_id = _alarm_id(request)
     body = await _json_body(request)
     if not isinstance(body, dict):
         raise BadRequest('the body must be a JSON object like {"by": "operator name", "note": "..."}')

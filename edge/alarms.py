@@ -279,7 +279,7 @@ class AlarmEngine:
         self._machines.clear()
         self._undo.clear()
         active = [dict(zip(COLUMNS, row)) for row in
-                  conn.execute(f"SELECT {SELECT} FROM {ALARMS} WHERE cleared_at IS NULL ORDER BY id")]
+                  conn.execute(f"SELECT {SELECT} FROM {ALARMS} WHERE cleared_at IS NULL ORDER BY id").fetchall()]
         names = {rec["machine"] for rec in active} | set(_machines_in(conn))
         for name in sorted(names):
             st = self._machine(name)
@@ -491,10 +491,10 @@ class AlarmEngine:
         by, note = _ack_text(by, "by", MAX_BY, required=True), _ack_text(note, "note", MAX_NOTE) or ""
         conn.execute("BEGIN IMMEDIATE")
         try:
-            row = conn.execute(f"SELECT {SELECT} FROM {ALARMS} WHERE id = ?", (alarm_id,)).fetchone()
-            if row is None:
+            found = conn.execute(f"SELECT {SELECT} FROM {ALARMS} WHERE id = ?", (alarm_id,)).fetchall()
+            if not found:  # fetchall: never leave a statement open on the writer's connection
                 raise NotFound(f"no alarm with id {alarm_id}", field="id")
-            rec = dict(zip(COLUMNS, row))
+            rec = dict(zip(COLUMNS, found[0]))
             if rec["acked_at"] is not None:
                 if rec["acked_by"] == by and (rec["ack_note"] or "") == note:
                     conn.execute("ROLLBACK")

@@ -490,6 +490,8 @@ def test_routes_list_show_and_ack(api, bench):
     assert [(a["machine"], a["severity"]) for a in body["alarms"]] == [("m2", "alarm")]
     assert client.get("/api/alarms/1").json()["alarm"]["machine"] == "m1"
     assert client.get("/api/alarms/9").status_code == 404
+    assert client.get(f"/api/alarms/{2**64}").status_code == 404
+    assert client.post(f"/api/alarms/{2**64}/ack", json={"by": "ana"}).status_code == 404
     for query in ({"state": "open"}, {"limit": "0"}, {"limit": "x"}, {"fault": "f"}):
         r = client.get("/api/alarms", params=query)
         assert r.status_code == 400 and r.json()["error"] == "bad_request", query
@@ -690,3 +692,147 @@ def test_property_alarms_match_the_specification_however_groups_fail_or_restart(
             assert a["peak"] >= a["raised_value"]
             assert (a["severity"] == "alarm") == (a["raised_severity"] == "alarm" or a["escalated_at"] is not None)
     chaos.conn.close()
+
+
+# -- through the app (runs once the integration diff is applied) ---------------------------------------
+
+def _integrated() -> bool:
+    from dataclasses import fields
+
+    from edge.settings import Settings
+    return "alarm_rules" in {f.name for f in fields(Settings)}
+
+
+integration = pytest.mark.skipif(not _integrated(), reason="alarms are not wired into the app yet (integration diff)")
+
+
+def drive(tmp_path: Path, linear_model, receiver_port: int, secret: str) -> tuple[Path, dict, dict, str]:
+    """A rules file for the linear test model: reading `hi` puts one fault above warning (not alarm),
+    reading `lo` puts it below clear; the other faults are disabled."""
+    from tests.conftest import linear_expected, reading
+    from edge.fdrest import FEATURES
+
+    params = linear_model[1]
+    hi, lo = reading(1), reading(2)
+    y = linear_expected(params, np.array([[hi[n] for n in FEATURES], [lo[n] for n in FEATURES]]))
+    f = int(np.argmax(np.abs(y[0] - y[1])))
+    if y[0, f] < y[1, f]:
+        hi, lo = lo, hi
+    top, bottom = max(y[:, f]), min(y[:, f])
+    gap = top - bottom
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps({
+        "defaults": {"enabled": False},
+        "rules": [{"fault": FAULTS[f], "enabled": True, "warning": bottom + 0.6 * gap, "alarm": top + gap,
+                   "clear": bottom + 0.3 * gap}],
+        "webhooks": [{"url": f"http://127.0.0.1:{receiver_port}/hook", "secret": secret,
+                      "events": ["raise", "escalate", "clear", "ack"]}],
+    }))
+    return path, hi, lo, FAULTS[f]
+
+
+@integration
+def test_alarms_through_the_app_survive_a_restart_and_reach_the_webhook(tmp_path, settings, linear_model):
+    import csv
+    import dataclasses
+    import io
+
+    from starlette.testclient import TestClient
+
+    from edge.app import create_app
+
+    secret = "integration-secret"
+    receiver = Receiver(free_port()).start()
+    rules, hi, lo, fault = drive(tmp_path, linear_model, receiver.port, secret)
+    configured = dataclasses.replace(settings, alarm_rules=rules)
+    try:
+        with TestClient(create_app(configured)) as client:
+            hub = client.app.state.appliance.hub
+            sub = hub.subscribe()
+            r = client.post("/send", json=[dict(hi, machine="m1", Time=stamp(k)) for k in range(3)])
+            assert r.status_code == 200, r.text
+            (alarm,) = client.get("/api/alarms", params={"state": "active"}).json()["alarms"]
+            assert (alarm["machine"], alarm["fault"], alarm["severity"], alarm["raised_reading"]) == ("m1", fault, "warning", 3)
+            events = []
+            while not sub.queue.empty():
+                events.append(sub.queue.get_nowait())
+            hub.unsubscribe(sub)
+            assert [e.kind for e in events] == ["reading"] * 3 + ["alarm"]
+            assert json.loads(events[-1].data)["event"] == "raise" and events[-1].machine == "m1"
+            metrics = client.get("/metrics").text
+            assert "fdedge_alarms_active 1.0" in metrics
+            assert 'fdedge_alarm_events_total{event="raise",severity="warning"} 1.0' in metrics
+            assert client.post("/api/alarms/1/ack", json={"by": "ana"}).json()["alarm"]["acked_by"] == "ana"
+            report = client.get("/generate_csv", params={"start": "2024-03-01", "end": "2024-03-01"})
+            rows = list(csv.DictReader(io.StringIO(report.text)))
+            assert [row["alarms"] for row in rows] == ["", "", f"{fault}:warning"]
+        with TestClient(create_app(configured)) as client:  # a restart keeps the alarm, then clears it
+            assert [a["id"] for a in client.get("/api/alarms?state=active").json()["alarms"]] == [1]
+            client.post("/send", json=[dict(lo, machine="m1", Time=stamp(3 + k)) for k in range(3)])
+            assert client.get("/api/alarms?state=active").json()["alarms"] == []
+            assert client.get("/api/alarms/1").json()["alarm"]["cleared_reading"] == 6
+            assert wait_for(lambda: len(receiver.got) >= 3, timeout=10)
+    finally:
+        receiver.stop()
+    bodies = [json.loads(body) for _, _, body in receiver.got]
+    assert [b["event"] for b in bodies] == ["raise", "ack", "clear"]
+    assert all(h["X-FDEdge-Signature"] == signature(secret, body) for _, h, body in receiver.got)
+
+
+@integration
+def test_ack_needs_the_ingest_token(settings):
+    import dataclasses
+
+    from starlette.testclient import TestClient
+
+    from edge.app import create_app
+
+    with TestClient(create_app(dataclasses.replace(settings, token="ingest-token", read_token="read-token"))) as client:
+        assert client.post("/api/alarms/1/ack", json={"by": "x"}).status_code == 401
+        read = {"Authorization": "Bearer read-token"}
+        assert client.post("/api/alarms/1/ack", json={"by": "x"}, headers=read).status_code == 401
+        assert client.get("/api/alarms").status_code == 401
+        assert client.get("/api/alarms", headers=read).json() == {"alarms": []}
+        ingest = {"Authorization": "Bearer ingest-token"}
+        assert client.post("/api/alarms/1/ack", json={"by": "x"}, headers=ingest).status_code == 404
+
+
+@integration
+@pytest.mark.slow
+def test_alarm_events_on_the_wire_carry_no_id(tmp_path, linear_model, server_factory):
+    import http.client
+
+    receiver_port = free_port()  # nobody listens: deliveries wait in the outbox
+    rules, hi, _, fault = drive(tmp_path, linear_model, receiver_port, "s")
+    server = server_factory(linear_model[0], args=["--alarm-rules", str(rules)]).start()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("GET", "/events", headers={"Accept": "text/event-stream"})
+    stream = conn.getresponse()
+    deadline = time.monotonic() + 20  # pings keep the socket alive: bound the test by the clock
+
+    def line() -> str:
+        assert time.monotonic() < deadline, "no alarm event within 20 s"
+        return stream.readline().decode().rstrip("\r\n")
+
+    while line() != "":  # the hello event
+        pass
+    post = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    post.request("POST", "/send", body=json.dumps([dict(hi, Time=stamp(k)) for k in range(3)]),
+                 headers={"Content-Type": "application/json"})
+    assert post.getresponse().status == 200
+    events, current = [], []
+    while len(events) < 4:
+        text = line()
+        if text.startswith(":"):  # a ping comment
+            continue
+        if text:
+            current.append(text)
+        elif current:
+            events.append(current)
+            current = []
+    conn.close()
+    fields = [dict(text.split(": ", 1) for text in event) for event in events]
+    assert [f["event"] for f in fields] == ["reading"] * 3 + ["alarm"]
+    assert [f.get("id") for f in fields] == ["1", "2", "3", None]  # the alarm leaves the resume point alone
+    data = json.loads(fields[3]["data"])
+    assert data["event"] == "raise" and data["alarm"]["fault"] == fault and data["reading_id"] == 3
