@@ -38,13 +38,12 @@ install-test: $(VENV)/.test
 convert: $(VENV)/.runtime
 	$(BIN)/fdedge convert --model-dir $(MODEL) --if-stale
 
+# Training converts and benchmarks the new model itself.
 train: $(VENV)/.build
 	$(BIN)/fdedge train --model-dir $(MODEL)
-	$(BIN)/fdedge convert --model-dir $(MODEL)
 
 train-tiny: $(VENV)/.build
-	$(BIN)/fdedge train --model-dir /tmp/fdedge-tiny --rows 5000 --epochs 2
-	$(BIN)/fdedge convert --model-dir /tmp/fdedge-tiny
+	$(BIN)/fdedge train --model-dir /tmp/fdedge-tiny --rows 5000 --epochs 2 --width 32 --no-bench
 
 serve: convert
 	$(BIN)/fdedge serve --model-dir $(MODEL)
