@@ -183,7 +183,7 @@ def _finish(chain: list[tuple[str, dict]]) -> Rule:
 
     def blame(*fields: str) -> tuple[str, str]:
         set_by = [(order.index(origin[f]), origin[f], f) for f in fields if f in origin]
-        _, where, field_ = max(set_by)
+        _, where, field_ = max(set_by, key=lambda s: s[0])  # ties: the first field named
         return where, field_
 
     warning, alarm = merged["warning"], merged["alarm"]

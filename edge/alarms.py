@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Any, Iterable
 
@@ -36,6 +37,7 @@ N_FAULTS = len(FAULTS)
 STATES = ("active", "cleared", "all")
 MAX_BY, MAX_NOTE = 100, 2000
 REPLAY_CAP = 200_000  # most stored readings per machine replayed at start (long min_duration rules)
+FUTURE_S = 86400.0  # a reading dated further ahead of our clock does not move its machine's clock
 
 COLUMNS: tuple[str, ...] = (
     "id", "machine", "fault", "category", "severity", "raised_severity", "since", "raised_at",
@@ -101,8 +103,8 @@ def iso(stored: str | None) -> str | None:
     return stored.replace(" ", "T", 1) + ("" if stored.endswith("Z") or "+" in stored else "Z")
 
 
-def now_text() -> str:
-    now = datetime.now(timezone.utc)
+def now_text(ahead_s: float = 0.0) -> str:
+    now = datetime.now(timezone.utc) + timedelta(seconds=ahead_s)
     return now.strftime("%Y-%m-%d %H:%M:%S") + (f".{now.microsecond:06d}".rstrip("0") if now.microsecond else "")
 
 
@@ -260,6 +262,14 @@ class AlarmEngine:
         self.active_count = 0  # committed active alarms
         self.stale_readings = 0  # committed readings older than their machine's last: not evaluated
         self.errors = 0  # evaluations abandoned because of a bug (logged); the readings still commit
+        self._horizon_text, self._horizon_until = "", 0.0
+
+    def _horizon(self) -> str:
+        """Stored-time text FUTURE_S ahead of now, recomputed once a minute (strftime is not free)."""
+        now = time.time()
+        if now >= self._horizon_until:
+            self._horizon_text, self._horizon_until = now_text(FUTURE_S), now + 60.0
+        return self._horizon_text
 
     # -- start-up ---------------------------------------------------------------------------------
 
@@ -310,11 +320,13 @@ class AlarmEngine:
                                  "ORDER BY id DESC LIMIT ?", (st.name, cutoff, REPLAY_CAP)).fetchall()
             rows = list({r[0]: r for r in (*older, *rows)}.values())
         rows.sort(key=lambda r: (r[1] or "", r[0]))
+        horizon = self._horizon()
         for row in rows:
             rid, t = row[0], row[1] or ""
             if t < st.last:
                 continue
-            st.last = t
+            if t <= horizon:
+                st.last = t
             for i in range(N_FAULTS):
                 v = row[2 + i]
                 st.advance(i, float("nan") if v is None else v, t, rid)
@@ -337,6 +349,7 @@ class AlarmEngine:
         if not conn.in_transaction:
             raise RuntimeError("AlarmEngine.evaluate must run inside the writer's transaction")
         ordered = sorted(rows, key=_order) if len(rows) > 1 else rows
+        horizon = self._horizon()
         changes: list[AlarmChange] = []
         peaks: dict[int, tuple[_Machine, int, int, str]] = {}
         machines, undo = self._machines, self._undo
@@ -351,8 +364,9 @@ class AlarmEngine:
                 if t < st.last:
                     self._stale_delta += 1
                     continue
-                st.last = t
-                if st.busy or max(values) >= st.min_w:
+                if t <= horizon:  # a sensor with a wrong clock must not make every later reading "late"
+                    st.last = t
+                if st.busy or not max(values) < st.min_w:  # `not <`: a NaN takes the careful path
                     self._step(conn, st, rid, t, values, changes, peaks)
             for alarm_id, (st, i, rid, t) in peaks.items():
                 self._write_peak(conn, st, i, rid, t, changes)

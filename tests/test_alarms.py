@@ -143,6 +143,7 @@ BAD_RULES = [
     ('{"rules": [{"fault": "fault9"}]}', "rules[0]", "field 'fault': unknown fault 'fault9'"),
     ('{"rules": [{"warning": 10}]}', "rules[0]", "needs 'fault' and/or 'machine'"),
     ('{"rules": [{"fault": "fault2", "clear": 31}]}', "rules[0] (fault2)", "field 'clear'"),
+    ('{"rules": [{"fault": "fault2", "warning": 40, "clear": 45}]}', "rules[0] (fault2)", "field 'clear'"),
     ('{"rules": [{"fault": "fault1", "machine": "p", "warning": 70}]}', "rules[0] (fault1 on machine 'p')",
      "field 'warning': 'warning' (70) must not exceed 'alarm' (60)"),
     ('{"defaults": {"clear": 28}, "rules": [{"fault": "fault4", "warning": 20, "alarm": 50}]}',
@@ -302,6 +303,20 @@ def test_readings_older_than_the_last_evaluated_do_not_rewrite_the_present(bench
     bench.feed(readings([0, 0, 0, 0], start=0))  # a late backfill from before the alarm
     assert bench.alarms(state="active") and bench.kinds() == ["raise"]
     assert bench.engine.stale_readings == 4
+
+
+def test_a_reading_from_a_wrong_clock_does_not_stop_evaluation(bench):
+    bench.feed([("2099-01-01 00:00:00", "m1", [0, 0, 40, 0, 0, 0, 0, 0])])
+    bench.feed(readings([40, 40]))  # correct times after a reading dated 2099: still evaluated
+    assert bench.kinds() == ["raise"] and bench.engine.stale_readings == 0
+    again = bench.restart()
+    again.feed(readings([0, 0, 0], start=2))
+    assert again.kinds() == ["clear"]
+
+
+def test_a_nan_does_not_hide_a_high_value(bench):
+    bench.feed(rows_of({0: [float("nan")] * 3, 2: [40] * 3}))
+    assert bench.kinds() == ["raise"]
 
 
 def test_minimum_duration(tmp_path):
