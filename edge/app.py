@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from edge import events, ingest, openapi, ops, reads, retention
+from edge import alarm_routes, events, ingest, openapi, ops, reads, retention
 from edge.appliance import Appliance
 from edge.auth import TokenAuth
 from edge.responses import EXCEPTION_HANDLERS
@@ -57,6 +57,9 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
         Route("/api/machines", reads.machines),
         Route("/api/series", reads.series),
         Route("/api/count", reads.count),
+        Route("/api/alarms", alarm_routes.alarms),
+        Route("/api/alarms/{alarm_id:int}", alarm_routes.alarm),
+        Route("/api/alarms/{alarm_id:int}/ack", alarm_routes.ack, methods=["POST"]),
         Route("/api/model", ops.model),
         Route("/healthz", ops.healthz),
         Route("/readyz", ops.readyz),

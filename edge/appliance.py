@@ -8,10 +8,13 @@ import logging
 from dataclasses import dataclass, field
 
 from edge import model as model_module
+from edge.alarms import AlarmChange, AlarmEngine, load_rules
 from edge.deadlines import BodyDeadlines
+from edge.fdrest import CATALOGUE
 from edge.hub import Event, Hub
 from edge.metrics import Metrics
 from edge.model import Model
+from edge.notify import Notifier
 from edge.queries import reading_json
 from edge.settings import Settings
 from edge.storage import Readers
@@ -29,6 +32,8 @@ class Appliance:
     hub: Hub
     metrics: Metrics
     deadlines: BodyDeadlines = field(default_factory=BodyDeadlines)
+    alarms: AlarmEngine | None = None
+    notifier: Notifier | None = None
     loop: asyncio.AbstractEventLoop | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
 
@@ -36,22 +41,32 @@ class Appliance:
     def build(cls, settings: Settings) -> "Appliance":
         """Load the model and open the database; raises StartupError with a clear reason."""
         model = model_module.load(settings.model_dir, threads=settings.threads)
+        rules = load_rules(settings.alarm_rules, settings.warning_threshold, settings.alarm_threshold)
+        engine = AlarmEngine(rules, model.manifest.get("catalogue") or CATALOGUE)
         hub = Hub(settings.sse_queue)
         metrics = Metrics(settings.db_path, sse_clients=lambda: len(hub))
         writer = Writer(settings.db_path, model, sync=settings.sync, init=settings.init_db,
-                        max_mb=settings.max_db_mb, observe=metrics.observe)
-        appliance = cls(settings, model, writer, Readers(settings.db_path), hub, metrics)
+                        max_mb=settings.max_db_mb, observe=metrics.observe, alarms=engine)
+        metrics.alarms_active.set_function(lambda: engine.active_count)
+        notifier = Notifier(settings.db_path, rules.webhooks, metrics=metrics) if rules.webhooks else None
+        appliance = cls(settings, model, writer, Readers(settings.db_path), hub, metrics,
+                        alarms=engine, notifier=notifier)
         writer.on_commit = appliance.publish
+        writer.on_alarms = appliance.publish_alarms
         return appliance
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.writer.start(loop)
+        if self.notifier is not None:
+            self.notifier.start()
         self.tasks.append(loop.create_task(self.deadlines.sweep_forever()))
 
     def stop(self) -> None:
         for task in self.tasks:
             task.cancel()
+        if self.notifier is not None:
+            self.notifier.stop()
         self.writer.stop()
         self.readers.close()
 
@@ -67,6 +82,19 @@ class Appliance:
             for j in range(len(b)):
                 events.append(Event(s.first_id + j, b.machines[j], "reading",
                                     reading_json(s.first_id + j, b.times[j], b.machines[j], x_rows[j], y_rows[j])))
+        self.loop.call_soon_threadsafe(self.hub.publish, events)
+
+    def publish_alarms(self, changes: list[AlarmChange]) -> None:
+        """After a commit (writer thread) or an ack (event loop): count, wake the webhooks, tell live
+        clients. Alarm events go out after the readings of the same commit (one FIFO via the loop)."""
+        notify = [c for c in changes if c.notify]
+        for c in notify:
+            self.metrics.alarm_events.labels(event=c.kind, severity=c.severity).inc()
+        if notify and self.notifier is not None:
+            self.notifier.wake()
+        if not len(self.hub) or self.loop is None:
+            return
+        events = [Event(c.reading_id or 0, c.machine, "alarm", c.json()) for c in changes]
         self.loop.call_soon_threadsafe(self.hub.publish, events)
 
     def model_info(self) -> dict:

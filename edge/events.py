@@ -78,6 +78,11 @@ async def stream(app: Appliance, last: int | None, machine: str | None) -> Async
                     sub.queue.get_nowait()
                 sub.lagging = False
                 catch_up = True
+                # Alarm changes in the dropped queue are not replayed: tell the page to reload them.
+                yield ServerSentEvent(event="alarm", data='{"event":"reload"}')
+                continue
+            if event.kind == "alarm":  # no SSE id: alarm events never move the reading resume point
+                yield ServerSentEvent(event="alarm", data=event.data)
                 continue
             if event.id <= last:
                 continue

@@ -27,6 +27,10 @@ class Metrics:
         Gauge("fdedge_database_bytes", "Database file size including WAL", registry=r).set_function(
             lambda: database_bytes(db_path))
         self.alarms_active = Gauge("fdedge_alarms_active", "Alarms raised and not cleared", registry=r)
+        self.alarm_events = Counter("fdedge_alarm_events", "Alarm changes by event (raise, escalate, clear, ack) and severity",
+                                    ["event", "severity"], registry=r)
+        self.webhook_deliveries = Counter("fdedge_webhook_deliveries", "Webhook POSTs by result (delivered, failed)",
+                                          ["result"], registry=r)
 
     def observe(self, name: str, seconds: float) -> None:
         (self.inference if name == "inference" else self.commit).observe(seconds)

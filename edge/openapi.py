@@ -37,6 +37,7 @@ def build(version: str) -> dict[str, Any]:
         machine,
     ]
     common = {"400": _error("bad input"), "401": _error("token required")}
+    alarm_id = {"name": "alarm_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
     ok_json = lambda schema: {"description": "OK", "content": {"application/json": {"schema": schema}}}  # noqa: E731
     return {
         "openapi": "3.0.3",
@@ -81,6 +82,25 @@ def build(version: str) -> dict[str, Any]:
                 "parameters": [_q("start", {"type": "string"}), _q("end", {"type": "string"}),
                                _q("metrics", {"type": "string"}), _q("points", {"type": "integer", "minimum": 10, "maximum": 5000}), machine],
                 "responses": {"200": ok_json({"type": "object"}), **common}}},
+            "/api/alarms": {"get": {
+                "summary": "Alarms, newest first (docs/ALARMS.md)",
+                "parameters": [_q("state", {"type": "string", "enum": ["active", "cleared", "all"]}), machine,
+                               _q("fault", {"type": "string", "enum": list(FAULTS)}),
+                               _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                               _q("before", {"type": "integer", "minimum": 1}, description="page back: alarms with a smaller id")],
+                "responses": {"200": ok_json({"type": "object"}), **common}}},
+            "/api/alarms/{alarm_id}": {"get": {
+                "summary": "One alarm", "parameters": [alarm_id],
+                "responses": {"200": ok_json({"type": "object"}), **common, "404": _error("no such alarm")}}},
+            "/api/alarms/{alarm_id}/ack": {"post": {
+                "summary": "Acknowledge an alarm (needs the ingest token)", "parameters": [alarm_id],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["by"], "additionalProperties": False,
+                    "properties": {"by": {"type": "string", "minLength": 1, "maxLength": 100},
+                                   "note": {"type": "string", "maxLength": 2000}}}}}},
+                "responses": {"200": ok_json({"type": "object"}), **common, "404": _error("no such alarm"),
+                              "409": _error("already acknowledged by someone else"), "413": _error("too large"),
+                              "503": _error("storage unavailable")}}},
             "/api/model": {"get": {"summary": "Model manifest, catalogue and thresholds", "responses": {"200": ok_json({"type": "object"})}}},
             "/events": {"get": {"summary": "Server-Sent Events of every stored reading",
                                 "parameters": [machine, _q("last_event_id", {"type": "integer"})],

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterator
 
+from edge.alarms import alarm_columns_sql
 from edge.errors import BadRequest
 from edge.fdrest import COLUMNS, FAULTS, FEATURES
 from edge.readings import format_time
@@ -19,7 +20,7 @@ from edge.storage import SELECT_LIST, TABLE
 
 METRICS: tuple[str, ...] = COLUMNS + FAULTS
 MAX_FAULT_SQL = f"max({', '.join(FAULTS)})"
-EXPORT_HEADER: tuple[str, ...] = ("id", "time", *COLUMNS, *FAULTS, "max_fault", "machine")
+EXPORT_HEADER: tuple[str, ...] = ("id", "time", *COLUMNS, *FAULTS, "max_fault", "machine", "alarms")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
 
 
@@ -165,7 +166,8 @@ def export_csv(conn: sqlite3.Connection, flt: ReportFilter, chunk_rows: int = 20
     """Stream CSV text in chunks: memory stays constant however many rows match."""
     where, args = flt.where()
     cursor = conn.execute(
-        f"SELECT id, time, {', '.join(COLUMNS)}, {', '.join(FAULTS)}, {MAX_FAULT_SQL}, machine "
+        f"SELECT id, time, {', '.join(COLUMNS)}, {', '.join(FAULTS)}, {MAX_FAULT_SQL}, machine, "
+        f"{alarm_columns_sql(TABLE)} "
         f"FROM {TABLE} WHERE {where} ORDER BY time, id", args)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")

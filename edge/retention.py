@@ -70,7 +70,9 @@ async def prune_once(app: Appliance) -> int:
         await asyncio.sleep(0)  # let queued ingest commit between chunks
     if total:
         app.metrics.pruned.inc(total)
-        await app.writer.run(lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)"))
+        # fetchall: a cursor handed back to the loop keeps its statement open on the writer's
+        # connection until the loop drops it, and the next group's COMMIT fails meanwhile.
+        await app.writer.run(lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
         log.info("retention removed %d readings", total)
     return total
 

@@ -31,6 +31,7 @@ class Settings:
     max_batch_rows: int = field(default=10_000, metadata={"help": "most readings accepted in one request"})
     warning_threshold: float = field(default=30.0, metadata={"help": "fault intensity shown as warning"})
     alarm_threshold: float = field(default=60.0, metadata={"help": "fault intensity shown as alarm"})
+    alarm_rules: Path | None = field(default=None, metadata={"help": "JSON file with alarm rules and webhooks (docs/ALARMS.md); default: the thresholds above, clear 5 below warning, 3 readings in a row"})
     retention_days: float = field(default=0.0, metadata={"help": "delete readings older than this many days (0 = keep all)"})
     retention_rows: int = field(default=0, metadata={"help": "keep at most this many readings (0 = no limit)"})
     max_db_mb: float = field(default=0.0, metadata={"help": "hard cap on the database size in MiB; ingest answers 503 when reached (0 = none)"})

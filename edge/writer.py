@@ -19,7 +19,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edge.errors import Unavailable
+from edge.alarms import AlarmChange, AlarmEngine
+from edge.errors import StartupError, Unavailable
 from edge.model import Model
 from edge.readings import Batch, now_text
 from edge.fdrest import FAULTS
@@ -80,8 +81,19 @@ def storage_error(exc: sqlite3.Error) -> Unavailable:
 class Writer:
     def __init__(self, db_path: Path, model: Model, *, sync: str = "full", init: bool = False, max_mb: float = 0.0,
                  on_commit: Callable[[list[Stored]], None] | None = None,
-                 observe: Callable[[str, float], None] | None = None) -> None:
+                 observe: Callable[[str, float], None] | None = None,
+                 alarms: AlarmEngine | None = None,
+                 on_alarms: Callable[[list[AlarmChange]], None] | None = None) -> None:
         self.conn = open_database(db_path, sync=sync, init=init, max_mb=max_mb)
+        self.alarms = alarms
+        self.on_alarms = on_alarms
+        if alarms is not None:
+            # Before the thread starts (the connection is not in use yet), so a problem stops start-up.
+            try:
+                alarms.setup(self.conn)
+            except sqlite3.Error as exc:
+                self.conn.close()
+                raise StartupError(f"database {db_path}: cannot set up the alarm tables: {exc}") from None
         self.model = model
         self.on_commit = on_commit
         self.observe = observe or (lambda name, value: None)
@@ -213,6 +225,7 @@ class Writer:
                     seen.add(job.key)
 
         stored: list[Stored] = []
+        changes: list[AlarmChange] = []
         if fresh:
             x = fresh[0].batch.x if len(fresh) == 1 else np.concatenate([job.batch.x for job in fresh])
             started = time.perf_counter()
@@ -249,13 +262,22 @@ class Writer:
                         conn.execute("INSERT INTO fdedge_ingest_keys(key, first_id, last_id, created) VALUES (?, ?, ?, ?)",
                                      (job.key, first + offset, first + offset + n - 1, created))
                     offset += n
+                if self.alarms is not None:
+                    # Alarm and outbox rows go into this transaction: committed with their readings or not at all.
+                    changes = self.alarms.evaluate(conn, [(first + k, row[0], row[-1], y_rows[k])
+                                                          for k, row in enumerate(rows)])
                 conn.execute("COMMIT")
+                if self.alarms is not None:
+                    self.alarms.commit()
             except sqlite3.Error as exc:
                 try:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
+                if self.alarms is not None:
+                    self.alarms.rollback()
+                changes = []
                 error = storage_error(exc)
                 log.error("commit failed: %s", error.message)
                 for job in fresh:
@@ -273,6 +295,11 @@ class Writer:
                 self.on_commit(stored)
             except Exception:  # noqa: BLE001 - live updates must never undo a commit
                 log.exception("publishing committed readings failed")
+        if changes and self.on_alarms is not None:
+            try:
+                self.on_alarms(changes)
+            except Exception:  # noqa: BLE001
+                log.exception("publishing alarm changes failed")
 
     def _replay(self, job: _Ingest, first_id: int) -> Stored:
         """Answer a repeated idempotency key with the faults stored the first time."""
