@@ -125,7 +125,7 @@ class ReportFilter:
 
     def where(self) -> tuple[str, tuple]:
         sql = "time >= ? AND time < ?"
-        args: list[Any] = [self.start.isoformat(), (self.end + timedelta(days=1)).isoformat()]
+        args: list[Any] = [self.start.isoformat(), _day_after(self.end)]
         if self.threshold is not None:
             sql += f" AND {self.fault or MAX_FAULT_SQL} >= ?"
             args.append(self.threshold)
@@ -133,6 +133,12 @@ class ReportFilter:
             sql += " AND machine = ?"
             args.append(self.machine)
         return sql, tuple(args)
+
+
+def _day_after(day: date) -> str:
+    """Exclusive upper bound of a day as stored text; 9999-12-31 has no next day, so its bound is
+    a text after every time of that day ('~' sorts after ' ', 'T' and digits)."""
+    return (day + timedelta(days=1)).isoformat() if day < date.max else day.isoformat() + "~"
 
 
 def _date(params: dict[str, str], key: str) -> date:
@@ -198,9 +204,10 @@ def parse_instant(text: str | None, key: str, default: datetime) -> datetime:
         if value.endswith(("Z", "z")):
             value = value[:-1] + "+00:00"
         dt = datetime.fromisoformat(value)
+        # in UTC, as every time the API returns; an offset can push year 1 or 9999 out of range
+        return dt.astimezone(timezone.utc) if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
     except (ValueError, OverflowError, OSError):
         raise BadRequest(f"{key} must be ISO 8601 or epoch seconds, got {text[:40]!r}", field=key) from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 def series(conn: sqlite3.Connection, start: datetime, end: datetime, columns: list[str],

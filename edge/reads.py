@@ -64,7 +64,11 @@ async def series(request: Request) -> Response:
     params = request.query_params
     now = datetime.now(timezone.utc)
     end = queries.parse_instant(params.get("end"), "end", now)
-    start = queries.parse_instant(params.get("start"), "start", end - timedelta(hours=1))
+    try:
+        hour_before = end - timedelta(hours=1)
+    except OverflowError:
+        raise BadRequest("end is too early for the default one-hour range; give a start", field="end") from None
+    start = queries.parse_instant(params.get("start"), "start", hour_before)
     names = [n.strip() for n in (params.get("metrics") or "temperature").split(",") if n.strip()]
     if len(names) > len(queries.METRICS):
         raise BadRequest("too many metrics", field="metrics")

@@ -84,11 +84,16 @@ def open_database(path: Path, *, sync: str = "full", init: bool = False, max_mb:
     """
     path = Path(path)
     marker = _marker(path)
-    if not path.exists() and marker.exists() and not init:
-        raise StartupError(
-            f"database {path} is missing, but this data directory held one before ({marker} exists). "
-            "Restore the file, or start with --init-db (FDEDGE_INIT_DB=1) to begin a new empty database."
-        )
+    if marker.exists() and not init:
+        # An empty file is as lost as a missing one (truncated by a failed copy or a bad card):
+        # SQLite would quietly take it for a new database. FD-Edge's own file is never empty, since
+        # switching it to WAL writes its first page.
+        lost = "missing" if not path.exists() else "empty (0 bytes)" if path.stat().st_size == 0 else None
+        if lost:
+            raise StartupError(
+                f"database {path} is {lost}, but this data directory held one before ({marker} exists). "
+                "Restore the file, or start with --init-db (FDEDGE_INIT_DB=1) to begin a new empty database."
+            )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
