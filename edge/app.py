@@ -73,7 +73,9 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
     return Starlette(
         debug=False,
         routes=routes,
-        middleware=[Middleware(TokenAuth, token=settings.token, read_token=settings.read_token)],
+        # Without tokens the middleware would only cost time on every request.
+        middleware=([Middleware(TokenAuth, token=settings.token, read_token=settings.read_token)]
+                    if settings.token or settings.read_token else []),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

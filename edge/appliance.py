@@ -78,7 +78,7 @@ class Appliance:
         events: list[Event] = []
         for s in stored:
             b = s.batch
-            x_rows, y_rows = b.x.tolist(), s.faults.tolist()
+            x_rows, y_rows = b.rows, s.faults.tolist()
             for j in range(len(b)):
                 events.append(Event(s.first_id + j, b.machines[j], "reading",
                                     reading_json(s.first_id + j, b.times[j], b.machines[j], x_rows[j], y_rows[j])))

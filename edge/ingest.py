@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -70,7 +69,6 @@ def _headers(request: Request) -> tuple[int | None, str | None, str | None]:
 
 async def send(request: Request) -> Response:
     app: Appliance = request.app.state.appliance
-    started = time.perf_counter()
     try:
         length, content_type, key = _headers(request)
         data = await read_body(request, app.settings.max_body_bytes, length, app.deadlines)
@@ -93,6 +91,4 @@ async def send(request: Request) -> Response:
         headers["X-FDEdge-Replayed"] = "true"
     if batch.ignored:
         headers["X-FDEdge-Ignored-Keys"] = ",".join(sorted(map(_header_safe, batch.ignored))[:20])
-    app.metrics.requests.inc()
-    app.metrics.ingest.observe(time.perf_counter() - started)
     return Response(dumps([dict(zip(FAULTS, row)) for row in faults]), media_type="application/json", headers=headers)

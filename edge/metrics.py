@@ -18,10 +18,8 @@ class Metrics:
         r = self.registry
         self.ingested = Counter("fdedge_readings_ingested", "Readings scored and committed", registry=r)
         self.rejected = Counter("fdedge_readings_rejected", "Ingest requests refused, by reason", ["reason"], registry=r)
-        self.requests = Counter("fdedge_ingest_requests", "Ingest requests answered 200", registry=r)
         self.inference = Histogram("fdedge_inference_seconds", "onnxruntime call per commit group", buckets=LATENCY_BUCKETS, registry=r)
         self.commit = Histogram("fdedge_commit_seconds", "SQLite insert + commit per group", buckets=LATENCY_BUCKETS, registry=r)
-        self.ingest = Histogram("fdedge_ingest_seconds", "POST /send from body read to answer", buckets=LATENCY_BUCKETS, registry=r)
         self.pruned = Counter("fdedge_readings_pruned", "Readings deleted by retention", registry=r)
         Gauge("fdedge_sse_clients", "Connected Server-Sent Events clients", registry=r).set_function(sse_clients)
         Gauge("fdedge_database_bytes", "Database file size including WAL", registry=r).set_function(

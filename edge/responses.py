@@ -17,7 +17,12 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
 
 
 def error_response(exc: FDEdgeError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status)
+    response = JSONResponse(exc.body(), status_code=exc.status)
+    if exc.status == 413 or exc.details.get("reason") == "body_timeout":
+        # The body was not read in full: close, or the connection stays open for as long as a
+        # slow (or oversized) sender keeps trickling the rest of it.
+        response.headers["Connection"] = "close"
+    return response
 
 
 async def on_fdedge_error(request: Request, exc: Exception) -> Response:

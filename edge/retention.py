@@ -18,11 +18,17 @@ CHUNK = 5000
 KEY_DAYS = 2  # idempotency keys outlive any sensor's retry window
 
 
-def prune_chunk(conn: sqlite3.Connection, cutoff: str | None, keep_rows: int) -> int:
+def prune_chunk(conn: sqlite3.Connection, days: float, keep_rows: int) -> int:
+    """Age is measured from min(clock, newest reading), inside the same transaction as the delete,
+    so a clock that jumps years ahead (dead RTC battery, bad NTP) cannot wipe the history."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         deleted = 0
-        if cutoff is not None:
+        if days > 0:
+            now = datetime.now(timezone.utc)
+            newest = newest_time(conn)
+            reference = min(now, newest) if newest is not None else now
+            cutoff = format_time(reference - timedelta(days=days))
             deleted += conn.execute(
                 f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} WHERE time < ? ORDER BY id LIMIT ?)",
                 (cutoff, CHUNK)).rowcount
@@ -52,18 +58,10 @@ def newest_time(conn: sqlite3.Connection) -> datetime | None:
 
 
 async def prune_once(app: Appliance) -> int:
-    """Age is measured from the newer of nothing-in-the-future: min(clock, newest reading), so a
-    clock that jumps years ahead (dead RTC battery, bad NTP) cannot wipe the history."""
     settings = app.settings
     total = 0
     while True:
-        cutoff = None
-        if settings.retention_days > 0:
-            now = datetime.now(timezone.utc)
-            newest = await app.writer.run(newest_time)
-            reference = min(now, newest) if newest is not None else now
-            cutoff = format_time(reference - timedelta(days=settings.retention_days))
-        deleted = await app.writer.run(lambda conn: prune_chunk(conn, cutoff, settings.retention_rows))
+        deleted = await app.writer.run(lambda conn: prune_chunk(conn, settings.retention_days, settings.retention_rows))
         total += deleted
         if deleted < CHUNK:
             break

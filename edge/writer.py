@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edge.alarms import AlarmChange, AlarmEngine
-from edge.errors import StartupError, Unavailable
+from edge.errors import InvalidReading, StartupError, Unavailable
 from edge.model import Model
 from edge.readings import Batch, now_text
 from edge.fdrest import FAULTS
@@ -227,10 +227,10 @@ class Writer:
         stored: list[Stored] = []
         changes: list[AlarmChange] = []
         if fresh:
-            x = fresh[0].batch.x if len(fresh) == 1 else np.concatenate([job.batch.x for job in fresh])
+            x_rows = [row for job in fresh for row in job.batch.rows]
             started = time.perf_counter()
             try:
-                y = self.model.predict(x)
+                y = self.model.predict(np.array(x_rows, dtype=np.float64))
             except Exception as exc:  # noqa: BLE001 - reported per request, the writer keeps running
                 log.error("inference failed: %s", exc)
                 for job in fresh:
@@ -238,10 +238,11 @@ class Writer:
                 fresh = []
             else:
                 self.observe("inference", time.perf_counter() - started)
+                if not np.isfinite(y).all():
+                    fresh, x_rows, y = self._refuse_non_finite(fresh, x_rows, y)
         if fresh:
             started = time.perf_counter()
             rows = []
-            x_rows = x.tolist()
             y_rows = y.tolist()
             i = 0
             for job in fresh:
@@ -300,6 +301,28 @@ class Writer:
                 self.on_alarms(changes)
             except Exception:  # noqa: BLE001
                 log.exception("publishing alarm changes failed")
+
+    def _refuse_non_finite(self, jobs: list[_Ingest], x_rows: list, y: np.ndarray
+                           ) -> tuple[list[_Ingest], list, np.ndarray]:
+        """Finite but absurd inputs (say 1e308) can drive the model to infinity: refuse those
+        requests alone, so NaN never reaches the database or a client."""
+        ok = np.isfinite(y).all(axis=1)
+        keep: list[_Ingest] = []
+        keep_rows: list[int] = []
+        offset = 0
+        for job in jobs:
+            n = len(job.batch)
+            bad = np.flatnonzero(~ok[offset:offset + n])
+            if len(bad):
+                row = int(bad[0])
+                self._settle(job.future, error=InvalidReading(
+                    f"row {row}: feature values are out of the model's range (it produced non-finite "
+                    "fault intensities)", row=row, field=None))
+            else:
+                keep.append(job)
+                keep_rows.extend(range(offset, offset + n))
+            offset += n
+        return keep, [x_rows[i] for i in keep_rows], y[keep_rows]
 
     def _replay(self, job: _Ingest, first_id: int) -> Stored:
         """Answer a repeated idempotency key with the faults stored the first time."""

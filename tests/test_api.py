@@ -352,3 +352,16 @@ def test_retention_by_age_ignores_a_clock_far_ahead_of_the_data(tmp_path, linear
         asyncio.run_coroutine_threadsafe(retention.prune_once(app), app.loop).result(10)
         # measured from the newest reading (2020-01-03), not from today
         assert client.get("/history?metric=temperature").json()["timestamps"] == ["2020-01-03 00:00:00"]
+
+
+def test_absurd_finite_values_are_refused_alone_never_stored_as_nan(client, settings):
+    good = reading(1)
+    absurd = reading(2, **{name: 1e308 for name in ("Rotation Speed", "Temperature", "Level")})
+    r = client.post("/send", json=absurd)
+    if r.status_code == 200:  # the model may saturate instead of overflowing: then it must be finite
+        assert all(v is not None for v in r.json()[0].values())
+    else:
+        assert r.status_code == 422 and "range" in r.json()["message"]
+    assert client.post("/send", json=good).status_code == 200
+    with sqlite3.connect(settings.db_path) as conn:
+        assert conn.execute("SELECT count(*) FROM sensor_data WHERE fault0 IS NULL OR fault0 != fault0").fetchone()[0] == 0
