@@ -1,14 +1,17 @@
-// Live dashboard (/): fault intensities, dominant fault, trends, latest reading.
+// Live dashboard (/): alarms, fault intensities, dominant fault, trends, latest reading.
 //
 // Data flow: /api/model (names, catalogue, thresholds) -> /api/machines -> /api/latest
 // (the newest row and its id) -> /api/series (chart history) -> /events from that id, so
 // nothing committed between the page load and the stream is missed. Incoming readings
 // are queued and applied once per animation frame: a burst of replayed rows costs one
-// DOM update and one chart redraw.
+// DOM update and one chart redraw. Alarms: /api/alarms on every (re)connect, then the
+// stream's `alarm` events (alarms.js). A reconnect to a new, empty database (row ids lower
+// than those shown) reloads everything (live.js tells us).
 
 import { ApiError, dominantFault, el, faultState, fmtFault, fmtNum, fmtTime, getJSON, serverNow, tokenForm } from "./api.js";
 import { ALL_METRICS, CHARTS, Chart, POINTS, SeriesBuffer } from "./charts.js";
 import { LiveFeed, RateMeter, probeServer } from "./live.js";
+import { AlarmPanel } from "./alarms.js";
 
 const RANGES = { "15m": 900, "1h": 3600, "24h": 86400, "7d": 604800 };
 const $ = (id) => document.getElementById(id);
@@ -34,8 +37,31 @@ const charts = [];
 const agg = (col) => (col.startsWith("fault") ? "max" : "mean");
 
 const showToken = tokenForm(() => init());
+const TITLE = document.title;
+const alarms = new AlarmPanel({
+  catalogue: () => S.catalogue,
+  onError: (err) => {
+    if (err instanceof ApiError && err.status === 401) handleError(err);
+  },
+  onCount: showAlarmCount,
+  onPickMachine: (name) => {
+    S.machine = name;
+    renderMachines();
+    restart();
+  },
+});
 const feed = new LiveFeed({
   onReading,
+  onAlarm: (change) => alarms.onEvent(change),
+  onConnect: () => alarms.reload(),
+  onReset: () => {
+    // A new database: its machines, rows and alarms are not the ones on the page.
+    alarms.reset();
+    clearLatest();
+    S.machine = null;
+    S.machines = [];
+    init();
+  },
   onState: (state, detail) => {
     const c = $("conn");
     c.dataset.state = state;
@@ -91,6 +117,17 @@ function buildModel(model) {
   }
 }
 
+// --- header: active alarms ------------------------------------------------------------
+
+// total: active alarms on every machine (null: not loaded yet); here: on the machine shown.
+function showAlarmCount(total, here) {
+  const a = $("alarm-count");
+  a.dataset.count = total === null ? "" : String(total);
+  a.textContent = total === null ? "alarms –" : total === 0 ? "no alarms" : `${total} active alarm${total === 1 ? "" : "s"}`;
+  a.title = total && here !== total ? `${here} on this machine, ${total - here} on other machines` : "Active alarms";
+  document.title = total ? `(${total}) ${TITLE}` : TITLE;
+}
+
 // --- rendering the newest reading ----------------------------------------------------
 
 function setState(node, state) {
@@ -131,6 +168,23 @@ function renderLatest(r) {
   $("latest-id").textContent = r.id ?? "–";
   const feats = r.features || {};
   for (const [name, dd] of featureCells) dd.textContent = fmtNum(feats[name]);
+}
+
+// Nothing shown yet (a new database): back to the empty page's state.
+function clearLatest() {
+  S.latest = null;
+  S.chartQueue.length = 0;
+  for (const t of tiles.values()) {
+    setState(t.li, "normal");
+    t.value.textContent = "–";
+    t.state.textContent = "–";
+    t.bar.style.transform = "scaleX(0)";
+  }
+  setState($("dominant"), "normal");
+  $("dom-name").textContent = "Waiting for the first reading…";
+  for (const id of ["dom-value", "dom-state", "dom-note"]) $(id).textContent = "";
+  for (const id of ["dom-observed", "dom-causes", "latest-time", "latest-machine", "latest-id"]) $(id).textContent = "–";
+  for (const dd of featureCells.values()) dd.textContent = "–";
 }
 
 // --- live stream -------------------------------------------------------------------
@@ -245,7 +299,10 @@ function refreshMachines() {
       if (pickDefault()) {
         // The stream so far was unfiltered; with one machine it carried the same rows.
         if (S.machines.length > 1) restart();
-        else feed.machine = S.machine;
+        else {
+          feed.machine = S.machine;
+          alarms.setMachine(S.machine);
+        }
       }
       renderMachines();
     })
@@ -291,6 +348,7 @@ function handleError(err, where = "notice") {
 // (Re)load everything for the current machine and resume the stream from the newest row.
 async function restart() {
   feed.stop();
+  alarms.setMachine(S.machine, false); // the stream's connect reloads them
   S.chartQueue.length = 0;
   saveUrl();
   $("notice").textContent = "";
@@ -369,6 +427,10 @@ function setup() {
     }
   }, 1000);
   setInterval(refreshMachines, 30000); // a new machine shows up in the selector
+  // The stream carries the shown machine's alarm events; other machines' come from here.
+  setInterval(() => {
+    if (S.machines.length > 1 && !document.hidden) alarms.reload();
+  }, 15000);
 }
 
 setup();

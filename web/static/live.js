@@ -4,6 +4,11 @@
 // for good on an HTTP error (a restarting server answering 503, a 401): then we open a
 // new EventSource with ?last_event_id= so the server replays what we missed. Row ids only
 // grow, so anything at or below the last id seen is a duplicate from a replay.
+//
+// ...unless the appliance came back with a new, empty database: its ids start again at 1 and
+// both the server (resuming "after" our old id) and this page would drop every new row. So on
+// every reconnect we ask for the newest row id (and a `hello` names it too): lower than the
+// highest id we have seen means a different database, and the page starts over (onReset).
 
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15000];
 const OFFLINE_AFTER = 3; // failed reconnects before we call it "offline"
@@ -11,14 +16,25 @@ const OFFLINE_AFTER = 3; // failed reconnects before we call it "offline"
 export class LiveFeed {
   // onReading(reading) per new reading; onState(state, detail) with state in
   // connecting | live | reconnecting | offline; onGap(skipped) when the server could not
-  // replay everything missed; probe() -> Promise<"ok" | "unauthorized" | "down">
-  constructor({ onReading, onState, onGap, probe }) {
+  // replay everything missed; probe() -> Promise<"ok" | "unauthorized" | "down">;
+  // onAlarm(change) per `alarm` event ({"event": "raise|...|ack", "alarm": {...}} or
+  // {"event": "reload"}); onConnect() whenever the stream (re)connects or says hello (alarm
+  // events carry no id and are not replayed: reload them then); onReset() when the
+  // appliance's database is not the one we saw rows from (reload everything, then start()).
+  // newest() -> Promise<newest row id | null> (null: unknown, e.g. the server is down).
+  constructor({ onReading, onState, onGap, probe, onAlarm, onConnect, onReset, newest }) {
     this.onReading = onReading;
     this.onGap = onGap || (() => {});
     this.onState = onState;
     this.probe = probe;
+    this.onAlarm = onAlarm || (() => {});
+    this.onConnect = onConnect || (() => {});
+    this.onReset = onReset || (() => this.start(this.machine, null));
+    this.newest = newest || newestId;
     this.machine = null;
     this.lastId = null;
+    this.maxSeen = null; // highest row id this page has shown (any machine): the reset check
+    this.opened = false; // connected at least once since start(): a later open is a reconnect
     this.es = null;
     this.failures = 0;
     this.timer = null;
@@ -35,8 +51,26 @@ export class LiveFeed {
     this.started = true;
     this.machine = machine || null;
     this.lastId = sinceId ?? null;
+    this.seen(this.lastId);
+    this.opened = false;
     this.failures = 0;
     this.open("connecting");
+  }
+
+  seen(id) {
+    if (id !== null && Number.isFinite(id) && (this.maxSeen === null || id > this.maxSeen)) this.maxSeen = id;
+  }
+
+  // The appliance's newest row is older than rows we have shown: a new database.
+  isReset(newestId) {
+    return newestId !== null && Number.isFinite(newestId) && this.maxSeen !== null && newestId < this.maxSeen;
+  }
+
+  reset() {
+    this.stop();
+    this.lastId = null;
+    this.maxSeen = null;
+    this.onReset();
   }
 
   stop() {
@@ -63,10 +97,17 @@ export class LiveFeed {
     this.setState(state);
     const es = new EventSource(this.url());
     this.es = es;
-    es.addEventListener("open", () => {
+    es.addEventListener("open", async () => {
       if (es !== this.es) return;
       this.failures = 0;
       this.setState("live");
+      const reconnect = this.opened;
+      this.opened = true;
+      this.onConnect();
+      if (!reconnect) return; // start() came right after the page read the newest row
+      // The browser resumes with Last-Event-ID by itself; check that ids did not start over.
+      const newest = await this.newest();
+      if (es === this.es && this.isReset(newest)) this.reset();
     });
     es.addEventListener("reading", (ev) => {
       if (es !== this.es) return;
@@ -80,14 +121,37 @@ export class LiveFeed {
       if (this.lastId !== null && id <= this.lastId) return;
       if (this.machine && r.machine !== this.machine) return;
       this.lastId = id;
+      this.seen(id);
       this.onReading(r);
     });
-    // First connect without an id: the server names its newest row, so a later manual
-    // reconnect can still ask for everything after it.
+    // Connect without an id: the server names its newest row, so a later manual reconnect
+    // can still ask for everything after it. Lower than what we have seen: a new database.
     es.addEventListener("hello", (ev) => {
-      if (es !== this.es || this.lastId !== null) return;
-      const id = Number(ev.lastEventId);
-      if (Number.isFinite(id)) this.lastId = id;
+      if (es !== this.es) return;
+      let id = Number(ev.lastEventId);
+      try {
+        const last = JSON.parse(ev.data).last_id;
+        if (Number.isFinite(last)) id = last;
+      } catch {
+        // the SSE id says the same
+      }
+      if (!Number.isFinite(id)) return;
+      if (this.isReset(id)) {
+        this.reset();
+        return;
+      }
+      if (this.lastId === null) this.lastId = id;
+      this.onConnect();
+    });
+    es.addEventListener("alarm", (ev) => {
+      if (es !== this.es) return;
+      let change;
+      try {
+        change = JSON.parse(ev.data);
+      } catch {
+        return; // a malformed event must not stop the stream
+      }
+      if (change && typeof change === "object") this.onAlarm(change);
     });
     // Too many rows missed to replay: the server skips ahead; the page reloads history.
     es.addEventListener("gap", (ev) => {
@@ -95,6 +159,7 @@ export class LiveFeed {
       try {
         const gap = JSON.parse(ev.data);
         this.lastId = Math.max(this.lastId ?? 0, Number(gap.resume_id) || 0);
+        this.seen(this.lastId);
         this.onGap(gap.skipped);
       } catch {
         // ignore a malformed notice
@@ -166,5 +231,17 @@ export async function probeServer(machine) {
     return res.ok ? "ok" : "down";
   } catch {
     return "down";
+  }
+}
+
+// The newest row id on the appliance (0: no rows), or null when it cannot be asked.
+export async function newestId() {
+  try {
+    const res = await fetch("/api/latest?limit=1", { headers: { Accept: "application/json" }, cache: "no-store" });
+    if (!res.ok) return null;
+    const r = ((await res.json()).readings || [])[0];
+    return r ? Number(r.id) : 0;
+  } catch {
+    return null;
   }
 }

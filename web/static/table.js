@@ -1,5 +1,6 @@
 // /dashboard: the latest readings as a table, newest on top, at most MAX_ROWS rows.
-// Rows come from /api/latest, then /events resumes after the newest id shown.
+// Rows come from /api/latest, then /events resumes after the newest id shown (and starts
+// over when the appliance comes back with a new database: live.js).
 
 import { ApiError, dominantFault, el, faultState, fmtFault, fmtNum, fmtTime, getJSON, tokenForm } from "./api.js";
 import { LiveFeed, probeServer } from "./live.js";
@@ -25,6 +26,11 @@ const feed = new LiveFeed({
     if (detail === "read token needed") showToken();
   },
   probe: () => probeServer(null),
+  // A new, empty database behind the same address: its rows replace the ones shown.
+  onReset: () => {
+    pending = [];
+    init();
+  },
 });
 
 function header() {
