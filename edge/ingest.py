@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from edge.appliance import Appliance, dumps
 from edge.deadlines import BodyDeadlines
@@ -21,7 +20,7 @@ def _header_safe(key: str) -> str:
     return "".join(c if 32 <= ord(c) < 127 and c != "," else "?" for c in key[:64])
 
 
-async def read_body(request: Request, limit: int, length: int | None, deadlines: BodyDeadlines) -> bytes:
+async def read_body(receive: Receive, limit: int, length: int | None, deadlines: BodyDeadlines) -> bytes:
     if length is not None and length > limit:
         raise PayloadTooLarge(f"body of {length} bytes exceeds the limit of {limit} bytes", limit=limit)
     task = asyncio.current_task()
@@ -31,7 +30,7 @@ async def read_body(request: Request, limit: int, length: int | None, deadlines:
     size = 0
     try:
         while True:
-            message = await request.receive()
+            message = await receive()
             if message["type"] == "http.disconnect":
                 raise BadRequest("the client disconnected before sending its body", reason="client_disconnect")
             chunk = message.get("body", b"")
@@ -54,10 +53,10 @@ async def read_body(request: Request, limit: int, length: int | None, deadlines:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _headers(request: Request) -> tuple[int | None, str | None, str | None]:
+def _headers(scope: Scope) -> tuple[int | None, str | None, str | None]:
     """One pass over the raw headers: content-length, content-type, idempotency-key."""
     length = ctype = key = None
-    for name, value in request.scope["headers"]:
+    for name, value in scope["headers"]:
         if name == b"content-length":
             length = int(value) if value.isdigit() else None
         elif name == b"content-type":
@@ -67,11 +66,20 @@ def _headers(request: Request) -> tuple[int | None, str | None, str | None]:
     return length, ctype, key
 
 
-async def send(request: Request) -> Response:
-    app: Appliance = request.app.state.appliance
+class Ingest:
+    """POST /send as a plain ASGI app (Starlette routes to instances as they are): the hottest path
+    skips Request/Response objects. Errors raise FDEdgeError like every route and become JSON in
+    edge.responses."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send_message: Send) -> None:
+        await _ingest(scope, receive, send_message)
+
+
+async def _ingest(scope: Scope, receive: Receive, send_message: Send) -> None:
+    app: Appliance = scope["app"].state.appliance
     try:
-        length, content_type, key = _headers(request)
-        data = await read_body(request, app.settings.max_body_bytes, length, app.deadlines)
+        length, content_type, key = _headers(scope)
+        data = await read_body(receive, app.settings.max_body_bytes, length, app.deadlines)
         if len(data) > PARSE_IN_THREAD_BYTES:
             batch = await run_in_threadpool(parse, content_type, data)
         else:
@@ -85,10 +93,16 @@ async def send(request: Request) -> Response:
     except FDEdgeError as exc:
         app.metrics.rejected.labels(reason=str(exc.details.get("reason", exc.code))).inc()
         raise
-    faults = stored.faults.tolist()
-    headers = {"X-FDEdge-First-Id": str(stored.first_id)}
+    body = dumps([dict(zip(FAULTS, row)) for row in stored.faults.tolist()])
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
+               (b"x-fdedge-first-id", b"%d" % stored.first_id)]
     if stored.replayed:
-        headers["X-FDEdge-Replayed"] = "true"
+        headers.append((b"x-fdedge-replayed", b"true"))
     if batch.ignored:
-        headers["X-FDEdge-Ignored-Keys"] = ",".join(sorted(map(_header_safe, batch.ignored))[:20])
-    return Response(dumps([dict(zip(FAULTS, row)) for row in faults]), media_type="application/json", headers=headers)
+        ignored = ",".join(sorted(map(_header_safe, batch.ignored))[:20])
+        headers.append((b"x-fdedge-ignored-keys", ignored.encode("ascii")))
+    await send_message({"type": "http.response.start", "status": 200, "headers": headers})
+    await send_message({"type": "http.response.body", "body": body})
+
+
+send = Ingest()
