@@ -29,13 +29,19 @@ def insert_sql(rows: int) -> str:
     return f"INSERT INTO {TABLE} ({', '.join(INSERT_COLUMNS)}) VALUES " + ", ".join([_ROW_MARKS] * rows)
 
 
-def insert_rows(conn: sqlite3.Connection, rows: list[tuple]) -> int:
-    """Insert rows in order; returns the id of the last one (ids are consecutive: one writer)."""
+def insert_rows(conn: sqlite3.Connection, times: list[str], x_rows: list[list], y_rows: list[list],
+                machines: list[str]) -> int:
+    """Insert readings in order; returns the id of the last one (ids are consecutive: one writer)."""
     last = 0
-    for start in range(0, len(rows), INSERT_CHUNK):
-        chunk = rows[start:start + INSERT_CHUNK]
-        params = [value for row in chunk for value in row]
-        last = conn.execute(insert_sql(len(chunk)), params).lastrowid
+    for start in range(0, len(times), INSERT_CHUNK):
+        end = min(start + INSERT_CHUNK, len(times))
+        params: list = []
+        for i in range(start, end):  # flat parameter list, built in one pass
+            params.append(times[i])
+            params.extend(x_rows[i])
+            params.extend(y_rows[i])
+            params.append(machines[i])
+        last = conn.execute(insert_sql(end - start), params).lastrowid
     return last
 SELECT_COLUMNS: tuple[str, ...] = ("id", "time", "machine", *DATA_COLUMNS)
 SELECT_LIST = ", ".join(SELECT_COLUMNS)

@@ -242,18 +242,13 @@ class Writer:
                     fresh, x_rows, y = self._refuse_non_finite(fresh, x_rows, y)
         if fresh:
             started = time.perf_counter()
-            rows = []
             y_rows = y.tolist()
-            i = 0
-            for job in fresh:
-                b = job.batch
-                for j in range(len(b)):
-                    rows.append((b.times[j], *x_rows[i], *y_rows[i], b.machines[j]))
-                    i += 1
+            times = [t for job in fresh for t in job.batch.times]
+            machines = [m for job in fresh for m in job.batch.machines]
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                last = insert_rows(conn, rows)
-                first = last - len(rows) + 1
+                last = insert_rows(conn, times, x_rows, y_rows, machines)
+                first = last - len(times) + 1
                 offset = 0
                 created = now_text()
                 for job in fresh:
@@ -265,8 +260,8 @@ class Writer:
                     offset += n
                 if self.alarms is not None:
                     # Alarm and outbox rows go into this transaction: committed with their readings or not at all.
-                    changes = self.alarms.evaluate(conn, [(first + k, row[0], row[-1], y_rows[k])
-                                                          for k, row in enumerate(rows)])
+                    changes = self.alarms.evaluate(conn, [(first + k, times[k], machines[k], y_rows[k])
+                                                          for k in range(len(times))])
                 conn.execute("COMMIT")
                 if self.alarms is not None:
                     self.alarms.commit()

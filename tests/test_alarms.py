@@ -76,7 +76,8 @@ class Bench:
         rows = [(t, *[0.0] * 35, *map(float, y), m) for t, m, y in batch]
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            last = insert_rows(self.conn, rows)
+            last = insert_rows(self.conn, [r[0] for r in rows], [list(r[1:36]) for r in rows],
+                               [list(r[36:44]) for r in rows], [r[-1] for r in rows])
             first = last - len(rows) + 1
             changes = self.engine.evaluate(self.conn, [(first + k, r[0], r[-1], list(r[36:44]))
                                                        for k, r in enumerate(rows)])
