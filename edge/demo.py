@@ -29,6 +29,10 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> bool
     return False
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fdedge demo", description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("FDEDGE_PORT", 5000)))
@@ -36,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, default=BUNDLED_MODEL)
     parser.add_argument("--scenario", default="developing", help="healthy, developing, multi or random")
     parser.add_argument("--rate", type=float, default=2.0, help="readings per second")
+    parser.add_argument("--minutes", type=float, default=5.0, help="minutes until the developing fault peaks")
     args = parser.parse_args(argv)
+    # SIGTERM (systemd, docker stop, timeout) must stop the children too, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
 
     url = f"http://127.0.0.1:{args.port}"
     # Own sessions: a terminal's Ctrl-C reaches only this process, which stops the children once.
@@ -49,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fdedge demo: the server did not become ready on {url} (is the port taken?)", file=sys.stderr)
             return 2
         sensor = subprocess.Popen([sys.executable, "-m", "edge", "simulate", "--url", url, "--scenario", args.scenario,
-                                   "--rate", str(args.rate), "--machine", "demo-pump",
+                                   "--rate", str(args.rate), "--minutes", str(args.minutes), "--machine", "demo-pump",
                                    "--buffer", str(args.data_dir / "sensor-buffer.db")], start_new_session=True)
         print(f"\n  FD-Edge demo is running.\n  Dashboard: {url}/\n  Report:    {url}/report\n"
               f"  Table:     {url}/dashboard\n  A virtual pump sends {args.rate:g} readings/s ({args.scenario}). "
