@@ -381,8 +381,8 @@ export class AlarmPanel {
       item.ack.replaceChildren();
     }
     item.ack.hidden = !a.acked_at;
-    item.ackBtn.hidden = Boolean(a.acked_at);
     if (a.acked_at && item.form && !item.form.form.hidden && !item.form.busy) this.closeForm(item);
+    item.ackBtn.hidden = Boolean(a.acked_at) || Boolean(item.form && !item.form.form.hidden);
   }
 
   // --- acknowledging ------------------------------------------------------------------
@@ -391,7 +391,7 @@ export class AlarmPanel {
     if (!item.form) item.form = this.buildForm(item);
     const f = item.form;
     f.form.hidden = false;
-    item.ackBtn.setAttribute("aria-expanded", "true");
+    item.ackBtn.hidden = true; // the form has its own Acknowledge and Cancel
     f.msg.textContent = "";
     if (!f.by.value) f.by.value = rememberedName();
     (f.by.value ? f.note : f.by).focus();
@@ -405,7 +405,7 @@ export class AlarmPanel {
     f.token.value = "";
     f.token.required = false;
     f.msg.textContent = "";
-    item.ackBtn.setAttribute("aria-expanded", "false");
+    item.ackBtn.hidden = Boolean(item.alarm && item.alarm.acked_at);
   }
 
   buildForm(item) {
@@ -485,9 +485,11 @@ export class AlarmPanel {
       const { data } = await postAck(item.id, { by, note });
       rememberName(by);
       f.busy = false;
+      if (data && data.alarm) {
+        item.alarm = mergeAlarm(item.alarm, data.alarm);
+        this.upsert(data.alarm);
+      }
       this.closeForm(item);
-      if (data && data.alarm) this.upsert(data.alarm);
-      item.ackBtn.hidden = true;
     } catch (err) {
       f.busy = false;
       if (err instanceof ApiError && err.status === 401) {

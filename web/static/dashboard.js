@@ -360,6 +360,10 @@ async function restart() {
       S.latest = r;
       sinceId = r.id;
       renderLatest(r);
+      // The stream resumes after this row, and the history below can miss it: its end is
+      // "now" from the Date header, which has whole seconds. Queued, it is drawn either way
+      // (twice into one bucket changes nothing).
+      S.chartQueue.push(r);
     }
   } catch (err) {
     handleError(err);
