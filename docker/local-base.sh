@@ -23,7 +23,7 @@ done
 [ "$(id -u)" = 0 ] || { echo "local-base.sh: run as root (debootstrap needs it)" >&2; exit 2; }
 
 ROOT=$(mktemp -d /var/tmp/fdedge-base-"$ARCH".XXXXXX)
-cleanup() { [ "${KEEP_ROOTFS:-0}" = 1 ] || rm -rf "$ROOT"; }
+cleanup() { rm -rf "$ROOT.ctx"; [ "${KEEP_ROOTFS:-0}" = 1 ] || rm -rf "$ROOT"; }
 trap cleanup EXIT INT TERM
 
 if [ "$ARCH" = "$HOST_ARCH" ]; then
@@ -50,8 +50,14 @@ rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/var/cache/apt/*.bin "$ROOT"/usr/share
        "$ROOT"/usr/share/locale/* "$ROOT"/usr/share/info/* "$ROOT"/var/log/*.log
 find "$ROOT/usr/lib/python3" "$ROOT/usr/lib/python3.11" -name __pycache__ -prune -exec rm -rf {} + 2>/dev/null || true
 
-tar -C "$ROOT" -c . | docker import --platform "linux/$ARCH" \
-    -c 'ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    -c 'CMD ["python3"]' - "$TAG"
-docker run --rm --platform "linux/$ARCH" "$TAG" python -c 'import sys, ssl, venv; print(sys.version)'
-echo "local-base.sh: tagged $TAG ($ARCH)"
+# `FROM scratch` + ADD rather than `docker import`: a build records the image's architecture
+# (an imported arm64 rootfs is labelled amd64, and `FROM --platform=linux/arm64` would not find it).
+CTX=$ROOT.ctx
+mkdir -p "$CTX"
+tar -C "$ROOT" -cf "$CTX/rootfs.tar" .
+printf '%s\n' 'FROM scratch' 'ADD rootfs.tar /' \
+    'ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    'CMD ["python3"]' > "$CTX/Dockerfile"
+docker build --platform "linux/$ARCH" -t "$TAG" "$CTX"
+docker run --rm --platform "linux/$ARCH" "$TAG" python -c 'import platform, ssl, sys, venv; print(platform.machine(), sys.version)'
+echo "local-base.sh: tagged $TAG ($(docker image inspect "$TAG" --format '{{.Os}}/{{.Architecture}}'))"
