@@ -192,6 +192,7 @@ def test_alarm_panel_raise_acknowledge_clear(server, scenario, open_context):
     shot(phone, "dashboard-alarms-phone.png")
 
     # Healthy readings until the server clears them: the panel moves them to "cleared".
+    page.bring_to_front()  # a page behind another gets few frames (and slow screenshots)
     for i in range(1, 10):
         send(server, {"machine": machine, **scenario["healthy"][i % len(scenario["healthy"])]})
         if not server.get("/api/alarms", state="active", machine=machine)["alarms"]:
@@ -283,10 +284,46 @@ def test_new_empty_database_after_restart_shows_new_readings(tmp_path, model_dir
         expect(table.locator("#rows tr").first).to_have_attribute("data-id", str(last), timeout=10_000)
         expect(table.locator("#rows tr")).to_have_count(last)  # only the new database's rows
         assert ids(table.locator("#rows tr")) == [3, 2, 1]
-        expect(live.locator("#alarms-active li.alarm")).to_have_count(0)
+        expect(live.locator("#alarms-active li.alarm")).to_have_count(0)  # the old database's are gone
         expect(live.locator("#alarm-count")).to_have_attribute("data-count", "0")
-        srv.send(scenario["healthy"][3])  # and the stream goes on from there
+
+        srv.send(scenario["strong"])  # the stream goes on, alarms included
         expect(live.locator("#latest-id")).to_have_text(str(last + 1), timeout=2000)
         expect(table.locator("#rows tr").first).to_have_attribute("data-id", str(last + 1), timeout=2000)
+        active = srv.get("/api/alarms", state="active")["alarms"]
+        expect(live.locator("#alarms-active li.alarm")).to_have_count(len(active), timeout=2000)
+        assert ids(live.locator("#alarms-active li.alarm")) == panel_order(active)
+        for a in active:
+            li = live.locator(f'#alarms-active li[data-id="{a["id"]}"]')
+            expect(li.locator(".f-raised dd")).to_have_text(local(a["raised_at"]))
+            assert number(li.locator(".f-peak dd .mono").text_content()) == pytest.approx(a["peak"], abs=0.051)
     finally:
         srv.stop()
+
+
+def test_alarm_changes_missed_while_disconnected_show_after_reconnect(server, scenario, open_context):
+    """Alarm events have no SSE id and are not replayed: the page reloads /api/alarms when
+    its stream connects again."""
+    machine = "line-c"
+    send(server, {"machine": machine, **scenario["healthy"][0]})
+    ctx, _ = open_context(viewport={"width": 1280, "height": 900})
+    page = ctx.new_page()
+    page.goto(server.url + f"/?machine={machine}")
+    wait_live(page)
+    expect(page.locator("#alarms-none")).to_have_text("No active alarms.")
+
+    page.route("**/events*", lambda route: route.abort())  # the stream drops and cannot come back
+    page.evaluate("window.dispatchEvent(new Event('online'))")  # LiveFeed reconnects at once
+    expect(page.locator("#conn")).not_to_have_attribute("data-state", "live", timeout=3000)
+    send(server, {"machine": machine, **scenario["strong"]})
+    active = server.get("/api/alarms", state="active", machine=machine)["alarms"]
+    assert active
+    page.wait_for_timeout(300)
+    expect(page.locator("#alarms-active li.alarm")).to_have_count(0)  # nothing can have told it
+
+    page.unroute("**/events*")
+    wait_live(page)
+    expect(page.locator("#alarms-active li.alarm")).to_have_count(len(active), timeout=3000)
+    assert ids(page.locator("#alarms-active li.alarm")) == panel_order(active)
+    send(server, {"machine": machine, **scenario["healthy"][1]})  # and live again
+    expect(page.locator("#alarms-active li.alarm")).to_have_count(0, timeout=2000)

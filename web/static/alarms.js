@@ -227,12 +227,15 @@ export class AlarmPanel {
     this.schedule();
   }
 
+  // One render per frame; the timer for when frames do not come (a hidden tab, a covered or
+  // background window): the header count and the title must follow all the same.
   schedule() {
     if (this.frame) return;
-    // requestAnimationFrame does not run in a hidden tab; the header count still should.
-    this.frame = document.hidden
-      ? { timer: setTimeout(() => this.render(), 0) }
-      : { raf: requestAnimationFrame(() => this.render()) };
+    const run = () => this.render();
+    this.frame = {
+      raf: document.hidden ? 0 : requestAnimationFrame(run),
+      timer: setTimeout(run, document.hidden ? 0 : 250),
+    };
   }
 
   shown(a) {
@@ -241,8 +244,8 @@ export class AlarmPanel {
 
   render() {
     if (this.frame) {
-      if (this.frame.raf) cancelAnimationFrame(this.frame.raf);
-      else clearTimeout(this.frame.timer);
+      cancelAnimationFrame(this.frame.raf);
+      clearTimeout(this.frame.timer);
       this.frame = 0;
     }
     const all = [...this.alarms.values()];
