@@ -27,20 +27,22 @@ def required(method: str, path: str) -> str | None:
 
 
 def presented(scope: Scope) -> str | None:
+    """The Authorization header wins over the cookie, wherever each sits in the request."""
+    cookie: str | None = None
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer" and token:
                 return token.strip()
-        elif name == b"cookie":
+        elif name == b"cookie" and cookie is None:
             jar: SimpleCookie = SimpleCookie()
             try:
                 jar.load(value.decode("latin-1"))
             except Exception:  # noqa: BLE001 - a malformed cookie is simply no token
                 continue
             if COOKIE in jar:
-                return jar[COOKIE].value
-    return None
+                cookie = jar[COOKIE].value
+    return cookie
 
 
 def matches(given: str | None, expected: str) -> bool:

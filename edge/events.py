@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from edge import queries
 from edge.appliance import Appliance
+from edge.storage import database_id
 
 PAGE = 500
 
@@ -51,9 +52,17 @@ async def stream(app: Appliance, last: int | None, machine: str | None) -> Async
         return await run_in_threadpool(lambda: queries.rows_after(readers.get(), last_id, machine, PAGE))
 
     try:
+        # Every connection starts with hello (after subscribing, so nothing slips in between): the
+        # newest row id and the database's identity, so a page can reload its alarms and notice a
+        # replaced database. Only a fresh connection takes hello's id as its resume point.
+        top = await newest()
+        db_id = await run_in_threadpool(lambda: database_id(readers.get()))
+        hello = json.dumps({"last_id": top, "database_id": db_id})
         if last is None:
-            last = await newest()
-            yield ServerSentEvent(event="hello", data=json.dumps({"last_id": last}), id=str(last))
+            last = top
+            yield ServerSentEvent(event="hello", data=hello, id=str(last))
+        else:
+            yield ServerSentEvent(event="hello", data=hello)
         catch_up = True
         while True:
             if catch_up:

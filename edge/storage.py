@@ -6,6 +6,7 @@ FD-Edge only adds columns and tables next to them.
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import threading
 from pathlib import Path
@@ -139,10 +140,17 @@ def migrate(conn: sqlite3.Connection) -> None:
         for ddl in EXTRA_DDL:
             conn.execute(ddl)
         conn.execute("INSERT OR REPLACE INTO fdedge_meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        # Lets a page tell a replaced database from the one it was showing, whatever the row ids.
+        conn.execute("INSERT OR IGNORE INTO fdedge_meta(key, value) VALUES ('database_id', ?)", (secrets.token_hex(8),))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def database_id(conn: sqlite3.Connection) -> str:
+    rows = conn.execute("SELECT value FROM fdedge_meta WHERE key = 'database_id'").fetchall()
+    return rows[0][0] if rows else ""
 
 
 class Readers:

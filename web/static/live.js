@@ -129,14 +129,19 @@ export class LiveFeed {
     es.addEventListener("hello", (ev) => {
       if (es !== this.es) return;
       let id = Number(ev.lastEventId);
+      let databaseId = null;
       try {
-        const last = JSON.parse(ev.data).last_id;
-        if (Number.isFinite(last)) id = last;
+        const hello = JSON.parse(ev.data);
+        if (Number.isFinite(hello.last_id)) id = hello.last_id;
+        databaseId = typeof hello.database_id === "string" ? hello.database_id : null;
       } catch {
         // the SSE id says the same
       }
       if (!Number.isFinite(id)) return;
-      if (this.isReset(id)) {
+      // A different database identity means a replaced database, whatever its row ids say.
+      const replaced = databaseId && this.databaseId && databaseId !== this.databaseId;
+      if (databaseId) this.databaseId = databaseId;
+      if (replaced || this.isReset(id)) {
         this.reset();
         return;
       }
