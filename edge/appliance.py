@@ -43,7 +43,7 @@ class Appliance:
         model = model_module.load(settings.model_dir, threads=settings.threads)
         rules = load_rules(settings.alarm_rules, settings.warning_threshold, settings.alarm_threshold)
         engine = AlarmEngine(rules, model.manifest.get("catalogue") or CATALOGUE)
-        hub = Hub(settings.sse_queue)
+        hub = Hub(settings.sse_buffer)
         metrics = Metrics(settings.db_path, sse_clients=lambda: len(hub))
         writer = Writer(settings.db_path, model, sync=settings.sync, init=settings.init_db,
                         max_mb=settings.max_db_mb, observe=metrics.observe, alarms=engine)
@@ -80,8 +80,8 @@ class Appliance:
             b = s.batch
             x_rows, y_rows = b.rows, s.faults.tolist()
             for j in range(len(b)):
-                events.append(Event(s.first_id + j, b.machines[j], "reading",
-                                    reading_json(s.first_id + j, b.times[j], b.machines[j], x_rows[j], y_rows[j])))
+                events.append(Event.make(s.first_id + j, b.machines[j], "reading",
+                                         reading_json(s.first_id + j, b.times[j], b.machines[j], x_rows[j], y_rows[j])))
         self.loop.call_soon_threadsafe(self.hub.publish, events)
 
     def publish_alarms(self, changes: list[AlarmChange]) -> None:
@@ -94,7 +94,7 @@ class Appliance:
             self.notifier.wake()
         if not len(self.hub) or self.loop is None:
             return
-        events = [Event(c.reading_id or 0, c.machine, "alarm", c.json()) for c in changes]
+        events = [Event.make(c.reading_id or 0, c.machine, "alarm", c.json()) for c in changes]
         self.loop.call_soon_threadsafe(self.hub.publish, events)
 
     def model_info(self) -> dict:

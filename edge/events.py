@@ -6,9 +6,11 @@ from the database, so a dashboard never shows a gap and never slows ingest.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import AsyncIterator
 
+import orjson
 from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
@@ -17,6 +19,7 @@ from starlette.responses import Response
 
 from edge import queries
 from edge.appliance import Appliance
+from edge.hub import Event
 from edge.storage import database_id
 
 PAGE = 500
@@ -41,9 +44,18 @@ async def events(request: Request) -> Response:
     )
 
 
-async def stream(app: Appliance, last: int | None, machine: str | None) -> AsyncIterator[ServerSentEvent]:
-    sub = app.hub.subscribe(machine)  # before reading the database: nothing can slip between
+COALESCE_SECONDS = 0.05  # a page cannot show more than ~20 updates/s; batching keeps 100 clients cheap
+
+
+def _reading_frame(row: tuple) -> bytes:
+    return Event.make(row[0], row[2], "reading", orjson.dumps(queries.reading(row)).decode()).wire
+
+
+async def stream(app: Appliance, last: int | None, machine: str | None) -> AsyncIterator[bytes]:
+    hub = app.hub
     readers = app.readers
+    hub.clients += 1
+    cursor = hub.next_seq  # taken before reading the database: nothing can slip between
 
     async def newest() -> int:
         return await run_in_threadpool(lambda: queries.max_id(readers.get()))
@@ -52,17 +64,15 @@ async def stream(app: Appliance, last: int | None, machine: str | None) -> Async
         return await run_in_threadpool(lambda: queries.rows_after(readers.get(), last_id, machine, PAGE))
 
     try:
-        # Every connection starts with hello (after subscribing, so nothing slips in between): the
-        # newest row id and the database's identity, so a page can reload its alarms and notice a
-        # replaced database. Only a fresh connection takes hello's id as its resume point.
+        # Every connection starts with hello: the newest row id and the database's identity, so a
+        # page can reload its alarms and notice a replaced database. Only a fresh connection takes
+        # hello's id as its resume point.
         top = await newest()
         db_id = await run_in_threadpool(lambda: database_id(readers.get()))
         hello = json.dumps({"last_id": top, "database_id": db_id})
         if last is None:
             last = top
-            yield ServerSentEvent(event="hello", data=hello, id=str(last))
-        else:
-            yield ServerSentEvent(event="hello", data=hello)
+        yield ServerSentEvent(event="hello", data=hello, id=str(last) if last == top else None).encode()
         catch_up = True
         while True:
             if catch_up:
@@ -70,32 +80,36 @@ async def stream(app: Appliance, last: int | None, machine: str | None) -> Async
                 if top - last > app.settings.sse_replay_max:
                     skipped = top - last - app.settings.sse_replay_max
                     last = top - app.settings.sse_replay_max
-                    yield ServerSentEvent(event="gap", data=json.dumps({"skipped": skipped, "resume_id": last}))
+                    yield ServerSentEvent(event="gap", data=json.dumps({"skipped": skipped, "resume_id": last})).encode()
                 while True:
                     rows = await after(last)
-                    for row in rows:
-                        yield ServerSentEvent(event="reading", id=str(row[0]),
-                                              data=json.dumps(queries.reading(row), separators=(",", ":")))
-                        last = row[0]
+                    if rows:
+                        yield b"".join(_reading_frame(row) for row in rows)
+                        last = rows[-1][0]
                     if len(rows) < PAGE:
                         break
                 catch_up = False
-            event = await sub.queue.get()
-            if sub.lagging:
-                # Fell behind: drop the queue, read what was missed from the database instead.
-                while not sub.queue.empty():
-                    sub.queue.get_nowait()
-                sub.lagging = False
+            await hub.wait_beyond(cursor)
+            await asyncio.sleep(COALESCE_SECONDS)
+            events = hub.since(cursor)
+            if events is None:
+                # Fell off the ring: read what was missed from the database instead. Alarm changes
+                # are not replayed from there: tell the page to reload them.
+                cursor = hub.next_seq
                 catch_up = True
-                # Alarm changes in the dropped queue are not replayed: tell the page to reload them.
-                yield ServerSentEvent(event="alarm", data='{"event":"reload"}')
+                yield ServerSentEvent(event="alarm", data='{"event":"reload"}').encode()
                 continue
-            if event.kind == "alarm":  # no SSE id: alarm events never move the reading resume point
-                yield ServerSentEvent(event="alarm", data=event.data)
-                continue
-            if event.id <= last:
-                continue
-            yield ServerSentEvent(event=event.kind, id=str(event.id), data=event.data)
-            last = event.id
+            cursor += len(events)
+            frames = []
+            for event in events:
+                if machine is not None and event.machine != machine:
+                    continue
+                if event.kind == "reading":
+                    if event.id <= last:
+                        continue
+                    last = event.id
+                frames.append(event.wire)
+            if frames:
+                yield b"".join(frames)
     finally:
-        app.hub.unsubscribe(sub)
+        hub.clients -= 1

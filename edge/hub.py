@@ -1,57 +1,64 @@
-"""Fan-out of committed readings to live SSE clients without ever blocking ingest.
+"""Fan-out of committed readings to live SSE clients without ever slowing ingest.
 
-Each client has a bounded queue. Publishing never waits: a client whose queue is full is marked
-lagging and its stream re-reads what it missed from the database, so a slow browser costs the
-writer nothing and still sees every reading.
+Events go once into a shared, bounded ring, already encoded as SSE frames; each client keeps
+only a cursor into it. Publishing is O(1) per event whatever the number of clients, and a client
+sends everything new in one write. A client that falls off the end of the ring is caught up from
+the database instead, so a slow browser costs the writer nothing and still sees every reading.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
+
+from sse_starlette.event import ServerSentEvent
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Event:
-    id: int
+    id: int  # row id for readings; the causing reading's id for alarms
     machine: str
     kind: str  # "reading" | "alarm"
-    data: str  # JSON, serialised once for every client
+    wire: bytes  # the encoded SSE frame, built once for every client
 
-
-@dataclass(eq=False)
-class Subscriber:
-    machine: str | None
-    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
-    lagging: bool = False
+    @classmethod
+    def make(cls, id_: int, machine: str, kind: str, data: str) -> "Event":
+        # Alarm events carry no SSE id: they must never move a client's reading resume point.
+        frame = ServerSentEvent(data=data, event=kind, id=str(id_) if kind == "reading" else None)
+        return cls(id_, machine, kind, frame.encode())
 
 
 class Hub:
-    def __init__(self, queue_size: int = 1000) -> None:
-        self.queue_size = queue_size
-        self.subscribers: set[Subscriber] = set()
+    def __init__(self, size: int = 4096) -> None:
+        self.ring: deque[Event] = deque(maxlen=size)
+        self.next_seq = 0  # sequence number the next published event gets
+        self.clients = 0
+        self._changed = asyncio.Event()
 
     def __len__(self) -> int:
-        return len(self.subscribers)
+        return self.clients
 
-    def subscribe(self, machine: str | None = None) -> Subscriber:
-        sub = Subscriber(machine=machine, queue=asyncio.Queue(self.queue_size))
-        self.subscribers.add(sub)
-        return sub
-
-    def unsubscribe(self, sub: Subscriber) -> None:
-        self.subscribers.discard(sub)
+    @property
+    def first_seq(self) -> int:
+        return self.next_seq - len(self.ring)
 
     def publish(self, events: list[Event]) -> None:
-        """Runs on the event loop; O(events x clients), never awaits."""
-        for sub in self.subscribers:
-            if sub.lagging:
-                continue
-            for event in events:
-                if sub.machine is not None and event.machine != sub.machine:
-                    continue
-                try:
-                    sub.queue.put_nowait(event)
-                except asyncio.QueueFull:
-                    sub.lagging = True
-                    break
+        """Runs on the event loop; never awaits."""
+        if not events:
+            return
+        self.ring.extend(events)
+        self.next_seq += len(events)
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait_beyond(self, cursor: int) -> None:
+        while self.next_seq <= cursor:
+            await self._changed.wait()
+
+    def since(self, cursor: int) -> list[Event] | None:
+        """Events from `cursor` on, or None when the client fell off the end of the ring."""
+        if cursor < self.first_seq:
+            return None
+        skip = cursor - self.first_seq
+        return [self.ring[i] for i in range(skip, len(self.ring))]

@@ -38,7 +38,7 @@ class Settings:
     retention_interval: float = field(default=60.0, metadata={"help": "seconds between retention passes"})
     sync: str = field(default="full", metadata={"help": "SQLite synchronous mode: full survives power loss, normal only process crashes", "choices": ("full", "normal")})
     threads: int = field(default=1, metadata={"help": "onnxruntime intra-op threads"})
-    sse_queue: int = field(default=1000, metadata={"help": "events buffered per SSE client before it is caught up from the database"})
+    sse_buffer: int = field(default=4096, metadata={"help": "recent events kept in memory for live clients (shared by all); a client further behind is caught up from the database"})
     sse_replay_max: int = field(default=10_000, metadata={"help": "most missed readings replayed to a reconnecting SSE client"})
     init_db: bool = field(default=False, metadata={"help": "create a new empty database even though this data directory had one before"})
     log_level: str = field(default="info", metadata={"help": "log level", "choices": ("debug", "info", "warning", "error")})
@@ -97,8 +97,8 @@ class Settings:
             return "warning-threshold must not exceed alarm-threshold"
         if self.retention_days < 0 or self.retention_rows < 0:
             return "retention limits must be >= 0"
-        if self.max_body_bytes < 1024 or self.max_batch_rows < 1 or self.threads < 1 or self.sse_queue < 1:
-            return "max-body-bytes >= 1024, max-batch-rows, threads and sse-queue >= 1"
+        if self.max_body_bytes < 1024 or self.max_batch_rows < 1 or self.threads < 1 or self.sse_buffer < 1:
+            return "max-body-bytes >= 1024, max-batch-rows, threads and sse-buffer >= 1"
         return None
 
 
