@@ -29,10 +29,21 @@ class Event:
         return cls(id_, machine, kind, frame.encode())
 
 
+@dataclass(frozen=True, slots=True)
+class Published:
+    """One commit's events, plus their frames joined once: a client without a machine filter
+    sends the whole thing as it is."""
+
+    events: list[Event]
+    wire: bytes
+    first_reading: int  # smallest reading id in it (0: none)
+    last_reading: int  # largest reading id in it (0: none)
+
+
 class Hub:
     def __init__(self, size: int = 4096) -> None:
-        self.ring: deque[Event] = deque(maxlen=size)
-        self.next_seq = 0  # sequence number the next published event gets
+        self.ring: deque[Published] = deque(maxlen=max(size // 8, 16))  # ~8 events per commit
+        self.next_seq = 0  # sequence number the next published commit gets
         self.clients = 0
         self._changed = asyncio.Event()
 
@@ -47,8 +58,10 @@ class Hub:
         """Runs on the event loop; never awaits."""
         if not events:
             return
-        self.ring.extend(events)
-        self.next_seq += len(events)
+        readings = [e.id for e in events if e.kind == "reading"]
+        self.ring.append(Published(events, b"".join(e.wire for e in events),
+                                   min(readings, default=0), max(readings, default=0)))
+        self.next_seq += 1
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
@@ -56,8 +69,8 @@ class Hub:
         while self.next_seq <= cursor:
             await self._changed.wait()
 
-    def since(self, cursor: int) -> list[Event] | None:
-        """Events from `cursor` on, or None when the client fell off the end of the ring."""
+    def since(self, cursor: int) -> list[Published] | None:
+        """Commits from `cursor` on, or None when the client fell off the end of the ring."""
         if cursor < self.first_seq:
             return None
         skip = cursor - self.first_seq

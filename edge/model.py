@@ -58,9 +58,14 @@ def load(model_dir: Path, threads: int = 1) -> Model:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, ValueError) as exc:
         raise StartupError(f"model manifest {manifest_path} is unreadable: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise StartupError(f"model manifest {manifest_path} must be a JSON object, got {type(manifest).__name__}")
 
-    features = tuple(manifest.get("features") or ())
-    faults = tuple(manifest.get("faults") or ())
+    features = manifest.get("features") or ()
+    faults = manifest.get("faults") or ()
+    if not all(isinstance(v, (list, tuple)) and all(isinstance(n, str) for n in v) for v in (features, faults)):
+        raise StartupError(f"{manifest_path}: features and faults must be lists of names")
+    features, faults = tuple(features), tuple(faults)
     if sorted(features) != sorted(fdrest.FEATURES):
         missing = sorted(set(fdrest.FEATURES) - set(features))
         extra = sorted(set(features) - set(fdrest.FEATURES))
@@ -72,7 +77,7 @@ def load(model_dir: Path, threads: int = 1) -> Model:
     try:
         with np.load(scalers_path) as npz:
             params = {k: np.asarray(npz[k], dtype=np.float64) for k in ("x_scale", "x_offset", "y_scale", "y_offset")}
-    except (OSError, ValueError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - numpy/zipfile raise BadZipFile, EOFError, zlib.error, ... for damaged files
         raise StartupError(f"scaler file {scalers_path} is missing or corrupt: {exc}") from None
     for key, size in (("x_scale", 35), ("x_offset", 35), ("y_scale", 8), ("y_offset", 8)):
         if params[key].shape != (size,) or not np.isfinite(params[key]).all():

@@ -21,6 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     except StartupError as exc:
         print(f"fdedge serve: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - an unforeseen startup failure is still one clear line, exit 2
+        logging.getLogger("fdedge").debug("startup failed", exc_info=True)
+        print(f"fdedge serve: cannot start: {type(exc).__name__}: {exc} (--log-level debug shows where)",
+              file=sys.stderr)
+        return 2
     app = create_app(settings, appliance)
     try:
         import uvloop  # noqa: F401

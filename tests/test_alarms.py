@@ -770,7 +770,7 @@ def test_alarms_through_the_app_survive_a_restart_and_reach_the_webhook(tmp_path
             assert r.status_code == 200, r.text
             (alarm,) = client.get("/api/alarms", params={"state": "active"}).json()["alarms"]
             assert (alarm["machine"], alarm["fault"], alarm["severity"], alarm["raised_reading"]) == ("m1", fault, "warning", 3)
-            events = hub.since(cursor)
+            events = [e for batch in hub.since(cursor) for e in batch.events]
             hub.clients -= 1
             assert [e.kind for e in events] == ["reading"] * 3 + ["alarm"]
             data = next(line for line in events[-1].wire.decode().splitlines() if line.startswith("data: "))
