@@ -42,7 +42,11 @@ class Published:
 
 class Hub:
     def __init__(self, size: int = 4096) -> None:
-        self.ring: deque[Published] = deque(maxlen=max(size // 8, 16))  # ~8 events per commit
+        # Bounded by events, not commits: one commit can hold a whole 10,000-reading batch, and
+        # 512 such commits would be gigabytes. The newest commit always stays, whatever its size.
+        self.size = size
+        self.events = 0  # events held in the ring
+        self.ring: deque[Published] = deque()
         self.next_seq = 0  # sequence number the next published commit gets
         self.clients = 0
         self._changed = asyncio.Event()
@@ -61,6 +65,9 @@ class Hub:
         readings = [e.id for e in events if e.kind == "reading"]
         self.ring.append(Published(events, b"".join(e.wire for e in events),
                                    min(readings, default=0), max(readings, default=0)))
+        self.events += len(events)
+        while self.events > self.size and len(self.ring) > 1:
+            self.events -= len(self.ring.popleft().events)
         self.next_seq += 1
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()

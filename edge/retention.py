@@ -8,6 +8,7 @@ import logging
 import sqlite3
 from datetime import datetime, timedelta, timezone
 
+from edge import memory
 from edge.appliance import Appliance
 from edge.errors import Unavailable
 from edge.readings import format_time
@@ -81,4 +82,5 @@ async def run(app: Appliance) -> None:
             await prune_once(app)
         except Unavailable as exc:
             log.warning("retention pass failed: %s", exc.message)
+        memory.trim(min_interval=0)  # hand back what bursts of large batches left behind
         await asyncio.sleep(app.settings.retention_interval)

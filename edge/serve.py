@@ -7,6 +7,7 @@ import sys
 
 import uvicorn
 
+from edge import memory
 from edge.app import create_app
 from edge.appliance import Appliance
 from edge.errors import StartupError
@@ -14,6 +15,7 @@ from edge.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
+    memory.limit_arenas()
     settings = Settings.from_args(argv)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -72,6 +72,7 @@ def connect(path: Path, *, sync: str = "full", busy_ms: int = 2000, readonly: bo
     conn.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
     if readonly:
         conn.execute("PRAGMA query_only = 1")
+        conn.execute("PRAGMA cache_size = -1024")  # 1 MiB per reader thread; the OS caches the file anyway
     else:
         conn.execute(f"PRAGMA synchronous = {'FULL' if sync == 'full' else 'NORMAL'}")
         conn.execute("PRAGMA journal_size_limit = 67108864")

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edge import memory
 from edge.alarms import AlarmChange, AlarmEngine
 from edge.errors import InvalidReading, StartupError, Unavailable
 from edge.model import Model
@@ -29,6 +30,7 @@ from edge.storage import TABLE, insert_rows, open_database
 log = logging.getLogger("fdedge.writer")
 
 MAX_GROUP_ROWS = 20_000
+TRIM_AFTER_ROWS = 1000  # a group this large leaves megabytes of freed heap behind
 
 
 @dataclass
@@ -168,6 +170,8 @@ class Writer:
                     break
             if group:
                 self._commit_group(group)
+                if rows >= TRIM_AFTER_ROWS:
+                    memory.trim()
             for task in tasks:
                 self._run_task(task)
             self._flush()

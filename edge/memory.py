@@ -1,0 +1,40 @@
+"""Keep the resident set small on a Pi: few malloc arenas, and freed memory handed back.
+
+glibc gives every thread its own arena and keeps freed pages; after a burst of large batches
+the process would stay at its peak. Both calls are no-ops where glibc is absent (musl, macOS).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import time
+
+M_ARENA_MAX = -8
+
+_libc = None
+try:
+    _name = ctypes.util.find_library("c")
+    _libc = ctypes.CDLL(_name) if _name else None
+    if _libc is not None and not hasattr(_libc, "malloc_trim"):
+        _libc = None
+except OSError:
+    _libc = None
+
+_last_trim = 0.0
+
+
+def limit_arenas(count: int = 2) -> None:
+    """Call before threads start."""
+    if _libc is not None:
+        _libc.mallopt(M_ARENA_MAX, count)
+
+
+def trim(min_interval: float = 5.0) -> None:
+    """Return freed heap memory to the OS, at most every `min_interval` seconds (it walks the heap)."""
+    global _last_trim
+    now = time.monotonic()
+    if _libc is None or now - _last_trim < min_interval:
+        return
+    _last_trim = now
+    _libc.malloc_trim(0)
