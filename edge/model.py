@@ -59,6 +59,20 @@ class Model:
             return raw.astype(np.float64) * self.y_scale + self.y_offset
 
 
+def session_options(threads: int = 1) -> ort.SessionOptions:
+    """The appliance's onnxruntime settings; the build step benchmarks with the same ones."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Spinning threads would burn a Pi's cores between readings.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    # Plain malloc instead of onnxruntime's growing arena: memory goes back after a big batch.
+    options.enable_cpu_mem_arena = False
+    return options
+
+
 def load(model_dir: Path, threads: int = 1) -> Model:
     """Load and warm the model; every problem becomes a StartupError naming the file."""
     manifest_path = model_dir / "manifest.json"
@@ -94,15 +108,7 @@ def load(model_dir: Path, threads: int = 1) -> Model:
             raise StartupError(f"{scalers_path}: {key} must be {size} finite numbers, got shape {params[key].shape}")
 
     onnx_path = model_dir / manifest.get("onnx", "model.onnx")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # Spinning threads would burn a Pi's cores between readings.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    # Plain malloc instead of onnxruntime's growing arena: memory goes back after a big batch.
-    options.enable_cpu_mem_arena = False
+    options = session_options(threads)
     try:
         data = onnx_path.read_bytes()
         session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
