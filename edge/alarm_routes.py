@@ -15,23 +15,11 @@ from starlette.responses import JSONResponse, Response
 
 from edge.alarms import STATES, AlarmChange, get_alarm, list_alarms
 from edge.errors import BadRequest, InvalidJSON, NotFound, PayloadTooLarge
+from edge.params import int_param
 
 MAX_ACK_BYTES = 16 * 1024
 MAX_LIMIT = 1000
 MAX_ID = 2**63 - 1  # SQLite's INTEGER; a larger path id would not even bind
-
-
-def _int(params: Any, key: str, default: int | None, low: int, high: int) -> int | None:
-    text = params.get(key)
-    if text in (None, ""):
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise BadRequest(f"{key} must be an integer, got {text[:40]!r}", field=key) from None
-    if not low <= value <= high:
-        raise BadRequest(f"{key} must be between {low} and {high}", field=key)
-    return value
 
 
 def _alarm_id(request: Request) -> int:
@@ -48,8 +36,8 @@ async def alarms(request: Request) -> Response:
     if state not in STATES:
         raise BadRequest(f"state must be one of {', '.join(STATES)}", field="state", valid=list(STATES))
     machine, fault = params.get("machine") or None, params.get("fault") or None
-    limit = _int(params, "limit", 100, 1, MAX_LIMIT)
-    before = _int(params, "before", None, 1, MAX_ID)
+    limit = int_param(params, "limit", 100, 1, MAX_LIMIT)
+    before = int_param(params, "before", None, 1, MAX_ID)
     readers = request.app.state.appliance.readers
     rows = await run_in_threadpool(lambda: list_alarms(readers.get(), state, machine, fault, limit, before))
     return JSONResponse({"alarms": rows})

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from edge import queries
 from edge.appliance import Appliance
 from edge.errors import BadRequest, NotFound
+from edge.params import int_param
 from edge.fdrest import FAULTS
 from edge.storage import connect
 
@@ -24,16 +25,7 @@ def _app(request: Request) -> Appliance:
 
 
 def _int(request: Request, key: str, default: int, low: int, high: int) -> int:
-    text = request.query_params.get(key)
-    if text in (None, ""):
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise BadRequest(f"{key} must be an integer, got {text[:40]!r}", field=key) from None
-    if not low <= value <= high:
-        raise BadRequest(f"{key} must be between {low} and {high}", field=key)
-    return value
+    return int_param(request.query_params, key, default, low, high)
 
 
 def _machine(request: Request) -> str | None:
