@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 import traceback
@@ -10,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.common import (DEFAULT_MODEL_DIR, RESULTS_DIR, BenchError, Plan, loadavg, machine, now_iso,
-                          sample_readings)
+from bench.common import (DEFAULT_MODEL_DIR, RESULTS_DIR, BenchError, Plan, cpu_share, cpu_times, loadavg, machine,
+                          now_iso, sample_readings)
 
 SECTIONS = ("inference", "http", "resources", "sse")
 
@@ -62,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench import servers
 
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so every server and reader process is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.perf_counter()
+    cpu_start = cpu_times()
     failed = False
     readings, source = sample_readings()
     with servers.Workspace(keep=args.keep, parent=args.tmp) as root:
@@ -111,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             print("interrupted; servers stopped", file=sys.stderr)
             return 130
         results["machine"]["loadavg_end"] = loadavg()
+        results["machine"]["cpu_share"] = cpu_share(cpu_start, cpu_times())
         results["duration_s"] = round(time.perf_counter() - started, 1)
         results["targets"] = report.evaluate(results)
         results["failed"] = failed

@@ -110,6 +110,26 @@ def loadavg() -> list[float] | None:
         return None
 
 
+def cpu_times() -> list[int] | None:
+    """The aggregate `cpu` line of /proc/stat (user nice system idle iowait irq softirq steal ...)."""
+    try:
+        return [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cpu_share(before: list[int] | None, after: list[int] | None) -> dict[str, float] | None:
+    """Where the machine's CPU time went between two cpu_times() snapshots, as fractions.
+
+    `steal` is time the hypervisor gave to other guests: on a shared VM it is the noise."""
+    if not before or not after:
+        return None
+    delta = [b - a for a, b in zip(before, after)]
+    total = sum(delta[:8]) or 1
+    names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+    return {name: round(delta[i] / total, 4) for i, name in enumerate(names) if i < len(delta)}
+
+
 def machine(data_root: Path) -> dict[str, Any]:
     info: dict[str, Any] = {
         "cpu": _cpu_model(),
