@@ -175,3 +175,16 @@ def read_response(sock: socket.socket, timeout: float = 10) -> tuple[int, bytes]
 
 def soak_seconds(default: float) -> float:
     return float(os.environ.get("FDEDGE_SOAK_SECONDS") or default)
+
+
+def drain(sock: socket.socket) -> threading.Thread:
+    """A client that reads (and drops) everything the server sends until the socket closes."""
+    def run() -> None:
+        try:
+            while sock.recv(1 << 20):
+                pass
+        except OSError:
+            pass
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
