@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 MODEL   ?= models/default
 PIP     := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: help install install-build install-test demo serve convert train train-tiny test soak bench browser clean
+.PHONY: help install install-build install-test demo serve convert train train-tiny test soak bench bench-quick browser image image-arm64 clean
 
 help:
 	@echo "make demo     install, convert if stale, serve on :5000 and stream simulated readings"
@@ -13,7 +13,8 @@ help:
 	@echo "make serve    run the appliance (runtime only)"
 	@echo "make convert  Keras + scalers in $(MODEL) -> ONNX + scalers.npz + manifest.json (only if a source changed)"
 	@echo "make train    train the default model on simulated data (slow); train-tiny for a smoke run"
-	@echo "make bench    benchmarks: prints a table, writes bench/results/latest.json"
+	@echo "make bench    benchmarks: prints a table, writes bench/results/latest.json and latest.md (bench-quick: <1 min smoke)"
+	@echo "make image    x86-64 container image; image-arm64 for a Raspberry Pi (buildx + qemu)"
 	@echo "make soak     long reliability run (10 min by default)"
 
 $(BIN)/python:
@@ -62,6 +63,15 @@ browser: $(VENV)/.test
 
 bench: $(VENV)/.test
 	$(BIN)/python -m bench
+
+bench-quick: $(VENV)/.test
+	$(BIN)/python -m bench --quick
+
+image:
+	docker build -t fdedge:latest .
+
+image-arm64:
+	docker buildx build --platform linux/arm64 -f Dockerfile.arm64 -t fdedge:arm64 --load .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis test-output

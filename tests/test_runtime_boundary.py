@@ -8,6 +8,7 @@ to edge/ later are covered without editing this test.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,3 +40,18 @@ def test_edge_imports_no_build_dependencies() -> None:
     assert not result["failed"], f"edge modules fail to import: {result['failed']}"
     assert "edge.cli" in result["imported"] and "edge.fdrest" in result["imported"]
     assert result["loaded"] == [], f"importing edge.* loaded {result['loaded']} (imported: {result['imported']})"
+
+
+def test_onnxruntime_telemetry_is_off_and_writes_nothing(tmp_path):
+    """An appliance must not phone home: no device id, no event database, no DNS lookup."""
+    code = (
+        "import edge.model, pathlib\n"
+        "m = edge.model.load(pathlib.Path('models/default'))\n"
+        "import os; print(os.environ['ORT_DISABLE_TELEMETRY'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env["HOME"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"
+    assert not (tmp_path / ".cache" / "Microsoft").exists()
