@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import math
+import operator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -24,7 +25,6 @@ MACHINE_KEY = "machine"
 DEFAULT_MACHINE = "default"
 MAX_MACHINE_LEN = 64
 KNOWN_KEYS = frozenset(FEATURES) | {TIME_KEY, MACHINE_KEY}
-_NUMBER_TYPES = (float, int)
 
 JSON_TYPES = {"application/json", "text/json"}
 NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/jsonlines"}
@@ -114,17 +114,22 @@ def _number(value: object, row: int, key: str) -> float:
     return number
 
 
+_pick = operator.itemgetter(*FEATURES)
+_PLAIN_NUMBERS = frozenset({float, int})
+
+
 def _values(obj: dict, row: int) -> list:
+    """The 35 values in FD-REST order. The common case (all plain numbers) stays in C: one
+    itemgetter call and one set of types; anything else takes the per-field path."""
     try:
-        values = [obj[key] for key in FEATURES]
+        values = list(_pick(obj))
     except KeyError:
         missing = [key for key in FEATURES if key not in obj]
         raise InvalidReading(f"row {row}: missing feature {missing[0]!r}"
                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
                              row=row, field=missing[0], missing=missing) from None
-    for value in values:
-        if type(value) not in _NUMBER_TYPES:
-            return [_number(v, row, k) for k, v in zip(FEATURES, values)]
+    if not _PLAIN_NUMBERS.issuperset(map(type, values)):
+        return [_number(v, row, k) for k, v in zip(FEATURES, values)]
     return values
 
 
