@@ -3,7 +3,7 @@
 Runs in its own process (`python -m bench.inference`) so TensorFlow's threads and memory never
 touch the HTTP measurements that follow. Rounds alternate onnxruntime and Keras, and each
 figure is the median over rounds. The timing functions are convert/benchmark.py's (the model
-card's figures) when importable; a self-contained copy otherwise.
+card's figures).
 """
 
 from __future__ import annotations
@@ -11,12 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -24,47 +22,10 @@ from bench.common import REPO, BenchError, median, ratio
 from bench.servers import child_env
 
 
-def _median_us(fn: Callable[[], Any], calls: int, rounds: int, per: int = 1, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        samples.append((time.perf_counter() - start) / calls / per * 1e6)
-    return statistics.median(samples)
-
-
-def _own_onnx_figures(model_dir: Path, quick: bool) -> dict[str, Any]:
-    """Fallback when convert/benchmark.py is not importable: the appliance's own session options."""
-    from edge.model import load
-
-    model = load(model_dir, threads=1)
-    z = np.random.default_rng(0).standard_normal((256, 35))
-    x = ((z - model.x_offset) / model.x_scale).astype(np.float32)
-    one, batch = x[:1], x
-    rounds, calls1, calls256 = (3, 300, 10) if quick else (7, 3000, 100)
-    name = model.input_name
-    return {
-        "onnx_batch1_us": _median_us(lambda: model.session.run(None, {name: one}), calls1, rounds, warmup=200),
-        "onnx_batch256_us": _median_us(lambda: model.session.run(None, {name: batch}), calls256, rounds,
-                                       per=256, warmup=10),
-        "pipeline_batch1_us": _median_us(lambda: model.predict(one.astype(np.float64)), calls1, rounds, warmup=200),
-        "readings": x,
-    }
-
-
 def measure(model_dir: Path, keras_path: Path | None, rounds: int, quick: bool) -> dict[str, Any]:
     """The child process's work; returns the section's JSON."""
-    try:
-        from convert import benchmark as cb
-        onnx_fn = lambda: cb.onnx_figures(model_dir, threads=1, quick=quick)  # noqa: E731
-        source = "convert/benchmark.py"
-    except ImportError:
-        cb = None
-        onnx_fn = lambda: _own_onnx_figures(model_dir, quick)  # noqa: E731
-        source = "bench/inference.py"
+    from convert import benchmark as cb  # runtime-only: it imports TensorFlow only when asked
+    source = "convert/benchmark.py"
 
     keras_model = None
     keras_skip = None
@@ -86,21 +47,14 @@ def measure(model_dir: Path, keras_path: Path | None, rounds: int, quick: bool) 
             keras_skip = f"{type(exc).__name__}: {exc}"
 
     def keras_round(x: np.ndarray) -> dict[str, float]:
-        if cb is not None:
-            out = cb.keras_figures(keras_model, x, quick=quick)
-            out.pop("tensorflow", None)
-            return out
-        one = x[:1].astype(np.float32)
-        r, predict_calls, direct_calls = (3, 3, 20) if quick else (5, 10, 100)
-        return {
-            "keras_predict_batch1_us": _median_us(lambda: keras_model.predict(one, verbose=0), predict_calls, r),
-            "keras_call_batch1_us": _median_us(lambda: keras_model(one, training=False), direct_calls, r, warmup=10),
-        }
+        out = cb.keras_figures(keras_model, x, quick=quick)
+        out.pop("tensorflow", None)
+        return out
 
     onnx_rounds: list[dict[str, Any]] = []
     keras_rounds: list[dict[str, float]] = []
     for _ in range(rounds):  # A/B interleaved
-        figures = onnx_fn()
+        figures = cb.onnx_figures(model_dir, threads=1, quick=quick)
         x = figures.pop("readings")
         for key in ("versions", "threads", "onnx_bytes"):
             figures.pop(key, None)
