@@ -13,9 +13,6 @@ import io
 import json
 import math
 import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -26,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from edge.fdrest import CATALOGUE, FAULTS, FEATURES
+from tests.conftest import Server as BaseServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
@@ -96,49 +94,18 @@ def exaggerated(base: dict[str, float]) -> list[dict[str, float]]:
 
 # --- the server ------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`python -m edge serve` on loopback; restartable on the same port and database."""
+class Server(BaseServer):
+    """`python -m edge serve` on loopback (tests/conftest.py); restartable on the same port and
+    database, and stopped like a power cut: committed rows are on disk (WAL)."""
 
     def __init__(self, data_dir: Path, model_dir: Path, args: list[str]) -> None:
-        self.data_dir, self.model_dir, self.args = data_dir, model_dir, args
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = data_dir.parent / f"server-{self.port}.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 30) -> "Server":
-        python = REPO / ".venv" / "bin" / "python"
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [str(python if python.exists() else sys.executable), "-m", "edge", "serve",
-                 "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(self.data_dir),
-                 "--model-dir", str(self.model_dir), *self.args],
-                cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"server not ready after {timeout}s:\n{self.log()}")
+        super().__init__(data_dir, model_dir, args=args)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()  # like a power cut; committed rows are on disk (WAL)
-            self.proc.wait(10)
+        self.kill()
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
+        return self.read_log()
 
     def request(self, method: str, path: str, body: object = None, headers: dict | None = None):
         data = None if body is None else json.dumps(body).encode()
