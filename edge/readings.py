@@ -115,7 +115,10 @@ def _number(value: object, row: int, key: str) -> float:
 
 
 _pick = operator.itemgetter(*FEATURES)
-_PLAIN_NUMBERS = frozenset({float, int})
+# Only floats stay as they are: an int can be beyond SQLite's 64-bit INTEGER (2**63 and up is still a
+# finite float), which made the insert raise OverflowError and killed the writer thread. Ints take
+# the per-field path and become floats, as the REAL columns would store them anyway.
+_PLAIN_NUMBERS = frozenset({float})
 
 
 def _values(obj: dict, row: int) -> list:
