@@ -169,7 +169,10 @@ class Writer:
                 except queue.Empty:
                     break
             if group:
-                self._commit_group(group)
+                try:
+                    self._commit_group(group)
+                except Exception:  # noqa: BLE001 - a bug must cost one group, never the writer thread
+                    self._fail_group(group)
                 if rows >= TRIM_AFTER_ROWS:
                     memory.trim()
             for task in tasks:
@@ -186,6 +189,21 @@ class Writer:
         pending, self._pending = self._pending, []
         assert self._loop is not None
         self._loop.call_soon_threadsafe(_settle_all, pending)
+
+    def _fail_group(self, group: list[_Ingest]) -> None:
+        log.exception("unexpected error while storing a group of %d requests", len(group))
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        if self.alarms is not None:
+            self.alarms.rollback()
+        settled = {id(future) for future, _, _ in self._pending}
+        for job in group:
+            if id(job.future) not in settled:
+                self._settle(job.future, error=Unavailable("internal error while storing; nothing was stored",
+                                                           reason="internal_error"))
 
     def _run_task(self, task: _Task) -> None:
         try:

@@ -365,3 +365,17 @@ def test_absurd_finite_values_are_refused_alone_never_stored_as_nan(client, sett
     assert client.post("/send", json=good).status_code == 200
     with sqlite3.connect(settings.db_path) as conn:
         assert conn.execute("SELECT count(*) FROM sensor_data WHERE fault0 IS NULL OR fault0 != fault0").fetchone()[0] == 0
+
+
+def test_an_unexpected_writer_error_costs_one_request_not_the_writer(client, settings, monkeypatch):
+    app = client.app.state.appliance
+
+    def bug(group):
+        raise KeyError("a bug in the writer")
+
+    monkeypatch.setattr(app.writer, "_known_keys", bug)
+    r = client.post("/send", json=reading(0))
+    assert r.status_code == 503 and r.json()["reason"] == "internal_error"
+    monkeypatch.undo()
+    assert client.post("/send", json=reading(1)).status_code == 200
+    assert app.writer.alive and rows(settings) == 1
