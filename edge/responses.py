@@ -18,9 +18,10 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
 
 def error_response(exc: FDEdgeError) -> JSONResponse:
     response = JSONResponse(exc.body(), status_code=exc.status)
-    if exc.status == 413 or exc.details.get("reason") == "body_timeout":
-        # The body was not read in full: close, or the connection stays open for as long as a
-        # slow (or oversized) sender keeps trickling the rest of it.
+    if exc.details.get("reason") == "body_timeout":
+        # A slowloris sender: close, or the connection stays open as long as it keeps trickling.
+        # Not for 413: closing with the body unread makes the kernel reset the connection, and the
+        # client may never see the 413 (it would retry instead of setting the batch aside).
         response.headers["Connection"] = "close"
     return response
 
