@@ -17,24 +17,29 @@ COOKIE = "fdedge_token"
 OPEN_PATHS = frozenset({"/", "/report", "/dashboard", "/healthz", "/readyz", "/openapi.json", "/api/model", "/favicon.ico"})
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def required(method: str, path: str) -> str | None:
-    """'ingest', 'read' or None (open)."""
-    if method == "POST":
+    """'ingest', 'read' or None (open). Every method that can change something is a write, so a
+    future PUT or DELETE route needs the ingest token without anyone remembering to add it here."""
+    if method not in SAFE_METHODS:
         return "ingest"
     if path in OPEN_PATHS or path.startswith("/static/"):
         return None
     return "read"
 
 
-def presented(scope: Scope) -> str | None:
-    """The Authorization header wins over the cookie, wherever each sits in the request."""
+def presented(scope: Scope, cookie_ok: bool = True) -> str | None:
+    """The Authorization header wins over the cookie, wherever each sits in the request. Writes
+    take the header only: a cookie rides along on requests other sites make (CSRF)."""
     cookie: str | None = None
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer" and token:
                 return token.strip()
-        elif name == b"cookie" and cookie is None:
+        elif name == b"cookie" and cookie is None and cookie_ok:
             jar: SimpleCookie = SimpleCookie()
             try:
                 jar.load(value.decode("latin-1"))
@@ -62,7 +67,7 @@ class TokenAuth:
         need = required(scope["method"], scope["path"])
         if need is None:
             return True
-        given = presented(scope)
+        given = presented(scope, cookie_ok=need == "read")
         if need == "ingest":
             return self.token is None or matches(given, self.token)
         if self.read_token is None:
