@@ -162,9 +162,16 @@ def first_match(conn: sqlite3.Connection, flt: ReportFilter) -> bool:
 
 
 def safe_cell(value: Any) -> Any:
-    """Text a spreadsheet would run as a formula gets a leading apostrophe (OWASP CSV injection)."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
+    """Text a spreadsheet would run as a formula gets a leading apostrophe (OWASP CSV injection).
+
+    A bare CR inside a text cell would be written unquoted (the writer's line end is "\n") and a
+    spreadsheet would start a new row there, whose first cell escapes this check: line breaks in
+    text become "\n", which the writer quotes."""
+    if isinstance(value, str):
+        if "\r" in value:
+            value = value.replace("\r\n", "\n").replace("\r", "\n")
+        if value.startswith(_FORMULA_START):
+            return "'" + value
     return value
 
 
