@@ -111,6 +111,10 @@ def _n(value: Any) -> str:
     return str(value)
 
 
+def _count(n: Any, word: str) -> str:
+    return f"{_n(n)} {word}{'' if n == 1 else 's'}"
+
+
 def _list(items: Any) -> str:
     return ", ".join(map(str, items)) if isinstance(items, list) else str(items)
 
@@ -122,9 +126,9 @@ def _crash(f: dict) -> list[str]:
         f"{_n(f.get('requests_acked', 0))} requests / {_n(f.get('readings_acked', 0))} readings answered 200: "
         f"**{_n(f.get('readings_lost', 0))} lost, {_n(f.get('readings_duplicated', 0))} duplicated, "
         f"{_n(f.get('batches_half_stored', 0))} batches half-stored**",
-        f"{_n(f.get('readings_committed_unacked', 0))} readings committed whose answer the kill cut off "
-        f"(stored whole); {_n(f.get('keyed_retries', 0))} unanswered requests re-sent with their Idempotency-Key after "
-        f"restart, {_n(f.get('keyed_retries_replayed', 0))} of them answered from the stored result",
+        f"{_count(f.get('readings_committed_unacked', 0), 'reading')} committed although the kill cut off the answer "
+        f"(stored whole); {_count(f.get('keyed_retries', 0), 'unanswered request')} re-sent with the same Idempotency-Key "
+        f"after the restart, {_n(f.get('keyed_retries_replayed', 0))} answered from the stored result",
     ]
 
 
@@ -136,7 +140,7 @@ def _sensor(f: dict) -> list[str]:
 
 
 def _faults(f: dict) -> list[str]:
-    lines = [f"{name}: {what}" for name, what in sorted(f.get("survived", {}).items())]
+    lines = [f"{name}: {what}" for name, what in f.get("survived", {}).items()]
     if f.get("skipped"):
         lines.append("skipped here: " + _list(f["skipped"]))
     return lines
@@ -195,7 +199,8 @@ def markdown(data: dict) -> str:
         if not sec:
             continue
         failed = sec.get("failed") or []
-        status = f"**{len(failed)} of {sec.get('tests', 0)} tests failed**" if failed else f"{sec.get('tests', 0)} tests passed"
+        tests = sec.get("tests", 0)
+        status = f"**{len(failed)} of {_count(tests, 'test')} failed**" if failed else f"{_count(tests, 'test')} passed"
         out.append(f"**{title}** ({status}, {sec.get('measured', '')})")
         out.append("")
         try:
