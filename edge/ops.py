@@ -31,9 +31,18 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-def _probe(conn: sqlite3.Connection) -> None:
+CAP_SLACK_PAGES = 16  # fewer free pages than this under --max-db-mb: the next batch will not fit
+
+
+def _probe(conn: sqlite3.Connection) -> str | None:
     conn.execute("BEGIN IMMEDIATE")  # takes the write lock: proves the database is writable now
     conn.execute("ROLLBACK")
+    # fetchall: never leave a statement open on the writer's connection
+    cap = conn.execute("PRAGMA max_page_count").fetchall()[0][0]
+    used = conn.execute("PRAGMA page_count").fetchall()[0][0] - conn.execute("PRAGMA freelist_count").fetchall()[0][0]
+    if cap - used < CAP_SLACK_PAGES:
+        return "the database reached its size cap (--max-db-mb): ingest answers 503 until retention makes room"
+    return None
 
 
 async def readyz(request: Request) -> Response:
@@ -43,7 +52,9 @@ async def readyz(request: Request) -> Response:
         problems.append("the writer thread is not running")
     else:
         try:
-            await asyncio.wait_for(app.writer.run(_probe), 3.0)
+            full = await asyncio.wait_for(app.writer.run(_probe), 3.0)
+            if full:
+                problems.append(full)
         except asyncio.TimeoutError:
             problems.append("the database did not answer within 3 s")
         except Unavailable as exc:
