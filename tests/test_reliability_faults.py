@@ -193,6 +193,8 @@ def test_size_capped_database_answers_503_disk_full_then_retention_makes_room(se
         answers = list(pool.map(lambda i: post(server.port, batch(40, i)), range(16)))
     assert {a.status for a in answers} == {503} and {a.json()["reason"] for a in answers} == {"disk_full"}
     assert count_rows(db) == acked
+    ready = get(server.port, "/readyz")  # monitoring sees it
+    assert ready.status == 503 and "size cap" in " ".join(ready.json()["problems"]), ready.text
     assert get(server.port, "/healthz").status == 200
     assert get(server.port, "/api/latest?limit=5").status == 200
     assert get(server.port, "/history?metric=temperature&limit=10").status == 200
@@ -203,9 +205,10 @@ def test_size_capped_database_answers_503_disk_full_then_retention_makes_room(se
                             args=["--max-db-mb", "0.5", "--retention-rows", "200", "--retention-interval", "0.2"]).start()
     wait_for(lambda: count_rows(db) <= 200, 30, "retention to prune")
     assert post(server.port, batch(50)).status == 200
+    assert get(server.port, "/readyz").status == 200
     survived(report, "disk full (--max-db-mb cap)",
-             f"503 `disk_full` after {acked} readings, 16 concurrent batches refused whole, reads served; "
-             "retention made room and ingest resumed")
+             f"503 `disk_full` after {acked} readings, 16 concurrent batches refused whole, /readyz 503 naming the "
+             "cap, reads served; retention made room, ingest and readiness resumed")
 
 
 @pytest.fixture
