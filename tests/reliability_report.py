@@ -176,8 +176,10 @@ def _load(f: dict) -> list[str]:
         f"{_n(f.get('readings', 0))} readings, {_n(f.get('errors', 0))} errors",
         f"server RSS {_n(f.get('rss_start_mb', 0))} MB after warm-up -> {_n(f.get('rss_end_mb', 0))} MB at the end "
         f"(peak {_n(f.get('rss_peak_mb', 0))} MB)",
-        f"POST /send p99 {_n(f.get('p99_first_ms', 0))} ms in the first window, worst later window "
-        f"{_n(f.get('p99_worst_ms', 0))} ms (p50 {_n(f.get('p50_ms', 0))} ms)",
+        f"POST /send p99 {f.get('p99_first_ms', 0):.1f} ms in the first window, worst later window "
+        f"{f.get('p99_worst_ms', 0):.1f} ms (p50 {f.get('p50_ms', 0):.1f} ms; "
+        f"{_n(f.get('windows_judged', 0))} of {_count(f.get('windows', 0), 'window')} of "
+        f"{_n(f.get('window_s', 0))} s judged, the others had other work on the machine)",
         f"rows peaked at {_n(f.get('rows_peak', 0))} for a bound of {_n(f.get('retention_rows', 0))}",
         f"SSE: {_n(f.get('sse_events', 0))} events delivered, **{_n(f.get('sse_missing', 0))} missing, "
         f"{_n(f.get('sse_duplicates', 0))} duplicated**, {_n(f.get('sse_gap_events', 0))} declared gaps",

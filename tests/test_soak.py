@@ -3,7 +3,8 @@ with 50 SSE clients connected and consuming, and retention keeping the table at 
 
 Checked over the run: no request fails; server memory stays flat (RSS at the end below 1.5 x the
 RSS after warm-up + 20 MB); POST /send p99 in every later window stays within 2 x the first
-window's; the row count never exceeds the bound by more than what arrives between two retention
+window's (+5 ms), judged on the windows where other processes on the machine used less than half
+a core (their CPU is measured from /proc; at least half the windows must qualify); the row count never exceeds the bound by more than what arrives between two retention
 passes; every SSE client received every reading from its first to the last one, each once
 (missing and duplicated ids counted, declared gaps counted separately).
 
@@ -39,6 +40,7 @@ SSE_CLIENTS = 50
 RETENTION_ROWS = 20_000
 RETENTION_INTERVAL = 0.5
 GRACE_MS = 5.0  # p99 may exceed 2 x the first window's by this much (timer and scheduler noise)
+OTHER_WORK_CORES = 0.5  # a window where other processes used more CPU than this is not judged
 
 
 # -- the SSE clients (run in their own process) -----------------------------------------------------
@@ -189,6 +191,22 @@ class Load:
             t.join(60)
 
 
+def busy_jiffies() -> int:
+    """CPU time processes spent, machine-wide, from /proc/stat (user nice system steal). Interrupt
+    time is left out: the test's own loopback traffic is mostly handled there, charged to no process."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[0] + fields[1] + fields[2] + fields[7]
+
+
+def process_jiffies(pid: int) -> int:
+    """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -227,12 +245,15 @@ def soak(server_factory, linear_model, report, section: str, seconds: float, win
         rss: list[tuple[float, float]] = []
         rows: list[int] = []
         loadavg: list[tuple[float, float]] = []  # the machine's 1-minute load: other work skews latency
+        own_pids = [server.proc.pid, consumers.pid, os.getpid()]
+        cpu: list[tuple[float, int, int]] = [(0.0, busy_jiffies(), sum(map(process_jiffies, own_pids)))]
         end = load.t0 + seconds
         while time.monotonic() < end:
             time.sleep(1)
             rss.append((time.monotonic() - load.t0, rss_mb(server.proc.pid)))
             rows.append(count_rows(db))
             loadavg.append((time.monotonic() - load.t0, float(Path("/proc/loadavg").read_text().split()[0])))
+            cpu.append((time.monotonic() - load.t0, busy_jiffies(), sum(map(process_jiffies, own_pids))))
             assert server.proc.poll() is None, "the server died"
         load.finish()
         final = max_id(db)
@@ -256,6 +277,15 @@ def soak(server_factory, linear_model, report, section: str, seconds: float, win
     p99 = [percentile(w, 0.99) for w in windows if w]
     load_per_window = [round(max([la for t, la in loadavg if i * window <= t < (i + 1) * window] or [0.0]), 2)
                        for i in range(len(p99))]
+    # CPU other processes used in each window, in cores: the machine's busy time minus ours
+    hz = os.sysconf("SC_CLK_TCK")
+    other_cores = []
+    for i in range(len(p99)):
+        inside = [c for c in cpu if i * window <= c[0] <= (i + 1) * window] or [cpu[-1]]
+        first, last = inside[0], inside[-1]
+        span = max(last[0] - first[0], 1e-9)
+        other_cores.append(round(max(0.0, ((last[1] - first[1]) - (last[2] - first[2])) / hz / span), 2))
+    quiet = [i for i, c in enumerate(other_cores) if c <= OTHER_WORK_CORES]
     warm = [mb for t, mb in rss if t >= window] or [rss[-1][1]]
     rss_start, rss_end, rss_peak = warm[0], rss[-1][1], max(mb for _, mb in rss)
     bound = RETENTION_ROWS + RATE * RETENTION_INTERVAL + BATCH
@@ -264,7 +294,11 @@ def soak(server_factory, linear_model, report, section: str, seconds: float, win
         "retention_rows": RETENTION_ROWS, "readings": load.readings, "requests": len(load.samples),
         "errors": len(load.errors), "rss_start_mb": round(rss_start, 1), "rss_end_mb": round(rss_end, 1),
         "rss_peak_mb": round(rss_peak, 1), "p99_windows_ms": [round(x, 2) for x in p99],
-        "p99_first_ms": round(p99[0], 2), "loadavg_max_per_window": load_per_window, "cpus": os.cpu_count(), "p99_worst_ms": round(max(p99[1:] or p99), 2),
+        "p99_first_ms": round(p99[quiet[0]] if quiet else p99[0], 2), "loadavg_max_per_window": load_per_window,
+        "cpus": os.cpu_count(), "other_work_cores_per_window": other_cores,
+        "windows_judged": len(quiet), "windows": len(p99),
+        "p99_worst_ms": round(max([p99[i] for i in quiet[1:]] or [p99[quiet[0]] if quiet else p99[0]]), 2),
+        "p99_worst_any_ms": round(max(p99), 2),
         "p50_ms": round(percentile([lat for _, lat in load.samples], 0.5), 2),
         "rows_peak": max(rows), "rows_bound_checked": bound,
         "sse_events": sum(c["received"] for c in clients), "sse_missing": sum(c["missing"] for c in clients),
@@ -277,11 +311,16 @@ def soak(server_factory, linear_model, report, section: str, seconds: float, win
     assert not load.errors, f"{len(load.errors)} failed requests, e.g. {load.errors[:3]}"
     assert load.readings >= RATE * seconds * 0.9, f"offered {RATE}/s, delivered {load.readings / seconds:.0f}/s"
     assert rss_end < rss_start * 1.5 + 20, f"RSS grew from {rss_start:.0f} to {rss_end:.0f} MB: {rss[::10]}"
-    for i, later in enumerate(p99[1:], start=2):
-        assert later <= 2 * p99[0] + GRACE_MS, (
-            f"p99 of window {i} is {later:.1f} ms, first window {p99[0]:.1f} ms: {[round(x, 1) for x in p99]}; "
-            f"machine load average per window {load_per_window} on {os.cpu_count()} CPUs (other work on the "
-            "machine shows up here: run make soak on a quiet one)")
+    # p99 is judged on windows where other processes left the machine alone (a slower server counts:
+    # only other processes' CPU is left out); the first such window is the reference.
+    assert len(quiet) >= max(2, (len(p99) + 1) // 2), (
+        f"the machine was busy with other work in {len(p99) - len(quiet)} of {len(p99)} windows "
+        f"(cores used by other processes {other_cores}, load average {load_per_window}): run make soak on a quiet one")
+    reference = p99[quiet[0]]
+    for i in quiet[1:]:
+        assert p99[i] <= 2 * reference + GRACE_MS, (
+            f"p99 of window {i + 1} is {p99[i]:.1f} ms, window {quiet[0] + 1} {reference:.1f} ms: "
+            f"{[round(x, 1) for x in p99]}; other processes used {other_cores} cores")
     assert max(rows) <= bound, f"{max(rows)} rows for a bound of {RETENTION_ROWS} (+{bound - RETENTION_ROWS} between passes)"
     assert all(c["status"] == 200 for c in clients)
     assert figures["sse_missing"] == 0 and figures["sse_duplicates"] == 0, clients
