@@ -26,6 +26,7 @@ TITLES = {
     "crash_soak": "Acknowledged readings survive SIGKILL (soak)",
     "sensor": "Virtual sensor buffer across server kills",
     "faults": "Faults survived",
+    "faults_soak": "Faults survived (soak: the real 30 s deadlines)",
     "bad_input": "Bad input refused cleanly",
     "security": "Access and injection",
     "load": "Load held (short soak, make test)",
@@ -186,7 +187,7 @@ def _load(f: dict) -> list[str]:
     ]
 
 
-RENDER = {"crash": _crash, "crash_soak": _crash, "sensor": _sensor, "faults": _faults, "bad_input": _bad_input,
+RENDER = {"crash": _crash, "crash_soak": _crash, "sensor": _sensor, "faults": _faults, "faults_soak": _faults, "bad_input": _bad_input,
           "security": _security, "load": _load, "load_soak": _load}
 
 

@@ -38,8 +38,8 @@ def model_dir(linear_model) -> Path:
     return BUNDLED if (BUNDLED / "manifest.json").exists() else linear_model[0]
 
 
-def survived(report, name: str, what: str) -> None:
-    report.section("faults").setdefault("survived", {})[name] = what
+def survived(report, name: str, what: str, section: str = "faults") -> None:
+    report.section(section).setdefault("survived", {})[name] = what
 
 
 def batch(n: int, seed: int = 0, **extra) -> list[dict]:
@@ -534,7 +534,8 @@ def test_real_server_cuts_a_slow_body_off_after_thirty_seconds(server_factory, l
             assert status == 400 and json.loads(body)["reason"] == "body_timeout"
     finally:
         slow.close()
-    survived(report, "slowloris against the real server (soak)", f"cut off with 400 after the {BODY_TIMEOUT:.0f} s deadline")
+    survived(report, "slowloris against the real server", f"cut off with 400 after the {BODY_TIMEOUT:.0f} s deadline",
+             "faults_soak")
 
 
 def test_sse_clients_that_never_read_do_not_stall_ingest_and_are_disconnected(settings, monkeypatch, report):
@@ -610,4 +611,5 @@ def test_real_server_disconnects_a_client_that_stops_reading(server_factory, lin
     finally:
         for s in stuck:
             s.close()
-    survived(report, "SSE client that stops reading (soak, real server)", "disconnected after the 30 s send timeout")
+    survived(report, "SSE clients that stop reading, real server", "disconnected after the 30 s send timeout",
+             "faults_soak")
