@@ -202,13 +202,19 @@ def single_body(readings: list[dict[str, Any]]) -> bytes:
     return json.dumps(readings[0]).encode()
 
 
-def batch_body(readings: list[dict[str, Any]], rows: int) -> bytes:
-    """`rows` readings cycling through the samples, one second apart."""
-    start = datetime(2024, 1, 1, tzinfo=timezone.utc)
+BATCH_START = datetime(2024, 1, 1, tzinfo=timezone.utc)
+TIME_PLACEHOLDER = "@TIME@"
+
+
+def batch_body(readings: list[dict[str, Any]], rows: int, first: int = 0, *, placeholder: bool = False) -> bytes:
+    """`rows` readings cycling through the samples, one second apart, the first at BATCH_START +
+    `first` seconds: consecutive batches continue each other's clock, as a sensor's uploads do.
+    With `placeholder`, every time is TIME_PLACEHOLDER for the load generator to fill in."""
     out = []
     for i in range(rows):
         body = dict(readings[i % len(readings)])
-        body["Time"] = (start + timedelta(seconds=i)).strftime("%Y-%m-%d %H:%M:%S")
+        body["Time"] = (TIME_PLACEHOLDER if placeholder
+                        else (BATCH_START + timedelta(seconds=first + i)).strftime("%Y-%m-%d %H:%M:%S"))
         out.append(body)
     return json.dumps(out).encode()
 

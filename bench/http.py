@@ -57,6 +57,7 @@ def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
         log: Callable[[str], None] = print) -> dict[str, Any]:
     single = single_body(readings)
     batch = batch_body(readings, plan.batch_rows)
+    template = batch_body(readings, plan.batch_rows, placeholder=True)
     bare = Server("bare", root).start()
     edges = {sync: Server("edge", root, model_dir=model_dir, sync=sync).start() for sync in ("full", "normal")}
     everyone = [bare, edges["full"], edges["normal"]]
@@ -66,7 +67,7 @@ def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
         for server in edges.values():
             _check(server, batch, plan.batch_rows)
         single_wrk = Wrk(root, "single", single)
-        batch_wrk = Wrk(root, "batch", batch)
+        batch_wrk = Wrk(root, "batch", template, advancing_times=True)
         for server in everyone:
             single_wrk.warm(server.port, plan.warmup, plan.connections)
 

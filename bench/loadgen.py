@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import BenchError, percentile, run_async
+from bench.common import BATCH_START, TIME_PLACEHOLDER, BenchError, percentile, run_async
 
 WRK_LUA = r"""
 local f = assert(io.open(%(body)q, "rb"))
@@ -39,6 +39,41 @@ end
 """
 
 
+# Batches whose readings carry a fresh time on every request, as a sensor's uploads do. Sending one
+# fixed body would store the same 1,000 times again and again: each batch would then scatter its
+# index entries over the whole time index, and ingest would slow as the database grows, which no
+# sensor does. The body file holds TIME_PLACEHOLDER where each time goes; times advance a second per
+# reading from %(start)d (Unix seconds), continuing across requests.
+ADVANCING_LUA = r"""
+local pieces, n = {}, 0
+local start = %(start)d
+local clock = 0
+local f = assert(io.open(%(body)q, "rb"))
+local template = f:read("*a")
+f:close()
+local at = 1
+while true do
+  local i, j = template:find(%(mark)q, at, true)
+  if not i then break end
+  pieces[#pieces + 1] = template:sub(at, i - 1)
+  at = j + 1
+end
+local tail = template:sub(at)
+n = #pieces
+
+request = function()
+  local out = {}
+  for k = 1, n do
+    out[2 * k - 1] = pieces[k]
+    out[2 * k] = os.date("!%%Y-%%m-%%d %%H:%%M:%%S", start + clock)
+    clock = clock + 1
+  end
+  out[2 * n + 1] = tail
+  return wrk.format(nil, nil, nil, table.concat(out))
+end
+"""
+
+
 def wrk_path() -> str:
     path = shutil.which("wrk")
     if path is None:
@@ -54,12 +89,20 @@ def lua_string(text: str) -> str:
 class Wrk:
     """Runs wrk against POST /send with a fixed body read from a file."""
 
-    def __init__(self, workdir: Path, name: str, body: bytes) -> None:
+    def __init__(self, workdir: Path, name: str, body: bytes, *, advancing_times: bool = False) -> None:
+        """With `advancing_times`, `body` is a batch_body(..., placeholder=True) template."""
         self.binary = wrk_path()
         self.body_path = workdir / f"{name}.json"
         self.body_path.write_bytes(body)
         self.script = workdir / f"{name}.lua"
-        self.script.write_text(WRK_LUA.replace("%(body)q", lua_string(str(self.body_path))).replace("%%", "%"))
+        script = WRK_LUA.replace("%(body)q", lua_string(str(self.body_path)))
+        if advancing_times:
+            if TIME_PLACEHOLDER.encode() not in body:
+                raise BenchError(f"{name}: advancing times need {TIME_PLACEHOLDER} in the body")
+            script += (ADVANCING_LUA.replace("%(body)q", lua_string(str(self.body_path)))
+                       .replace("%(mark)q", lua_string(TIME_PLACEHOLDER))
+                       .replace("%(start)d", str(int(BATCH_START.timestamp()))))
+        self.script.write_text(script.replace("%%", "%"))
         self.body_bytes = len(body)
 
     def run(self, port: int, duration: float, connections: int = 16, threads: int = 1,

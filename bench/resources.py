@@ -6,19 +6,19 @@ import http.client
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from bench.common import BenchError, Plan, batch_body, median
 from bench.servers import Server, http_get
 
 
-def _ingest(server: Server, body: bytes, requests: int) -> float:
-    """POST `body` `requests` times on one keep-alive connection; returns readings/s."""
+def _ingest(server: Server, bodies: Iterator[bytes], requests: int) -> float:
+    """POST `requests` bodies on one keep-alive connection; returns the seconds it took."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
     start = time.perf_counter()
     try:
         for _ in range(requests):
-            conn.request("POST", "/send", body=body, headers={"Content-Type": "application/json"})
+            conn.request("POST", "/send", body=next(bodies), headers={"Content-Type": "application/json"})
             response = conn.getresponse()
             answer = response.read()
             if response.status != 200:
@@ -56,9 +56,9 @@ def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
     server = Server("edge", root, model_dir=model_dir, name="edge-rss").start()
     try:
         idle = server.status()
-        body = batch_body(readings, plan.batch_rows)
         requests = plan.stored_readings // plan.batch_rows
-        seconds = _ingest(server, body, requests)
+        bodies = (batch_body(readings, plan.batch_rows, first=k * plan.batch_rows) for k in range(requests))
+        seconds = _ingest(server, bodies, requests)
         time.sleep(1.0)  # let the writer checkpoint / settle
         after = server.status()
         rows = _stored(server)
