@@ -31,6 +31,7 @@ log = logging.getLogger("fdedge.writer")
 
 MAX_GROUP_ROWS = 20_000
 TRIM_AFTER_ROWS = 1000  # a group this large leaves megabytes of freed heap behind
+TRIM_WHEN_IDLE_S = 0.2  # ...handed back once ingest pauses this long, so a burst leaves no plateau
 
 
 @dataclass
@@ -104,6 +105,7 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._gathered: list[_Ingest] = []
         self._pending: list[tuple[asyncio.Future, Any, BaseException | None]] = []
+        self._trim_due = False
 
     # -- event-loop side ----------------------------------------------------------------------
 
@@ -145,9 +147,19 @@ class Writer:
 
     # -- writer thread --------------------------------------------------------------------------
 
+    def _next(self) -> Any:
+        if not self._trim_due:
+            return self._queue.get()
+        try:
+            return self._queue.get(timeout=TRIM_WHEN_IDLE_S)
+        except queue.Empty:
+            self._trim_due = False
+            memory.trim(min_interval=0)
+            return self._queue.get()
+
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            item = self._next()
             if item is _STOP:
                 return
             group: list[_Ingest] = []
@@ -174,6 +186,7 @@ class Writer:
                 except Exception:  # noqa: BLE001 - a bug must cost one group, never the writer thread
                     self._fail_group(group)
                 if rows >= TRIM_AFTER_ROWS:
+                    self._trim_due = True
                     memory.trim()
             for task in tasks:
                 self._run_task(task)
