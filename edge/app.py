@@ -14,14 +14,41 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from edge import alarm_routes, events, ingest, openapi, ops, reads, retention
 from edge.appliance import Appliance
 from edge.auth import TokenAuth
-from edge.responses import EXCEPTION_HANDLERS
+from edge.errors import FDEdgeError
+from edge.responses import EXCEPTION_HANDLERS, error_response, internal_error
 from edge.settings import Settings
 
 log = logging.getLogger("fdedge")
+
+
+class App(Starlette):
+    """Starlette, except that POST /send goes straight to the ingest app.
+
+    Ingest is the one path sensors hit thousands of times a second; Starlette's error and
+    routing layers (two middlewares, a route scan, an exception wrapper) cost ~4 µs of its ~31 µs
+    in the app (measured in-process, uvicorn excluded).
+    The shortcut keeps what those layers do for this path: the token check (a request the check
+    refuses takes the normal way, which answers 401) and one JSON error mapping."""
+
+    auth: TokenAuth | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] != "http" or scope["path"] != "/send" or scope["method"] != "POST"
+                or (self.auth is not None and not self.auth.allowed(scope))):
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        try:
+            await ingest.send(scope, receive, send)
+        except FDEdgeError as exc:
+            await error_response(exc)(scope, receive, send)
+        except Exception:  # noqa: BLE001 - as ServerErrorMiddleware: logged, a JSON 500, no traceback out
+            await internal_error("POST", "/send")(scope, receive, send)
 
 
 def create_app(settings: Settings, appliance: Appliance | None = None) -> Starlette:
@@ -70,12 +97,15 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
         Route("/dashboard", ops.page("dashboard.html")),
         Mount("/static", app=StaticFiles(directory=settings.web_dir / "static", check_dir=False), name="static"),
     ]
-    return Starlette(
+    tokens = settings.token or settings.read_token
+    app = App(
         debug=False,
         routes=routes,
         # Without tokens the middleware would only cost time on every request.
-        middleware=([Middleware(TokenAuth, token=settings.token, read_token=settings.read_token)]
-                    if settings.token or settings.read_token else []),
+        middleware=[Middleware(TokenAuth, token=settings.token, read_token=settings.read_token)] if tokens else [],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+    if tokens:
+        app.auth = TokenAuth(app.router, token=settings.token, read_token=settings.read_token)
+    return app

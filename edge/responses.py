@@ -41,10 +41,15 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
                         headers=getattr(exc, "headers", None))
 
 
-async def on_unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
+def internal_error(method: str, path: str) -> JSONResponse:
+    """Call from an `except` block: logs the traceback for the operator, tells the client nothing of it."""
+    log.exception("unexpected error on %s %s", method, path)
     return JSONResponse({"error": "internal", "message": "internal error; the server logged the details"},
                         status_code=500)
+
+
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    return internal_error(request.method, request.url.path)
 
 
 EXCEPTION_HANDLERS = {

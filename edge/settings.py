@@ -36,7 +36,7 @@ class Settings:
     retention_rows: int = field(default=0, metadata={"help": "keep at most this many readings (0 = no limit)"})
     max_db_mb: float = field(default=0.0, metadata={"help": "hard cap on the database size in MiB; ingest answers 503 when reached (0 = none)"})
     retention_interval: float = field(default=60.0, metadata={"help": "seconds between retention passes"})
-    sync: str = field(default="full", metadata={"help": "SQLite synchronous mode: full survives power loss, normal only process crashes", "choices": ("full", "normal")})
+    sync: str = field(default="full", metadata={"help": "full: a reading is answered once it is on disk (survives power loss); normal: once committed (survives a crash of the server, not of the machine)", "choices": ("full", "normal")})
     threads: int = field(default=1, metadata={"help": "onnxruntime intra-op threads"})
     sse_buffer: int = field(default=4096, metadata={"help": "recent events kept in memory for live clients (shared by all); a client further behind is caught up from the database"})
     sse_replay_max: int = field(default=10_000, metadata={"help": "most missed readings replayed to a reconnecting SSE client"})

@@ -1,8 +1,8 @@
 """The single writer: scores and commits everything queued since its last commit in one go.
 
-Concurrent requests share one onnxruntime call and one transaction (group commit), so durable
-commits (`synchronous=FULL`) cost little throughput; a request is answered only after the
-transaction holding its readings has committed.
+Concurrent requests share one onnxruntime call and one transaction (group commit); a request is
+answered only after the transaction holding its readings has committed, and with `--sync full`
+only after that commit is on disk (edge.walsync, which syncs while the writer goes on).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from edge.model import Model
 from edge.readings import Batch, now_text
 from edge.fdrest import FAULTS
 from edge.storage import TABLE, insert_rows, open_database
+from edge.walsync import WalSyncer
 
 log = logging.getLogger("fdedge.writer")
 
@@ -87,7 +88,10 @@ class Writer:
                  observe: Callable[[str, float], None] | None = None,
                  alarms: AlarmEngine | None = None,
                  on_alarms: Callable[[list[AlarmChange]], None] | None = None) -> None:
-        self.conn = open_database(db_path, sync=sync, init=init, max_mb=max_mb)
+        # `full` is the WAL syncer's fdatasync before each answer, not SQLite's own sync in COMMIT.
+        self.durable = sync == "full"
+        self.wal_path = Path(str(db_path) + "-wal")
+        self.conn = open_database(db_path, sync="normal", init=init, max_mb=max_mb)
         self.alarms = alarms
         self.on_alarms = on_alarms
         if alarms is not None:
@@ -106,11 +110,15 @@ class Writer:
         self._gathered: list[_Ingest] = []
         self._pending: list[tuple[asyncio.Future, Any, BaseException | None]] = []
         self._trim_due = False
+        self._syncer: WalSyncer | None = None
+        self._changes = 0  # conn.total_changes when the syncer last heard from us
 
     # -- event-loop side ----------------------------------------------------------------------
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        if self.durable:
+            self._syncer = WalSyncer(self.wal_path, self._deliver)
         self._thread = threading.Thread(target=self._run, name="fdedge-writer", daemon=True)
         self._thread.start()
 
@@ -119,11 +127,15 @@ class Writer:
             self._queue.put(_STOP)
             self._thread.join(timeout=10)
             self._thread = None
+        if self._syncer is not None:
+            self._syncer.stop()
+            self._syncer = None
         self.conn.close()
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return (self._thread is not None and self._thread.is_alive()
+                and (self._syncer is None or self._syncer.alive))
 
     async def ingest(self, batch: Batch, key: str | None = None) -> Stored:
         loop = asyncio.get_running_loop()
@@ -200,6 +212,21 @@ class Writer:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
+        if self._syncer is not None:
+            changes = self.conn.total_changes
+            self._syncer.submit(pending, wrote=changes != self._changes)
+            self._changes = changes
+            return
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(_settle_all, pending)
+
+    def _deliver(self, pending: list, error: OSError | None) -> None:
+        """Runs in the syncer's thread once the commits behind `pending` are on disk."""
+        if error is not None:
+            failed = Unavailable(f"the readings were written but the disk did not confirm them ({error}); "
+                                 "they may not survive a power cut", reason="sync_failed")
+            pending = [(future, None, failed) if isinstance(result, Stored) and not result.replayed
+                       else (future, result, exc) for future, result, exc in pending]
         assert self._loop is not None
         self._loop.call_soon_threadsafe(_settle_all, pending)
 
