@@ -54,12 +54,15 @@ class Settings:
             prog=prog,
             description="Run the FD-Edge appliance. Every option can also be set by the environment "
             "variable shown in brackets.",
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         )
         for f in fields(cls):
             flag = "--" + f.name.replace("_", "-")
             env = _env_name(f.name)
             help_ = f"{f.metadata['help']} [{env}]"
+            # argparse's own default stays None (so an unset flag falls through to the environment):
+            # show the real default here instead of argparse's "(default: None)".
+            if f.default is not None and f.default != "":
+                help_ += f" (default: {f.default})"
             if f.type == "bool":
                 parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
                 continue
