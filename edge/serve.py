@@ -11,6 +11,7 @@ from edge import memory
 from edge.app import create_app
 from edge.appliance import Appliance
 from edge.errors import StartupError
+from edge.http_limits import BoundedHttpToolsProtocol
 from edge.settings import Settings
 
 
@@ -34,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         loop = "uvloop"
     except ImportError:
         loop = "asyncio"
-    uvicorn.run(app, host=settings.host, port=settings.port, loop=loop, http="httptools",
+    # http: uvicorn's httptools protocol, with a bound on the request head (431 past 64 KiB)
+    uvicorn.run(app, host=settings.host, port=settings.port, loop=loop, http=BoundedHttpToolsProtocol,
                 log_level=settings.log_level, access_log=settings.access_log, server_header=False,
                 timeout_keep_alive=30, timeout_graceful_shutdown=5)
     return 0

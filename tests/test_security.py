@@ -7,8 +7,9 @@
 - no SQL text is built from input: injection payloads on every query parameter of every route,
   with every statement the app runs traced; plus a static scan of every `execute(` in edge/;
 - exported CSV cells cannot run as spreadsheet formulas;
-- request size limits hold on the real server; no CORS header; pages carry a CSP; static files
-  cannot be used to climb out of web/static.
+- request size limits hold on the real server, a request head over 64 KiB included (431, before
+  it is buffered); no CORS header; pages carry a CSP; static files cannot be used to climb out of
+  web/static.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from pathlib import Path
 import pytest
 from starlette.routing import Mount, Route
 
+from edge.http_limits import MAX_HEAD_BYTES
 from tests.conftest import BUNDLED, REPO, reading
-from tests.reliability_helpers import get, open_socket, post, read_response, request, rss_mb
+from tests.reliability_helpers import count_rows, get, open_socket, post, read_response, request, rss_mb
 
 pytest_plugins = ["tests.conftest_reliability"]
 REPORT_SECTION = "security"
@@ -429,7 +431,8 @@ def test_request_size_limits_hold_on_the_real_server(server_factory, linear_mode
     conn.close()
     r = post(port, [reading(i) for i in range(51)])
     assert r.status == 413 and "51 readings" in r.json()["message"]
-    # a 1 MB header and a 1 MB query string do not take the server down
+    # a 1 MB header and a 1 MB query string are refused (edge/http_limits.py) and do not take the
+    # server down
     statuses = []
     for raw in (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 1_000_000 + b"\r\n\r\n",
                 b"GET /healthz?" + b"a=1&" * 250_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"):
@@ -443,6 +446,7 @@ def test_request_size_limits_hold_on_the_real_server(server_factory, linear_mode
             s.close()
         statuses.append(status)
         assert get(port, "/healthz").status == 200
+    assert statuses == [431, 431]
     assert post(port, reading(0)).status == 200
     report.put("security", "huge_header_and_query_status", statuses)
     report.note("security", "other_checks", "413 for bodies over --max-body-bytes (announced or chunked) and "
@@ -504,10 +508,7 @@ def test_static_files_cannot_climb_out_of_web_static_and_errors_show_no_internal
     report.note("security", "other_checks", "no path traversal out of /static; no Server header; 500s without internals")
 
 
-@pytest.mark.xfail(strict=True, reason="uvicorn's httptools parser buffers a request head without any size limit "
-                   "(one client sending a 200 MB header grew the server by ~250 MB); needs a bounded protocol or "
-                   "h11's h11_max_incomplete_event_size in edge/serve.py")
-def test_an_oversized_request_head_is_refused_before_it_is_buffered(server_factory, linear_model):
+def test_an_oversized_request_head_is_refused_before_it_is_buffered(server_factory, linear_model, report):
     server = server_factory(model_dir(linear_model)).start()
     before = rss_mb(server.proc.pid)
     s = open_socket(server.port)
@@ -522,3 +523,185 @@ def test_an_oversized_request_head_is_refused_before_it_is_buffered(server_facto
         s.close()
     assert get(server.port, "/healthz").status == 200
     assert grown < 16, f"the server buffered a 48 MB request head (+{grown:.0f} MB)"
+    report.put("security", "head_flood_rss_mb", [round(before, 1), round(before + grown, 1)])
+    report.note("security", "other_checks", f"431 for a request head over {MAX_HEAD_BYTES // 1024} KiB "
+                f"(a 48 MB header: server RSS {before:.1f} -> {before + grown:.1f} MB)")
+
+
+# -- request head limit (edge/http_limits.py) -------------------------------------------------------
+
+class RawConnection:
+    """A socket that reads responses one at a time (several may arrive in one recv)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = open_socket(port)
+        self.buf = b""
+
+    def _more(self) -> bytes:
+        chunk = self.sock.recv(65536)
+        self.buf += chunk
+        return chunk
+
+    def exchange(self, raw: bytes = b"", timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+        """Send `raw` (if any) and read one response: status, headers (lower-case names), body."""
+        if raw:
+            self.sock.sendall(raw)
+        self.sock.settimeout(timeout)
+        while b"\r\n\r\n" not in self.buf:
+            if not self._more():
+                raise AssertionError(f"connection closed before a response: {self.buf[:200]!r}")
+        head, _, rest = self.buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        length = int(headers.get("content-length", 0))
+        self.buf = rest
+        while len(self.buf) < length and self._more():
+            pass
+        body, self.buf = self.buf[:length], self.buf[length:]
+        return int(lines[0].split()[1]), headers, body
+
+    def closed_by_server(self, timeout: float = 5) -> bool:
+        """True once the server closed the connection (after anything still buffered)."""
+        self.sock.settimeout(timeout)
+        try:
+            return not self.buf and self._more() == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def assert_431(status: int, headers: dict[str, str], body: bytes) -> None:
+    assert status == 431, (status, body[:200])
+    assert headers["content-type"] == "application/json" and headers["connection"] == "close"
+    payload = json.loads(body)
+    assert payload["error"] == "header_too_large" and payload["limit"] == MAX_HEAD_BYTES
+    assert str(MAX_HEAD_BYTES) in payload["message"]
+
+
+def padded_headers(total: int, line: int = 4096) -> bytes:
+    """`total` bytes of X-Pad-n header lines (a browser with big cookies, a proxy adding headers)."""
+    out = b""
+    n = 0
+    while len(out) < total:
+        name = b"X-Pad-%d: " % n
+        out += name + b"p" * (min(line, total - len(out)) - len(name) - 2) + b"\r\n"
+        n += 1
+    return out
+
+
+def test_request_heads_up_to_the_limit_are_served_and_larger_ones_refused_with_431(server_factory, linear_model):
+    server = server_factory(model_dir(linear_model)).start()
+    port, db = server.port, server.data_dir / "sensor_data.db"
+    allowed = padded_headers(32 * 1024)
+    too_big = padded_headers(MAX_HEAD_BYTES + 4096)
+    body = json.dumps(reading(0)).encode()
+
+    def send(extra: bytes, keep_alive: bool = True) -> bytes:
+        return (b"POST /send HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s%s\r\n%s"
+                % (len(body), b"" if keep_alive else b"Connection: close\r\n", extra, body))
+
+    # 32 KiB of headers: served, on one keep-alive connection (the count starts anew per request)
+    c = RawConnection(port)
+    for _ in range(2):
+        status, headers, answer = c.exchange(send(allowed))
+        assert status == 200, answer[:200]
+        assert "connection" not in headers
+    assert c.exchange(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + allowed + b"\r\n")[0] == 200
+    assert count_rows(db) == 2
+    # ... then a head over the limit on the same connection: 431, the app never sees it, closed
+    assert_431(*c.exchange(send(too_big)))
+    assert c.closed_by_server()
+    c.close()
+    assert count_rows(db) == 2
+
+    # a URL over the limit, complete ...
+    c = RawConnection(port)
+    assert_431(*c.exchange(b"GET /api/latest?" + b"a=1&" * (MAX_HEAD_BYTES // 3) + b" HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert c.closed_by_server()
+    c.close()
+    # ... and still arriving: refused before its end, whether a URL or a header
+    for start in (b"GET /api/latest?a=", b"GET /healthz HTTP/1.1\r\nHost: x\r\nCookie: a="):
+        c = RawConnection(port)
+        c.sock.sendall(start)
+        for _ in range(8):
+            c.sock.sendall(b"b" * (32 * 1024))
+        assert_431(*c.exchange())
+        assert c.closed_by_server()
+        c.close()
+    # ... and sent in many small pieces, a header split across reads
+    c = RawConnection(port)
+    raw = send(too_big)
+    for i in range(0, len(raw), 1000):
+        c.sock.sendall(raw[i:i + 1000])
+    assert_431(*c.exchange())
+    c.close()
+    assert count_rows(db) == 2
+
+    # pipelined: the request before the oversized head is answered first, then the 431
+    c = RawConnection(port)
+    c.sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + send(too_big))
+    assert c.exchange()[0] == 200
+    assert_431(*c.exchange())
+    assert c.closed_by_server()
+    c.close()
+
+    # the server keeps serving, large-but-allowed heads included
+    assert get(port, "/healthz").status == 200
+    c = RawConnection(port)
+    assert c.exchange(send(allowed, keep_alive=False))[0] == 200
+    assert c.closed_by_server()
+    c.close()
+    assert count_rows(db) == 3
+    assert post(port, reading(1)).status == 200
+    assert "answered 431" in server.read_log()
+
+
+def test_a_head_refused_behind_a_slow_pipelined_request_is_answered_after_it():
+    """The 431 for a head still arriving waits for the response owed before it, and the app never
+    sees the refused request (a tiny app under uvicorn with the protocol `fdedge serve` uses)."""
+    import asyncio
+    import threading
+    import time
+    import uvicorn
+    from edge.http_limits import BoundedHttpToolsProtocol
+    from tests.conftest import free_port
+
+    seen: list[str] = []
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        seen.append(scope["path"])
+        if scope["path"] == "/slow":
+            await asyncio.sleep(0.5)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, loop="asyncio",
+                                           http=BoundedHttpToolsProtocol, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        c = RawConnection(port)
+        c.sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /refused HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        for _ in range(8):
+            c.sock.sendall(b"a" * (32 * 1024))  # over the limit while /slow is still being answered
+        status, _, body = c.exchange()
+        assert (status, body) == (200, b"ok")
+        assert_431(*c.exchange())
+        assert c.closed_by_server()
+        c.close()
+        assert get(port, "/after").status == 200
+        assert seen == ["/slow", "/after"]
+    finally:
+        server.should_exit = True
+        thread.join(10)
