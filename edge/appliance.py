@@ -15,7 +15,6 @@ from edge.hub import Event, Hub
 from edge.metrics import Metrics
 from edge.model import Model
 from edge.notify import Notifier
-from edge.queries import reading_json
 from edge.settings import Settings
 from edge.storage import Readers
 from edge.writer import Stored, Writer
@@ -71,18 +70,20 @@ class Appliance:
         self.readers.close()
 
     def publish(self, stored: list[Stored]) -> None:
-        """Called in the writer thread after each commit; serialises only if someone listens."""
+        """Called in the writer thread after each commit; encodes each reading once per shape that
+        a connected client wants, and nothing when nobody listens."""
         self.metrics.ingested.inc(sum(len(s.batch) for s in stored))
-        if not len(self.hub) or self.loop is None:
+        shapes = self.hub.shapes()
+        if not shapes or self.loop is None:
             return
+        reading = Event.reading
         events: list[Event] = []
         for s in stored:
             b = s.batch
-            x_rows, y_rows = b.rows, s.faults.tolist()
+            x_rows, y_rows, first = b.rows, s.faults.tolist(), s.first_id
             for j in range(len(b)):
-                events.append(Event.make(s.first_id + j, b.machines[j], "reading",
-                                         reading_json(s.first_id + j, b.times[j], b.machines[j], x_rows[j], y_rows[j])))
-        self.loop.call_soon_threadsafe(self.hub.publish, events)
+                events.append(reading(first + j, b.times[j], b.machines[j], x_rows[j], y_rows[j], shapes))
+        self.loop.call_soon_threadsafe(self.hub.publish, events, shapes)
 
     def publish_alarms(self, changes: list[AlarmChange]) -> None:
         """After a commit (writer thread) or an ack (event loop): count, wake the webhooks, tell live

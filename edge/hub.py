@@ -4,6 +4,11 @@ Events go once into a shared, bounded ring, already encoded as SSE frames; each 
 only a cursor into it. Publishing is O(1) per event whatever the number of clients, and a client
 sends everything new in one write. A client that falls off the end of the ring is caught up from
 the database instead, so a slow browser costs the writer nothing and still sees every reading.
+
+A reading is encoded once per event *shape* (`GET /events?shape=`), and only for the shapes some
+connected client asked for: the hub counts its clients per shape. A client whose shape was not
+built for a commit connected after that commit was stored, so it read the commit's rows from the
+database when it started (edge/events.py relies on, and still checks, exactly that).
 """
 
 from __future__ import annotations
@@ -11,8 +16,31 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass
+from typing import Mapping
 
-from sse_starlette.event import ServerSentEvent
+from edge.queries import SHAPES, iso, reading_json
+
+SEP = b"\r\n"  # sse_starlette's separator: frames built here are byte-identical to ServerSentEvent's
+
+
+def frame(event: str, data: bytes | str, id_: int | None = None) -> bytes:
+    """One SSE frame, as ServerSentEvent(data=..., event=..., id=...).encode() writes it.
+
+    `data` with a line break is split into several `data:` lines as the SSE format requires;
+    orjson's output never has one, so readings take `reading_frame`'s direct path."""
+    if isinstance(data, str):
+        data = data.encode()
+    head = (b"id: %d\r\nevent: " % id_ if id_ is not None else b"event: ") + event.encode() + SEP
+    if b"\n" in data or b"\r" in data:
+        lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        return head + b"".join(b"data: " + line + SEP for line in lines) + SEP
+    return head + b"data: " + data + SEP + SEP
+
+
+def reading_frame(shape: str, id_: int, time: str, machine: str, x, y) -> bytes:
+    """A reading's frame in `shape` (`time` ISO 8601): orjson never writes a line break, so the
+    JSON goes into one data line as it is."""
+    return b"id: %d\r\nevent: reading\r\ndata: %b\r\n\r\n" % (id_, reading_json(shape, id_, time, machine, x, y))
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,22 +48,30 @@ class Event:
     id: int  # row id for readings; the causing reading's id for alarms
     machine: str
     kind: str  # "reading" | "alarm"
-    wire: bytes  # the encoded SSE frame, built once for every client
+    wires: Mapping[str, bytes]  # shape -> the encoded SSE frame, built once for every client of it
 
     @classmethod
-    def make(cls, id_: int, machine: str, kind: str, data: str) -> "Event":
-        # Alarm events carry no SSE id: they must never move a client's reading resume point.
-        frame = ServerSentEvent(data=data, event=kind, id=str(id_) if kind == "reading" else None)
-        return cls(id_, machine, kind, frame.encode())
+    def reading(cls, id_: int, time: str, machine: str, x: list, y: list, shapes: tuple[str, ...]) -> "Event":
+        """`time` as stored (`YYYY-MM-DD HH:MM:SS`, UTC); one frame per shape in `shapes`."""
+        when = iso(time)
+        return cls(id_, machine, "reading", {s: reading_frame(s, id_, when, machine, x, y) for s in shapes})
+
+    @classmethod
+    def make(cls, id_: int, machine: str, kind: str, data: str | bytes) -> "Event":
+        """An event whose frame is the same for every shape (alarms). Alarm events carry no SSE
+        id: they must never move a client's reading resume point."""
+        wire = frame(kind, data, id_ if kind == "reading" else None)
+        return cls(id_, machine, kind, dict.fromkeys(SHAPES, wire))
 
 
 @dataclass(frozen=True, slots=True)
 class Published:
-    """One commit's events, plus their frames joined once: a client without a machine filter
-    sends the whole thing as it is."""
+    """One commit's events, plus their frames joined once per shape: a client without a machine
+    filter sends its shape's as it is. A shape nobody listened to when the commit was published
+    is absent."""
 
     events: list[Event]
-    wire: bytes
+    wires: dict[str, bytes]
     first_reading: int  # smallest reading id in it (0: none)
     last_reading: int  # largest reading id in it (0: none)
 
@@ -48,23 +84,38 @@ class Hub:
         self.events = 0  # events held in the ring
         self.ring: deque[Published] = deque()
         self.next_seq = 0  # sequence number the next published commit gets
-        self.clients = 0
+        self.clients: dict[str, int] = dict.fromkeys(SHAPES, 0)  # connected clients per shape
+        self._shapes: tuple[str, ...] = ()
         self._changed = asyncio.Event()
 
     def __len__(self) -> int:
-        return self.clients
+        return sum(self.clients.values())
+
+    def subscribe(self, shape: str) -> None:
+        """A client of `shape` connects: from now on every commit is encoded in its shape too.
+        Runs on the event loop; the writer thread only reads `shapes()`."""
+        self.clients[shape] += 1
+        self._shapes = tuple(s for s in SHAPES if self.clients[s])
+
+    def unsubscribe(self, shape: str) -> None:
+        self.clients[shape] -= 1
+        self._shapes = tuple(s for s in SHAPES if self.clients[s])
+
+    def shapes(self) -> tuple[str, ...]:
+        """The shapes some connected client wants (empty: nobody listens, encode nothing)."""
+        return self._shapes
 
     @property
     def first_seq(self) -> int:
         return self.next_seq - len(self.ring)
 
-    def publish(self, events: list[Event]) -> None:
-        """Runs on the event loop; never awaits."""
+    def publish(self, events: list[Event], shapes: tuple[str, ...] = SHAPES) -> None:
+        """Runs on the event loop; never awaits. `shapes`: those every event has a frame for."""
         if not events:
             return
         readings = [e.id for e in events if e.kind == "reading"]
-        self.ring.append(Published(events, b"".join(e.wire for e in events),
-                                   min(readings, default=0), max(readings, default=0)))
+        wires = {s: b"".join(e.wires[s] for e in events) for s in shapes}
+        self.ring.append(Published(events, wires, min(readings, default=0), max(readings, default=0)))
         self.events += len(events)
         while self.events > self.size and len(self.ring) > 1:
             self.events -= len(self.ring.popleft().events)

@@ -103,7 +103,11 @@ def build(version: str) -> dict[str, Any]:
                               "503": _error("storage unavailable")}}},
             "/api/model": {"get": {"summary": "Model manifest, catalogue and thresholds", "responses": {"200": ok_json({"type": "object"})}}},
             "/events": {"get": {"summary": "Server-Sent Events of every stored reading",
-                                "parameters": [machine, _q("last_event_id", {"type": "integer"})],
+                                "parameters": [machine, _q("last_event_id", {"type": "integer"}),
+                                               _q("shape", {"type": "string", "enum": ["objects", "arrays"],
+                                                            "default": "objects"},
+                                                  description="reading events as reading objects, or as "
+                                                              "x/y arrays named by the hello event")],
                                 "responses": {"200": {"description": "text/event-stream"}, **common}}},
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": ok_json({"type": "object"})}}},
             "/readyz": {"get": {"summary": "Readiness", "responses": {"200": ok_json({"type": "object"}), "503": {"description": "not ready"}}}},

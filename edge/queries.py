@@ -42,11 +42,24 @@ def reading(row: tuple) -> dict[str, Any]:
     }
 
 
-def reading_json(id_: int, time: str, machine: str, x: list[float], y: list[float]) -> str:
-    return orjson.dumps({
-        "id": id_, "time": iso(time), "machine": machine,
-        "features": dict(zip(FEATURES, x)), "faults": dict(zip(FAULTS, y)),
-    }).decode()
+# The shapes of a reading in GET /events (`?shape=`): "objects" is the reading object above,
+# "arrays" names nothing per reading, `{"id", "time", "machine", "x": [35 features], "y": [8 faults]}`
+# in FD-REST order (edge.fdrest.FEATURES, FAULTS), which the stream's hello event lists.
+SHAPES: tuple[str, ...] = ("objects", "arrays")  # the first is the default
+
+
+def reading_json(shape: str, id_: int, time: str, machine: str, x, y) -> bytes:
+    """A reading in `shape` as JSON bytes; `time` already ISO 8601 (see `iso`), x and y the stored
+    values in FD-REST order (lists or tuples)."""
+    if shape == "arrays":
+        return orjson.dumps({"id": id_, "time": time, "machine": machine, "x": x, "y": y})
+    return orjson.dumps({"id": id_, "time": time, "machine": machine,
+                         "features": dict(zip(FEATURES, x)), "faults": dict(zip(FAULTS, y))})
+
+
+def row_json(shape: str, row: tuple) -> bytes:
+    """A row in SELECT_LIST order as `reading_json`: the same bytes the live stream sends."""
+    return reading_json(shape, row[0], iso(row[1]), row[2], row[3:38], row[38:46])
 
 
 def metric(name: str | None) -> str:

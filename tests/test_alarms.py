@@ -764,16 +764,17 @@ def test_alarms_through_the_app_survive_a_restart_and_reach_the_webhook(tmp_path
     try:
         with TestClient(create_app(configured)) as client:
             hub = client.app.state.appliance.hub
-            hub.clients += 1  # as a connected /events client: the writer publishes only then
+            hub.subscribe("objects")  # as a connected /events client: the writer publishes only then
             cursor = hub.next_seq
             r = client.post("/send", json=[dict(hi, machine="m1", Time=stamp(k)) for k in range(3)])
             assert r.status_code == 200, r.text
             (alarm,) = client.get("/api/alarms", params={"state": "active"}).json()["alarms"]
             assert (alarm["machine"], alarm["fault"], alarm["severity"], alarm["raised_reading"]) == ("m1", fault, "warning", 3)
             events = [e for batch in hub.since(cursor) for e in batch.events]
-            hub.clients -= 1
+            hub.unsubscribe("objects")
             assert [e.kind for e in events] == ["reading"] * 3 + ["alarm"]
-            data = next(line for line in events[-1].wire.decode().splitlines() if line.startswith("data: "))
+            assert [set(e.wires) for e in events] == [{"objects"}] * 3 + [{"objects", "arrays"}]
+            data = next(line for line in events[-1].wires["arrays"].decode().splitlines() if line.startswith("data: "))
             assert json.loads(data[6:])["event"] == "raise" and events[-1].machine == "m1"
             metrics = client.get("/metrics").text
             assert "fdedge_alarms_active 1.0" in metrics

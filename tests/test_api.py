@@ -379,3 +379,139 @@ def test_an_unexpected_writer_error_costs_one_request_not_the_writer(client, set
     monkeypatch.undo()
     assert client.post("/send", json=reading(1)).status_code == 200
     assert app.writer.alive and rows(settings) == 1
+
+
+# -- GET /events: the event shapes ---------------------------------------------------------------
+
+class SSE:
+    """GET /events on the test client's own event loop (the one the writer publishes to), parsed
+    into events, until `want(events)` holds; then the client disconnects. The test client itself
+    cannot read an endless response."""
+
+    def __init__(self, client, path: str, headers: dict | None = None, want=lambda events: False):
+        import threading
+        self.client, self.path, self.want = client, path, want
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in {"accept": "text/event-stream", **(headers or {})}.items()]
+        self.status: int | None = None
+        self.events: list[dict] = []
+        self.body = b""
+        self.started = threading.Event()  # the first bytes (hello, or an error) arrived
+        self.future = client.portal.start_task_soon(self._run)
+        assert self.started.wait(10), "no answer from /events"
+
+    async def _run(self) -> None:
+        import anyio
+        done = anyio.Event()
+        rest = b""
+
+        async def receive():
+            await done.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            nonlocal rest
+            if message["type"] == "http.response.start":
+                self.status = message["status"]
+                if self.status != 200:
+                    self.started.set()
+                return
+            self.body += message.get("body", b"")
+            rest += message.get("body", b"")
+            *frames, rest = rest.split(b"\r\n\r\n")
+            for text in frames:
+                fields = dict(line.split(": ", 1) for line in text.decode().split("\r\n") if not line.startswith(":"))
+                if "data" in fields:
+                    fields["data"] = json.loads(fields["data"])
+                self.events.append(fields)
+            if self.events:
+                self.started.set()
+            if self.status != 200 or self.want(self.events):
+                done.set()
+
+        path, _, query = self.path.partition("?")
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
+                 "root_path": "", "headers": self.headers, "client": ("127.0.0.1", 1), "server": ("test", 80)}
+        with anyio.fail_after(10):
+            await self.client.app(scope, receive, send)
+
+    def result(self) -> list[dict]:
+        self.future.result(timeout=15)
+        return self.events
+
+    def readings(self) -> list[dict]:
+        return [e for e in self.result() if e.get("event") == "reading"]
+
+
+def readings_at_least(n: int):
+    return lambda events: sum(e.get("event") == "reading" for e in events) >= n
+
+
+def test_events_arrays_shape_carries_the_stored_values_named_by_hello(client):
+    from sse_starlette.event import ServerSentEvent
+
+    client.post("/send", json=reading(99, Time="2023-11-06 14:59:59"))  # before connecting: not live
+    arrays = SSE(client, "/events?shape=arrays", want=readings_at_least(4))
+    objects = SSE(client, "/events", want=readings_at_least(4))  # the default shape, unchanged
+    for stream in (arrays, objects):
+        hello = stream.events[0]
+        assert hello["event"] == "hello" and hello["id"] == "1"
+        assert hello["data"]["last_id"] == 1 and isinstance(hello["data"]["database_id"], str)
+        assert hello["data"]["features"] == list(FEATURES) and hello["data"]["faults"] == list(FAULTS)
+    body = [reading(i, Time=f"2023-11-06 15:00:0{i}", machine=f"m{i % 2}") for i in range(4)]
+    assert client.post("/send", json=body).status_code == 200
+
+    got = arrays.readings()
+    assert [e["id"] for e in got] == ["2", "3", "4", "5"]
+    for e in got:
+        assert list(e["data"]) == ["id", "time", "machine", "x", "y"]
+        assert len(e["data"]["x"]) == 35 and len(e["data"]["y"]) == 8
+    assert [e["data"]["time"] for e in got] == [f"2023-11-06T15:00:0{i}Z" for i in range(4)]
+    assert [e["data"]["machine"] for e in got] == ["m0", "m1", "m0", "m1"]
+    # exactly the stored floats: /history reads them back from the database
+    for k, column in enumerate(COLUMNS + FAULTS):
+        stored = client.get(f"/history?metric={column}&limit=4").json()["values"]
+        live = [e["data"]["x"][k] if k < 35 else e["data"]["y"][k - 35] for e in got]
+        assert live == stored, column
+    # the objects shape carries the same values under their names, framed as sse_starlette frames
+    latest = {r["id"]: r for r in client.get("/api/latest?limit=4").json()["readings"]}
+    for a, o in zip(got, objects.readings()):
+        assert o["data"] == latest[a["data"]["id"]]
+        assert o["data"]["features"] == dict(zip(hello["data"]["features"], a["data"]["x"]))
+        assert o["data"]["faults"] == dict(zip(hello["data"]["faults"], a["data"]["y"]))
+    first = json.dumps(objects.readings()[0]["data"], separators=(",", ":"))
+    assert ServerSentEvent(data=first, event="reading", id="2").encode() in objects.body
+
+
+@pytest.mark.parametrize("resume", ["header", "query"])
+def test_events_arrays_shape_catches_up_from_last_event_id_with_the_machine_filter(client, resume):
+    body = [reading(i, Time=f"2023-11-06 15:00:0{i}", machine=f"m{i % 2}") for i in range(6)]
+    assert client.post("/send", json=body).status_code == 200  # ids 1..6; m1 has 2, 4, 6
+    path, headers = "/events?shape=arrays&machine=m1", {}
+    if resume == "header":
+        headers = {"Last-Event-ID": "2"}
+    else:
+        path += "&last_event_id=2"
+    stream = SSE(client, path, headers, want=readings_at_least(3))
+    assert client.post("/send", json=[reading(7, machine="m0"), reading(8, machine="m1")]).status_code == 200
+    got = stream.readings()
+    assert [e["id"] for e in got] == ["4", "6", "8"]  # caught up from the database, then live
+    assert {e["data"]["machine"] for e in got} == {"m1"}
+    latest = {r["id"]: r for r in client.get("/api/latest?machine=m1&limit=10").json()["readings"]}
+    for e in got:
+        stored = latest[e["data"]["id"]]
+        assert e["data"]["x"] == [stored["features"][name] for name in FEATURES]
+        assert e["data"]["y"] == [stored["faults"][name] for name in FAULTS]
+        assert e["data"]["time"] == stored["time"]
+    assert stream.events[0]["event"] == "hello" and "id" not in stream.events[0]  # resuming: not a resume point
+
+
+@pytest.mark.parametrize("shape", ["table", "Arrays", "objects,arrays"])
+def test_events_unknown_shape_is_a_400_naming_the_valid_ones(client, shape):
+    r = client.get("/events", params={"shape": shape})
+    assert r.status_code == 400, r.text
+    answer = r.json()
+    assert answer["error"] == "bad_request" and answer["field"] == "shape"
+    assert answer["valid"] == ["objects", "arrays"]
+    assert "objects" in answer["message"] and "arrays" in answer["message"]
+    assert len(client.app.state.appliance.hub) == 0  # no client was subscribed
