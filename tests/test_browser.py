@@ -457,7 +457,7 @@ def test_report_counts_and_downloads_matching_rows(server, scenario, open_contex
 
 
 def test_stream_resumes_without_gap_after_server_restart(server, scenario, open_context):
-    ctx, _ = open_context(viewport={"width": 1280, "height": 900})
+    ctx, watch = open_context(viewport={"width": 1280, "height": 900})
     table = ctx.new_page()
     table.goto(server.url + "/dashboard")
     wait_live(table)
@@ -466,9 +466,16 @@ def test_stream_resumes_without_gap_after_server_restart(server, scenario, open_
     wait_live(live)
 
     healthy = scenario["healthy"]
-    server.send(healthy[0])
+    faults = server.send(healthy[0])
     first = server.latest()["id"]
     expect(table.locator("#rows tr").first).to_have_attribute("data-id", str(first))
+    # The pages ask for the compact arrays shape and name its values from hello.
+    cells = table.locator("#rows tr").first.locator("td").all_text_contents()
+    assert [number(c) for c in cells[5:13]] == pytest.approx([faults[f"fault{i}"] for i in range(8)], abs=0.051)
+    assert number(cells[13]) == pytest.approx(healthy[0]["Temperature"], rel=1e-3)
+    assert number(cells[14]) == pytest.approx(healthy[0]["Rotation Speed"], rel=1e-3)
+    streams = [urllib.parse.urlsplit(u) for u in watch.requests if urllib.parse.urlsplit(u).path == "/events"]
+    assert len(streams) >= 2 and all(urllib.parse.parse_qs(u.query)["shape"] == ["arrays"] for u in streams)
 
     server.stop()
     expect(table.locator("#conn")).not_to_have_attribute("data-state", "live", timeout=5000)

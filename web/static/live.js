@@ -9,6 +9,11 @@
 // both the server (resuming "after" our old id) and this page would drop every new row. So on
 // every reconnect we ask for the newest row id (and a `hello` names it too): lower than the
 // highest id we have seen means a different database, and the page starts over (onReset).
+//
+// The stream is asked for the compact `arrays` shape: a reading is {"id", "time", "machine",
+// "x": [35 feature values], "y": [8 fault values]}, named by the lists in every `hello` (FD-REST
+// order, which the model's own feature order need not be). onReading still gets the reading
+// object of /api/latest ({..., "features": {name: value}, "faults": {fault0: value, ...}}).
 
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15000];
 const OFFLINE_AFTER = 3; // failed reconnects before we call it "offline"
@@ -22,7 +27,8 @@ export class LiveFeed {
   // events carry no id and are not replayed: reload them then); onReset() when the
   // appliance's database is not the one we saw rows from (reload everything, then start()).
   // newest() -> Promise<newest row id | null> (null: unknown, e.g. the server is down).
-  constructor({ onReading, onState, onGap, probe, onAlarm, onConnect, onReset, newest }) {
+  // shape: the event shape to ask for ("arrays", the default, or "objects").
+  constructor({ onReading, onState, onGap, probe, onAlarm, onConnect, onReset, newest, shape }) {
     this.onReading = onReading;
     this.onGap = onGap || (() => {});
     this.onState = onState;
@@ -31,6 +37,8 @@ export class LiveFeed {
     this.onConnect = onConnect || (() => {});
     this.onReset = onReset || (() => this.start(this.machine, null));
     this.newest = newest || newestId;
+    this.shape = shape || "arrays";
+    this.names = null; // {features: [...], faults: [...]} from the latest hello
     this.machine = null;
     this.lastId = null;
     this.maxSeen = null; // highest row id this page has shown (any machine): the reset check
@@ -87,6 +95,7 @@ export class LiveFeed {
 
   url() {
     const u = new URL("/events", location.origin);
+    u.searchParams.set("shape", this.shape);
     if (this.machine) u.searchParams.set("machine", this.machine);
     if (this.lastId !== null) u.searchParams.set("last_event_id", String(this.lastId));
     return u.pathname + u.search;
@@ -113,10 +122,11 @@ export class LiveFeed {
       if (es !== this.es) return;
       let r;
       try {
-        r = JSON.parse(ev.data);
+        r = toReading(JSON.parse(ev.data), this.names);
       } catch {
         return; // a malformed event must not stop the stream
       }
+      if (!r) return;
       const id = Number(ev.lastEventId || r.id);
       if (this.lastId !== null && id <= this.lastId) return;
       if (this.machine && r.machine !== this.machine) return;
@@ -134,6 +144,9 @@ export class LiveFeed {
         const hello = JSON.parse(ev.data);
         if (Number.isFinite(hello.last_id)) id = hello.last_id;
         databaseId = typeof hello.database_id === "string" ? hello.database_id : null;
+        if (Array.isArray(hello.features) && Array.isArray(hello.faults)) {
+          this.names = { features: hello.features, faults: hello.faults };
+        }
       } catch {
         // the SSE id says the same
       }
@@ -204,6 +217,19 @@ export class LiveFeed {
       this.open("reconnecting");
     }, wait);
   }
+}
+
+// A reading event's data as the reading object: the arrays shape named by hello's lists, the
+// objects shape as it is. null when it cannot be named (no hello seen: never from FD-Edge).
+export function toReading(data, names) {
+  if (!data || typeof data !== "object") return null;
+  if (!Array.isArray(data.x) && !Array.isArray(data.y)) return data; // the objects shape
+  if (!names || !Array.isArray(data.x) || !Array.isArray(data.y)) return null;
+  const features = {};
+  const faults = {};
+  names.features.forEach((name, i) => { features[name] = data.x[i]; });
+  names.faults.forEach((name, i) => { faults[name] = data.y[i]; });
+  return { id: data.id, time: data.time, machine: data.machine, features, faults };
 }
 
 // Counts readings per second over a sliding window (for the header).
