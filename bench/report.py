@@ -17,7 +17,8 @@ TARGETS: list[tuple[str, tuple[str, ...], str, float, str]] = [
      ">=", 50_000, "readings/s"),
     ("server RSS after the stored readings", ("resources", "rss_after_bytes"), "<", 100 * MB, "bytes"),
     ("process start to /readyz 200", ("resources", "startup_s"), "<", 1.5, "s"),
-    ("ingest slowdown with 100 SSE clients", ("sse", "slowdown"), "<", 0.10, "fraction"),
+    ("ingest slowdown with 100 SSE clients of the dashboard's event shape (arrays)", ("sse", "slowdown"), "<", 0.10,
+     "fraction"),
 ]
 
 
@@ -142,14 +143,23 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
         ]
     sse = ok("sse")
     if sse:
-        out.append(("sse", f"single req/s with {sse['clients']} SSE clients (vs none)", num(sse["with"]["rps"]),
-                    num(sse["without"]["rps"]), num(sse["ratio"], 2), verdict(results, ("sse", "slowdown"))))
-        out.append(("sse", "  server CPU µs/request with SSE clients (vs none)",
-                    num(sse["with"].get("server_cpu_us_per_request")), num(sse["without"].get("server_cpu_us_per_request")),
-                    "", ""))
-        out.append(("sse", "  slowdown; readings delivered to the slowest client", pct(sse["slowdown"]), "",
-                    num((sse["with"]["delivered_fraction"] or 0) * 100, 1, " %"),
-                    f"readers used {num((sse['with'].get('reader_cpu_fraction') or 0) * 100)} % of a core"))
+        # The target is judged on the dashboard's shape (`with`); the default shape has rows of its own.
+        dashboard = sse.get("shape", "objects")  # results from before the shapes measured plain /events
+        shapes = [("", dashboard, "dashboard's shape" if dashboard == "arrays" else "shape"),
+                  ("_objects", "objects", "default shape")]
+        for suffix, shape, what in shapes:
+            w = sse.get(f"with{suffix}")
+            if not isinstance(w, dict):
+                continue
+            target = verdict(results, ("sse", "slowdown")) if not suffix else "no target (the dashboard uses arrays)"
+            out.append(("sse", f"single req/s with {sse['clients']} SSE clients, {what} {shape} (vs none)",
+                        num(w["rps"]), num(sse["without"]["rps"]), num(sse.get(f"ratio{suffix}"), 2), target))
+            out.append(("sse", f"  slowdown, {shape}; readings delivered to the slowest client", pct(sse.get(f"slowdown{suffix}")),
+                        "", num((w.get("delivered_fraction") or 0) * 100, 1, " %"),
+                        f"readers used {num((w.get('reader_cpu_fraction') or 0) * 100)} % of a core"))
+            out.append(("sse", f"  server CPU µs/request, {shape} (vs none); bytes per reading per client",
+                        f"{num(w.get('server_cpu_us_per_request'))}; {num(w.get('bytes_per_client_per_reading'))} B",
+                        num(sse["without"].get("server_cpu_us_per_request")), "", ""))
     return out
 
 

@@ -1,9 +1,11 @@
 """Section 4: does a room full of dashboards slow ingest down?
 
-Single-reading ingest (wrk, as in section 2) with and without `clients` connected GET /events
-readers, interleaved. The readers live in a separate process (`python -m bench.sse`): real
-HTTP clients on their own sockets that read and count every event, so the server pays the
-full price of serialising and writing the stream.
+Single-reading ingest (wrk, as in section 2) without SSE readers, with `clients` readers of the
+dashboard's event shape (GET /events?shape=arrays) and with `clients` readers of the default shape
+(plain GET /events, reading objects, as scripts use it): the three interleaved in every round, in
+a rotated order. The readers live in a separate process (`python -m bench.sse`): real HTTP clients
+on their own sockets that read and count every event, so the server pays the full price of
+serialising and writing the stream. The target is judged on the dashboard's shape.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ from bench.resources import _stored
 from bench.servers import Server, child_env
 
 PATTERN = b"event: reading"
+DASHBOARD_SHAPE = "arrays"  # what web/static/live.js asks for: the target is judged on it
+SHAPES = (DASHBOARD_SHAPE, "objects")
 
 
 # --------------------------------------------------------------------------- reader process
 
-async def _readers(port: int, clients: int) -> dict[str, Any]:
+async def _readers(port: int, clients: int, shape: str = "objects") -> dict[str, Any]:
     counts = [0] * clients
     received = [0] * clients
     ready = 0
@@ -48,7 +52,8 @@ async def _readers(port: int, clients: int) -> dict[str, Any]:
         except OSError as exc:
             failures.append(f"connect: {exc}")
             return
-        writer.write(f"GET /events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n".encode())
+        path = "/events" if shape == "objects" else f"/events?shape={shape}"  # objects: the default, as scripts ask
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n".encode())
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             if head[9:12] != b"200":
@@ -85,7 +90,7 @@ async def _readers(port: int, clients: int) -> dict[str, Any]:
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    return {"clients": clients, "ready": ready, "events": counts, "bytes": sum(received),
+    return {"clients": clients, "shape": shape, "ready": ready, "events": counts, "bytes": sum(received),
             "failures": failures[:5], "failed": len(failures),
             "cpu_fraction": cpu / wall if wall else None}
 
@@ -94,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.sse", description="SSE readers for the benchmark")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--clients", type=int, default=100)
+    p.add_argument("--shape", choices=("objects", "arrays"), default="objects",
+                   help="event shape: objects (plain /events, the default) or arrays (the dashboard's)")
     args = p.parse_args(argv)
-    result = run_async(_readers(args.port, args.clients))
+    result = run_async(_readers(args.port, args.clients, args.shape))
     print(json.dumps(result), flush=True)
     return 0
 
@@ -103,13 +110,13 @@ def main(argv: list[str] | None = None) -> int:
 class Readers:
     """The reader process: started, waited for until every client is subscribed, stopped."""
 
-    def __init__(self, port: int, clients: int) -> None:
-        self.port, self.clients = port, clients
+    def __init__(self, port: int, clients: int, shape: str = "objects") -> None:
+        self.port, self.clients, self.shape = port, clients, shape
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "Readers":
         self.proc = subprocess.Popen([sys.executable, "-m", "bench.sse", "--port", str(self.port),
-                                      "--clients", str(self.clients)], cwd=REPO, env=child_env(),
+                                      "--clients", str(self.clients), "--shape", self.shape], cwd=REPO, env=child_env(),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], 90)
@@ -143,56 +150,75 @@ class Readers:
 
 # --------------------------------------------------------------------------- section
 
+def _with_readers(server: Server, plan: Plan, wrk: Wrk, shape: str) -> dict[str, Any]:
+    with Readers(server.port, plan.sse_clients, shape) as readers:
+        before = _stored(server)
+        result = _with_cpu(server, lambda: wrk.run(server.port, plan.duration, plan.connections))
+        time.sleep(0.5)  # the last events are still on their way
+        stored = _stored(server) - before
+        seen = readers.stop()
+    events = seen.get("events") or [0]
+    result["shape"] = shape
+    result["clients"] = seen.get("clients")
+    result["clients_failed"] = seen.get("failed")
+    result["events_min"] = min(events)
+    result["events_max"] = max(events)
+    result["stored"] = stored
+    result["bytes_per_client_per_reading"] = seen["bytes"] / len(events) / stored if stored and seen.get("bytes") else None
+    # every client must have seen every reading stored while it was connected
+    result["delivered_fraction"] = min(events) / stored if stored else None
+    result["reader_cpu_fraction"] = seen.get("cpu_fraction")
+    return result
+
+
+def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"rps": median(x["rps"] for x in rounds), "p99_ms": median(x["p99_ms"] for x in rounds),
+            "server_cpu_us_per_request": median(x["server_cpu_us_per_request"] for x in rounds),
+            "reader_cpu_fraction": median(x["reader_cpu_fraction"] for x in rounds),
+            "bytes_per_client_per_reading": median(x["bytes_per_client_per_reading"] for x in rounds),
+            "delivered_fraction": min((x["delivered_fraction"] or 0) for x in rounds) if rounds else None,
+            "rounds": rounds}
+
+
 def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
         log: Callable[[str], None] = print) -> dict[str, Any]:
     body = single_body(readings)
     server = Server("edge", root, model_dir=model_dir, name="edge-sse").start()
+    modes = ["without", *SHAPES]
     without: list[dict[str, Any]] = []
-    with_: list[dict[str, Any]] = []
+    with_: dict[str, list[dict[str, Any]]] = {shape: [] for shape in SHAPES}
     try:
         wrk = Wrk(root, "sse-single", body)
         wrk.warm(server.port, plan.warmup, plan.connections)
         for r in range(plan.rounds):
-            order = ("without", "with") if r % 2 == 0 else ("with", "without")
-            for mode in order:
+            k = r % len(modes)
+            for mode in modes[k:] + modes[:k]:  # rotated: each mode runs first, second and last
                 if mode == "without":
                     without.append(_with_cpu(server, lambda: wrk.run(server.port, plan.duration, plan.connections)))
-                    continue
-                with Readers(server.port, plan.sse_clients) as readers:
-                    before = _stored(server)
-                    result = _with_cpu(server, lambda: wrk.run(server.port, plan.duration, plan.connections))
-                    time.sleep(0.5)  # the last events are still on their way
-                    stored = _stored(server) - before
-                    seen = readers.stop()
-                events = seen.get("events") or [0]
-                result["clients"] = seen.get("clients")
-                result["clients_failed"] = seen.get("failed")
-                result["events_min"] = min(events)
-                result["events_max"] = max(events)
-                result["stored"] = stored
-                # every client must have seen every reading stored while it was connected
-                result["delivered_fraction"] = min(events) / stored if stored else None
-                result["reader_cpu_fraction"] = seen.get("cpu_fraction")
-                with_.append(result)
-                log(f"  round {r + 1}/{plan.rounds}: {result['rps']:,.0f} req/s with {plan.sse_clients} SSE clients, "
-                    f"{without[-1]['rps'] if without else 0:,.0f} without")
+                else:
+                    with_[mode].append(_with_readers(server, plan, wrk, mode))
+            log(f"  round {r + 1}/{plan.rounds}: {without[-1]['rps']:,.0f} req/s without SSE clients, "
+                + ", ".join(f"{with_[s][-1]['rps']:,.0f} with {plan.sse_clients} {s} clients" for s in SHAPES))
     finally:
         server.stop()
-    rps_without, rps_with = median(x["rps"] for x in without), median(x["rps"] for x in with_)
-    slowdown = None if not rps_without or rps_with is None else 1 - rps_with / rps_without
-    return {
+    rps_without = median(x["rps"] for x in without)
+    out: dict[str, Any] = {
         "clients": plan.sse_clients,
+        "shape": DASHBOARD_SHAPE,
         "without": {"rps": rps_without, "p99_ms": median(x["p99_ms"] for x in without),
                     "server_cpu_us_per_request": median(x["server_cpu_us_per_request"] for x in without),
                     "rounds": without},
-        "with": {"rps": rps_with, "p99_ms": median(x["p99_ms"] for x in with_),
-                 "server_cpu_us_per_request": median(x["server_cpu_us_per_request"] for x in with_),
-                 "reader_cpu_fraction": median(x["reader_cpu_fraction"] for x in with_),
-                 "delivered_fraction": min((x["delivered_fraction"] or 0) for x in with_) if with_ else None,
-                 "rounds": with_},
-        "ratio": ratio(rps_with, rps_without),
-        "slowdown": slowdown,
     }
+    for shape in SHAPES:
+        summary = _summary(with_[shape])
+        rps = summary["rps"]
+        # "with", "ratio" and "slowdown" are the dashboard's shape (the target); the default
+        # shape's figures sit beside them with an "_objects" suffix.
+        suffix = "" if shape == DASHBOARD_SHAPE else f"_{shape}"
+        out[f"with{suffix}"] = summary
+        out[f"ratio{suffix}"] = ratio(rps, rps_without)
+        out[f"slowdown{suffix}"] = None if not rps_without or rps is None else 1 - rps / rps_without
+    return out
 
 
 if __name__ == "__main__":

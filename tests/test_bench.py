@@ -59,8 +59,18 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
     assert resources["stored_readings"] == results["plan"]["stored_readings"]
 
     sse = results["sse"]
-    assert sse["clients"] == 100 and sse["with"]["rps"] > 0 and sse["without"]["rps"] > 0
-    assert all(r["clients_failed"] == 0 for r in sse["with"]["rounds"])
+    assert sse["clients"] == 100 and sse["without"]["rps"] > 0
+    # the dashboard's shape (the target) and the default shape, measured in the same rounds
+    assert sse["shape"] == "arrays"
+    for key, shape in (("with", "arrays"), ("with_objects", "objects")):
+        assert sse[key]["rps"] > 0 and sse[key]["delivered_fraction"] >= 1.0, key  # every reading reached every client
+        assert all(r["clients_failed"] == 0 and r["shape"] == shape for r in sse[key]["rounds"])
+    assert sse["with"]["bytes_per_client_per_reading"] < sse["with_objects"]["bytes_per_client_per_reading"]
+    assert sse["slowdown"] is not None and sse["slowdown_objects"] is not None
+    table = (out / "quick.md").read_text()
+    assert "dashboard's shape arrays" in table and "default shape objects" in table
+    assert "ingest slowdown with 100 SSE clients of the dashboard's event shape (arrays)" in {
+        t["name"] for t in results["targets"]}
     assert {t["path"] for t in results["targets"]} >= {"http.single.edge-full.ratio_to_bare", "resources.startup_s"}
     # the servers are gone
     assert not list(tmp_path.glob("fdedge-bench-*")), "the temporary work dir was not removed"
