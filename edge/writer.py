@@ -268,13 +268,30 @@ class Writer:
             f"SELECT key, first_id FROM fdedge_ingest_keys WHERE key IN ({marks})", keys).fetchall())
 
     def _commit_group(self, group: list[_Ingest]) -> None:
-        conn = self.conn
+        """Score and store one group in one transaction, answer its requests, then publish."""
+        split = self._split_replays(group)
+        if split is None:
+            return
+        fresh, replays = split
+        stored: list[Stored] = []
+        changes: list[AlarmChange] = []
+        if fresh:
+            fresh, x_rows, y = self._score(fresh)
+        if fresh:
+            stored, changes = self._store(fresh, x_rows, y)
+        for job, first_id in replays:
+            self._settle(job.future, self._replay(job, first_id))
+        self._publish(stored, changes)
+
+    def _split_replays(self, group: list[_Ingest]) -> tuple[list[_Ingest], list[tuple[_Ingest, int]]] | None:
+        """Requests to store, and those whose idempotency key was stored before (or earlier in this
+        group: first id -1). None when the keys could not be looked up; every request is answered."""
         try:
             known = self._known_keys(group)
         except sqlite3.Error as exc:
             for job in group:
                 self._settle(job.future, error=storage_error(exc))
-            return
+            return None
         fresh: list[_Ingest] = []
         replays: list[tuple[_Ingest, int]] = []
         seen: set[str] = set()
@@ -285,73 +302,77 @@ class Writer:
                 fresh.append(job)
                 if job.key:
                     seen.add(job.key)
+        return fresh, replays
 
+    def _score(self, fresh: list[_Ingest]) -> tuple[list[_Ingest], list, np.ndarray]:
+        """One onnxruntime call for the whole group; requests it cannot score are answered here."""
+        x_rows = [row for job in fresh for row in job.batch.rows]
+        started = time.perf_counter()
+        try:
+            y = self.model.predict(np.array(x_rows, dtype=np.float64))
+        except Exception as exc:  # noqa: BLE001 - reported per request, the writer keeps running
+            log.error("inference failed: %s", exc)
+            for job in fresh:
+                self._settle(job.future, error=Unavailable(f"inference failed: {exc}", reason="model_error"))
+            return [], [], np.empty((0, 8))
+        self.observe("inference", time.perf_counter() - started)
+        if not np.isfinite(y).all():
+            return self._refuse_non_finite(fresh, x_rows, y)
+        return fresh, x_rows, y
+
+    def _store(self, fresh: list[_Ingest], x_rows: list, y: np.ndarray) -> tuple[list[Stored], list[AlarmChange]]:
+        """Readings, idempotency keys and alarm changes in one transaction: all of it or none."""
+        conn = self.conn
+        started = time.perf_counter()
+        y_rows = y.tolist()
+        times = [t for job in fresh for t in job.batch.times]
+        machines = [m for job in fresh for m in job.batch.machines]
         stored: list[Stored] = []
         changes: list[AlarmChange] = []
-        if fresh:
-            x_rows = [row for job in fresh for row in job.batch.rows]
-            started = time.perf_counter()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            last = insert_rows(conn, times, x_rows, y_rows, machines)
+            first = last - len(times) + 1
+            offset = 0
+            created = now_text()
+            for job in fresh:
+                n = len(job.batch)
+                stored.append(Stored(first + offset, y[offset:offset + n], job.batch))
+                if job.key:
+                    conn.execute("INSERT INTO fdedge_ingest_keys(key, first_id, last_id, created) VALUES (?, ?, ?, ?)",
+                                 (job.key, first + offset, first + offset + n - 1, created))
+                offset += n
+            if self.alarms is not None:
+                # Alarm and outbox rows go into this transaction: committed with their readings or not at all.
+                changes = self.alarms.evaluate(conn, [(first + k, times[k], machines[k], y_rows[k])
+                                                      for k in range(len(times))])
+            conn.execute("COMMIT")
+            if self.alarms is not None:
+                self.alarms.commit()
+        except sqlite3.Error as exc:
             try:
-                y = self.model.predict(np.array(x_rows, dtype=np.float64))
-            except Exception as exc:  # noqa: BLE001 - reported per request, the writer keeps running
-                log.error("inference failed: %s", exc)
-                for job in fresh:
-                    self._settle(job.future, error=Unavailable(f"inference failed: {exc}", reason="model_error"))
-                fresh = []
-            else:
-                self.observe("inference", time.perf_counter() - started)
-                if not np.isfinite(y).all():
-                    fresh, x_rows, y = self._refuse_non_finite(fresh, x_rows, y)
-        if fresh:
-            started = time.perf_counter()
-            y_rows = y.tolist()
-            times = [t for job in fresh for t in job.batch.times]
-            machines = [m for job in fresh for m in job.batch.machines]
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                last = insert_rows(conn, times, x_rows, y_rows, machines)
-                first = last - len(times) + 1
-                offset = 0
-                created = now_text()
-                for job in fresh:
-                    n = len(job.batch)
-                    stored.append(Stored(first + offset, y[offset:offset + n], job.batch))
-                    if job.key:
-                        conn.execute("INSERT INTO fdedge_ingest_keys(key, first_id, last_id, created) VALUES (?, ?, ?, ?)",
-                                     (job.key, first + offset, first + offset + n - 1, created))
-                    offset += n
-                if self.alarms is not None:
-                    # Alarm and outbox rows go into this transaction: committed with their readings or not at all.
-                    changes = self.alarms.evaluate(conn, [(first + k, times[k], machines[k], y_rows[k])
-                                                          for k in range(len(times))])
-                conn.execute("COMMIT")
-                if self.alarms is not None:
-                    self.alarms.commit()
-            except sqlite3.Error as exc:
-                try:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                if self.alarms is not None:
-                    self.alarms.rollback()
-                changes = []
-                error = storage_error(exc)
-                log.error("commit failed: %s", error.message)
-                for job in fresh:
-                    self._settle(job.future, error=error)
-                stored = []
-                fresh = []
-            else:
-                self.observe("commit", time.perf_counter() - started)
-            for job, result in zip(fresh, stored):
-                self._settle(job.future, result)
-        for job, first_id in replays:
-            self._settle(job.future, self._replay(job, first_id))
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            if self.alarms is not None:
+                self.alarms.rollback()
+            error = storage_error(exc)
+            log.error("commit failed: %s", error.message)
+            for job in fresh:
+                self._settle(job.future, error=error)
+            return [], []
+        self.observe("commit", time.perf_counter() - started)
+        for job, result in zip(fresh, stored):
+            self._settle(job.future, result)
+        return stored, changes
+
+    def _publish(self, stored: list[Stored], changes: list[AlarmChange]) -> None:
+        """Live updates after the commit; a failure here must never undo it."""
         if stored and self.on_commit is not None:
             try:
                 self.on_commit(stored)
-            except Exception:  # noqa: BLE001 - live updates must never undo a commit
+            except Exception:  # noqa: BLE001
                 log.exception("publishing committed readings failed")
         if changes and self.on_alarms is not None:
             try:
