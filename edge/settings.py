@@ -27,6 +27,8 @@ class Settings:
     web_dir: Path = field(default=BUNDLED_WEB, metadata={"help": "directory with the dashboard pages"})
     token: str | None = field(default=None, metadata={"help": "bearer token required to ingest (POST /send, alarm acks); unset = open ingest"})
     read_token: str | None = field(default=None, metadata={"help": "bearer token required to read data (history, export, events, api, metrics)"})
+    token_file: Path | None = field(default=None, metadata={"help": "read the ingest token from this file instead (a flag's value shows in `ps`; a Docker or systemd secret is a file)"})
+    read_token_file: Path | None = field(default=None, metadata={"help": "read the read token from this file instead"})
     max_body_bytes: int = field(default=8 * 1024 * 1024, metadata={"help": "largest accepted request body in bytes"})
     max_batch_rows: int = field(default=10_000, metadata={"help": "most readings accepted in one request"})
     warning_threshold: float = field(default=30.0, metadata={"help": "fault intensity shown as warning"})
@@ -87,6 +89,16 @@ class Settings:
                 values[f.name] = _convert(f.type, raw)
             except ValueError:
                 parser.error(f"{f.name.replace('_', '-')} / {_env_name(f.name)}: invalid value {raw!r}")
+        for name in ("token", "read_token"):
+            path = values.get(f"{name}_file")
+            if path is None:
+                continue
+            if values.get(name):
+                parser.error(f"set {name.replace('_', '-')} or {name.replace('_', '-')}-file, not both")
+            try:
+                values[name] = read_token_file(path)
+            except ValueError as exc:
+                parser.error(f"{name.replace('_', '-')}-file: {exc}")
         settings = cls(**values)
         problem = settings.problem()
         if problem:
@@ -103,6 +115,19 @@ class Settings:
         if self.max_body_bytes < 1024 or self.max_batch_rows < 1 or self.threads < 1 or self.sse_buffer < 1:
             return "max-body-bytes >= 1024, max-batch-rows, threads and sse-buffer >= 1"
         return None
+
+
+def read_token_file(path: Path) -> str:
+    """The file's only line, without surrounding whitespace (an editor's trailing newline)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
+    if not text:
+        raise ValueError(f"{path} is empty")
+    if any(c.isspace() for c in text):
+        raise ValueError(f"{path} must hold one token on one line, without spaces")
+    return text
 
 
 def _convert(type_: Any, raw: Any) -> Any:
