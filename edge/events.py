@@ -33,9 +33,12 @@ PAGE = 500
 def _last_event_id(request: Request) -> int | None:
     text = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     try:
-        return int(text) if text else None
+        value = int(text) if text else None
     except ValueError:
         return None
+    # Row ids are SQLite INTEGERs: anything outside that range names no row (and would overflow
+    # the query), so it is no resume point at all.
+    return value if value is not None and 0 <= value < 2**63 else None
 
 
 def _shape(request: Request) -> str:
@@ -105,7 +108,9 @@ async def stream(app: Appliance, last: int | None, machine: str | None, shape: s
         top = await newest()
         db_id = await run_in_threadpool(lambda: database_id(readers.get()))
         hello = orjson.dumps({"last_id": top, "database_id": db_id, "features": FEATURES, "faults": FAULTS})
-        if last is None:
+        if last is None or last > top:
+            # Beyond the newest row (a replaced database, or an invented id): nothing is missed;
+            # resume from the newest, or the client would skip every reading up to its number.
             last = top
         yield frame("hello", hello, last if last == top else None)
         catch_up = True

@@ -515,3 +515,16 @@ def test_events_unknown_shape_is_a_400_naming_the_valid_ones(client, shape):
     assert answer["valid"] == ["objects", "arrays"]
     assert "objects" in answer["message"] and "arrays" in answer["message"]
     assert len(client.app.state.appliance.hub) == 0  # no client was subscribed
+
+
+@pytest.mark.parametrize("resume", [str(2**63), str(2**64 + 5), "-1", "99"])
+def test_events_resume_id_beyond_any_row_resumes_from_the_newest(client, resume):
+    """Found by schemathesis: an id past SQLite's INTEGER range overflowed the catch-up query (a
+    500). An id beyond the newest row (a replaced database, an invented id) must not make the
+    client skip every reading up to its number either."""
+    assert client.post("/send", json=[reading(1), reading(2)]).status_code == 200  # ids 1, 2
+    stream = SSE(client, f"/events?shape=arrays&last_event_id={resume}", want=readings_at_least(1))
+    assert client.post("/send", json=reading(3)).status_code == 200
+    assert [e["id"] for e in stream.readings()] == ["3"]
+    hello = stream.events[0]
+    assert hello["event"] == "hello" and hello["id"] == "2"  # the resume point is the newest row
