@@ -299,14 +299,20 @@ def wait_live(page) -> None:
     expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=10_000)
 
 
+def open_live(ctx, url: str):
+    """A new page at `url`, returned once its event stream is live."""
+    page = ctx.new_page()
+    page.goto(url)
+    wait_live(page)
+    return page
+
+
 # --- tests -----------------------------------------------------------------------------
 
 def test_dashboard_offline_and_a_new_reading_shows_within_1s(server, scenario, open_context):
     ctx, watch = open_context(viewport={"width": 1280, "height": 900})
     model = server.get("/api/model")
-    page = ctx.new_page()
-    page.goto(server.url + "/")
-    wait_live(page)
+    page = open_live(ctx, server.url + "/")
 
     # All 8 faults with their category from the model's catalogue, thresholds on the page.
     expect(page.locator("#faults li")).to_have_count(len(model["faults"]))
@@ -373,9 +379,7 @@ def test_dashboard_offline_and_a_new_reading_shows_within_1s(server, scenario, o
 
 def test_alarm_shows_state_and_root_causes(server, scenario, open_context):
     ctx, _ = open_context(viewport={"width": 1280, "height": 900})
-    page = ctx.new_page()
-    page.goto(server.url + "/")
-    wait_live(page)
+    page = open_live(ctx, server.url + "/")
     faults = server.send(scenario["strong"])
     dominant = max(faults, key=faults.get)
     assert faults[dominant] >= scenario["alarm"], (faults, scenario["alarm"])
@@ -458,12 +462,8 @@ def test_report_counts_and_downloads_matching_rows(server, scenario, open_contex
 
 def test_stream_resumes_without_gap_after_server_restart(server, scenario, open_context):
     ctx, watch = open_context(viewport={"width": 1280, "height": 900})
-    table = ctx.new_page()
-    table.goto(server.url + "/dashboard")
-    wait_live(table)
-    live = ctx.new_page()
-    live.goto(server.url + "/?machine=default")
-    wait_live(live)
+    table = open_live(ctx, server.url + "/dashboard")
+    live = open_live(ctx, server.url + "/?machine=default")
 
     healthy = scenario["healthy"]
     faults = server.send(healthy[0])
@@ -516,9 +516,7 @@ def test_burst_keeps_table_bounded_and_shows_the_newest(server, scenario, open_c
 def test_hostile_machine_name_renders_as_text(server, scenario, open_context):
     ctx, watch = open_context(viewport={"width": 1280, "height": 900})
     server.send({"machine": HOSTILE, **scenario["healthy"][0]})
-    page = ctx.new_page()
-    page.goto(server.url + "/?machine=" + urllib.parse.quote(HOSTILE))
-    wait_live(page)
+    page = open_live(ctx, server.url + "/?machine=" + urllib.parse.quote(HOSTILE))
     expect(page.locator("#latest-machine")).to_have_text(HOSTILE)
     expect(page.locator("#machine option", has_text=HOSTILE)).to_have_count(1)
     expect(page.locator("#machine-pick")).to_be_visible()

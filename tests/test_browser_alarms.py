@@ -14,7 +14,7 @@ from datetime import datetime
 import pytest
 
 from test_browser import (  # noqa: F401  (fixtures are found by name)
-    HOSTILE, PHONE, Server, browser, browser_available, model_dir, number, open_context, scenario, shot, wait_live)
+    HOSTILE, PHONE, Server, browser, browser_available, model_dir, number, open_context, scenario, open_live, shot, wait_live)
 
 try:
     from playwright.sync_api import expect
@@ -81,9 +81,7 @@ def test_alarm_panel_raise_acknowledge_clear(server, scenario, open_context):
     machine = "press-1"
     send(server, {"machine": machine, **scenario["healthy"][0]})
     ctx, watch = open_context(viewport={"width": 1280, "height": 900})
-    page = ctx.new_page()
-    page.goto(server.url + "/")
-    wait_live(page)
+    page = open_live(ctx, server.url + "/")
     expect(page.locator("#alarms-none")).to_have_text("No active alarms.")
     expect(page.locator("#alarm-count")).to_have_attribute("data-count", "0")
     expect(page.locator("#alarms-scope")).to_have_text(f"machine {machine}")
@@ -224,9 +222,7 @@ def test_alarm_panel_follows_the_selected_machine(server, scenario, open_context
     assert theirs
 
     ctx, watch = open_context(viewport={"width": 1280, "height": 900})
-    page = ctx.new_page()
-    page.goto(server.url + "/?machine=line-a")
-    wait_live(page)
+    page = open_live(ctx, server.url + "/?machine=line-a")
     expect(page.locator("#alarms-scope")).to_have_text("machine line-a")
     expect(page.locator("#alarms-none")).to_have_text("No active alarms.")
     expect(page.locator("#alarm-count")).to_have_attribute("data-count", str(len(everywhere)))
@@ -307,9 +303,7 @@ def test_alarm_changes_missed_while_disconnected_show_after_reconnect(server, sc
     machine = "line-c"
     send(server, {"machine": machine, **scenario["healthy"][0]})
     ctx, _ = open_context(viewport={"width": 1280, "height": 900})
-    page = ctx.new_page()
-    page.goto(server.url + f"/?machine={machine}")
-    wait_live(page)
+    page = open_live(ctx, server.url + f"/?machine={machine}")
     expect(page.locator("#alarms-none")).to_have_text("No active alarms.")
 
     page.route("**/events*", lambda route: route.abort())  # the stream drops and cannot come back

@@ -42,7 +42,7 @@ import pytest
 
 from tests.reliability_helpers import post, rss_mb
 from tests.test_browser import (  # noqa: F401  (fixtures are found by name)
-    REPO, Server, browser, browser_available, model_dir, open_context, scenario, shot, wait_live)
+    REPO, Server, browser, browser_available, model_dir, open_context, open_live, scenario, shot)
 
 try:
     from playwright.sync_api import expect
@@ -149,12 +149,8 @@ def test_dashboard_and_table_hold_up(server, scenario, open_context):
     ctx, watch = open_context(viewport={"width": 1280, "height": 1600})
     failed: list[str] = []  # any response >= 400, API and stream included
     ctx.on("response", lambda r: r.status >= 400 and failed.append(f"HTTP {r.status} {r.url}"))
-    dash = ctx.new_page()
-    dash.goto(server.url + "/")
-    wait_live(dash)
-    table = ctx.new_page()
-    table.goto(server.url + "/dashboard")
-    wait_live(table)
+    dash = open_live(ctx, server.url + "/")
+    table = open_live(ctx, server.url + "/dashboard")
     pages = {"dashboard": dash, "table": table}
     cdp = {}
     for name, page in pages.items():

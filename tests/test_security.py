@@ -232,35 +232,31 @@ INJECTIONS = ["sqlite_version()", "temperature FROM sensor_data --", "' OR '1'='
               "temperature,sqlite_version()", "(SELECT 1)", "1e999"]
 
 
-class TracingConnection(sqlite3.Connection):
+class _Traces:
     """Records the text of every statement (the template, never the bound values)."""
 
     statements: list[str] = []
 
     def execute(self, sql, *args, **kwargs):
-        TracingConnection.statements.append(sql)
+        _Traces.statements.append(sql)
         return super().execute(sql, *args, **kwargs)
 
     def executemany(self, sql, *args, **kwargs):
-        TracingConnection.statements.append(sql)
+        _Traces.statements.append(sql)
         return super().executemany(sql, *args, **kwargs)
 
+
+class TracingCursor(_Traces, sqlite3.Cursor):
+    pass
+
+
+class TracingConnection(_Traces, sqlite3.Connection):
     def executescript(self, sql, *args, **kwargs):
-        TracingConnection.statements.append(sql)
+        _Traces.statements.append(sql)
         return super().executescript(sql, *args, **kwargs)
 
     def cursor(self, *args, **kwargs):
         return super().cursor(TracingCursor)
-
-
-class TracingCursor(sqlite3.Cursor):
-    def execute(self, sql, *args, **kwargs):
-        TracingConnection.statements.append(sql)
-        return super().execute(sql, *args, **kwargs)
-
-    def executemany(self, sql, *args, **kwargs):
-        TracingConnection.statements.append(sql)
-        return super().executemany(sql, *args, **kwargs)
 
 
 def test_no_sql_text_is_built_from_query_parameters(tmp_path, linear_model, monkeypatch, report):
@@ -275,7 +271,7 @@ def test_no_sql_text_is_built_from_query_parameters(tmp_path, linear_model, monk
         return real_connect(*args, **kwargs)
 
     monkeypatch.setattr(sqlite3, "connect", traced_connect)
-    TracingConnection.statements = []
+    _Traces.statements = []
     version = sqlite3.sqlite_version
     settings = Settings(data_dir=tmp_path, model_dir=linear_model[0], retention_interval=3600)
     spec = openapi.build("x")
@@ -301,7 +297,7 @@ def test_no_sql_text_is_built_from_query_parameters(tmp_path, linear_model, monk
                     if name == "machine" and path in ("/api/latest", "/api/count", "/history") and r.status_code == 200:
                         assert '"m1"' not in r.text and r.json() not in ({"count": 5},), \
                             f"{path}?machine={payload!r} matched rows it should not"
-        statements = list(TracingConnection.statements)
+        statements = list(_Traces.statements)
         assert client.get("/api/count?start=2023-11-08&end=2023-11-08").json() == {"count": 5}  # table intact
     assert statements, "no statement was traced"
     telling = [p for p in INJECTIONS if len(p) > 3 and not p.isalnum()]  # plain words may be column names
