@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from typing import AsyncIterator
 
@@ -59,6 +60,11 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
         built = appliance or Appliance.build(settings)
         built.start(asyncio.get_running_loop())
         built.tasks.append(asyncio.create_task(retention.run(built)))
+        # What start-up made (modules, the model, the app) lives as long as the process: frozen,
+        # the full collections that the SSE ring's long-lived events trigger skip those ~40k
+        # objects (an unfrozen one took ~30 ms with 100 clients at full ingest).
+        gc.collect()
+        gc.freeze()
         app.state.appliance = built
         if settings.token is None:
             log.warning("FDEDGE_TOKEN is not set: anyone who can reach port %d can post readings", settings.port)

@@ -334,3 +334,45 @@ def test_the_machine_filter_works_in_both_shapes_from_one_publication(tmp_path, 
             rig.close()
 
     asyncio.run(main())
+
+
+def test_clients_at_one_cursor_send_one_shared_chunk_per_tick(tmp_path, fast, monkeypatch):
+    """Clients wake together, so a tick's commits are joined once and every client at that cursor
+    writes the very same bytes; a client behind the others is served on its own."""
+    joins = []
+    real_join = Hub.joined
+
+    def counting_join(self, cursor, shape):
+        hit = real_join(self, cursor, shape)
+        joins.append((cursor, shape, id(hit.wire) if hit else None))
+        return hit
+
+    monkeypatch.setattr(Hub, "joined", counting_join)
+
+    async def main():
+        rig = Rig(tmp_path)
+        clients = [Reader(events_module.stream(rig.app, None, None, "arrays")) for _ in range(3)]
+        try:
+            for c in clients:
+                await c.next()
+                await c.park()
+            for _ in range(4):  # several commits inside one coalescing wait
+                rig.publish(rig.commit(2))
+            chunks = [await c.next() for c in clients]
+            assert all(reading_ids(chunk) == list(range(1, 9)) for chunk in chunks)
+            wires = {wire for cursor, shape, wire in joins if wire is not None}
+            assert len(wires) == 1, "one joined chunk served every client"
+            late = Reader(events_module.stream(rig.app, 6, None, "arrays"))  # resumes mid-way
+            try:
+                assert reading_ids(await late.take(2)) == [7, 8]
+                rig.publish(rig.commit(1))
+                assert [reading_ids(await c.take(1)) for c in [*clients, late]] == [[9]] * 4
+                await late.nothing_more()
+            finally:
+                await late.close()
+        finally:
+            for c in clients:
+                await c.close()
+            rig.close()
+
+    asyncio.run(main())
