@@ -112,6 +112,13 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
             e = http["single"][f"edge-{sync}"]
             out.append(("http", f"  server CPU µs/request, sync {sync} (ratio: bare / FD-Edge)", num(e["server_cpu_us_per_request"]),
                         num(bare["server_cpu_us_per_request"]), num(e.get("cpu_ratio_to_bare"), 2), ""))
+        crowd = http.get("single_crowd")
+        if crowd:
+            n = http["wrk"]["crowd_connections"]
+            for sync in ("full", "normal"):
+                e = crowd[f"edge-{sync}"]
+                out.append(("http", f"single POST /send req/s at -c{n}, sync {sync} (vs bare)", num(e["rps"]),
+                            num(crowd["bare"]["rps"]), num(e["ratio_to_bare"], 2), ""))
         fr = http["fixed_rate"]
         for sync in ("full", "normal"):
             e = fr[f"edge-{sync}"]

@@ -48,9 +48,10 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
     http = results["http"]
     for name in ("bare", "edge-full", "edge-normal"):
         assert http["single"][name]["rps"] > 0 and http["single"][name]["errors"] == 0
+        assert http["single_crowd"][name]["rps"] > 0 and http["single_crowd"][name]["errors"] == 0
         assert http["fixed_rate"][name]["p99_ms"] is not None
     for name in ("edge-full", "edge-normal"):
-        assert http["single"][name]["ratio_to_bare"] > 0
+        assert http["single"][name]["ratio_to_bare"] > 0 and http["single_crowd"][name]["ratio_to_bare"] > 0
         assert http["batch"][name]["readings_per_s"] > 0
 
     resources = results["resources"]
