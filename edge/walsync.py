@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -30,19 +31,15 @@ class WalSyncer:
         self.deliver = deliver
         self.syncs = 0
         self._fd: int | None = None
-        self._cond = threading.Condition()
-        self._waiting: list[Settlement] = []
-        self._dirty = False
-        self._stopping = False
+        # The writer's hand-offs: (settlements, wrote) or None to stop. A SimpleQueue is one C
+        # call per side, where a Condition costs a lock allocation and Python code per wait.
+        self._queue: queue.SimpleQueue[tuple[list[Settlement], bool] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="fdedge-walsync", daemon=True)
         self._thread.start()
 
     def submit(self, settlements: list[Settlement], wrote: bool) -> None:
         """Called by the writer after a group: `wrote` when it committed anything since the last call."""
-        with self._cond:
-            self._waiting.extend(settlements)
-            self._dirty = self._dirty or wrote
-            self._cond.notify()
+        self._queue.put((settlements, wrote))
 
     @property
     def alive(self) -> bool:
@@ -50,23 +47,25 @@ class WalSyncer:
 
     def stop(self) -> None:
         """Sync and deliver what is waiting, then end the thread (call after the writer stopped)."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
+        self._queue.put(None)
         self._thread.join(timeout=10)
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
 
     def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._waiting and not self._dirty and not self._stopping:
-                    self._cond.wait()
-                if self._stopping and not self._waiting and not self._dirty:
-                    return
-                settlements, self._waiting = self._waiting, []
-                dirty, self._dirty = self._dirty, False
+        stopping = False
+        while not stopping:
+            # Everything handed over while the last sync ran goes under one fdatasync.
+            items = [self._queue.get()]
+            while True:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stopping = None in items
+            settlements = [s for item in items if item is not None for s in item[0]]
+            dirty = any(item[1] for item in items if item is not None)
             error = None
             if dirty:
                 try:
@@ -74,10 +73,11 @@ class WalSyncer:
                 except OSError as exc:
                     log.error("fdatasync of %s failed: %s", self.wal_path, exc)
                     error = exc
-            try:
-                self.deliver(settlements, error)
-            except Exception:  # noqa: BLE001 - the thread must outlive a bug in delivery
-                log.exception("delivering %d answers after a sync failed", len(settlements))
+            if settlements:
+                try:
+                    self.deliver(settlements, error)
+                except Exception:  # noqa: BLE001 - the thread must outlive a bug in delivery
+                    log.exception("delivering %d answers after a sync failed", len(settlements))
 
     def _sync(self) -> None:
         if self._fd is None:
