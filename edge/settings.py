@@ -29,6 +29,7 @@ class Settings:
     read_token: str | None = field(default=None, metadata={"help": "bearer token required to read data (history, export, events, api, metrics)"})
     token_file: Path | None = field(default=None, metadata={"help": "read the ingest token from this file instead (a flag's value shows in `ps`; a Docker or systemd secret is a file)"})
     read_token_file: Path | None = field(default=None, metadata={"help": "read the read token from this file instead"})
+    allowed_hosts: str | None = field(default=None, metadata={"help": "comma-separated names the appliance answers to (`fdedge.plant.local, 10.0.0.5, *.plant.local`); any other Host header gets 400, the defence against DNS rebinding; loopback always passes; unset = any"})
     max_body_bytes: int = field(default=8 * 1024 * 1024, metadata={"help": "largest accepted request body in bytes"})
     max_batch_rows: int = field(default=10_000, metadata={"help": "most readings accepted in one request"})
     warning_threshold: float = field(default=30.0, metadata={"help": "fault intensity shown as warning"})
