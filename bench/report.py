@@ -196,9 +196,16 @@ def table(results: dict[str, Any]) -> str:
     for t in results.get("targets", []):
         state = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
         out.append(f"target {state:>12}: {t['name']}")
-    out.append(f"\n{results['duration_s']:.0f} s in all; ratios are medians of {results['plan']['rounds']} "
+    out.append(f"\n{results['duration_s']:.0f} s in all; ratios are medians of {rounds_text(results)} "
                "interleaved rounds on this machine, the absolute figures are only for this machine.")
     return "\n".join(out)
+
+
+def rounds_text(results: dict[str, Any]) -> str:
+    """'3' or '3 (SSE: 5)': the SSE section takes more rounds than the others."""
+    n = results["plan"]["rounds"]
+    sse = (results.get("sse") or {}).get("rounds")
+    return f"{n} (SSE: {sse})" if sse and sse != n else str(n)
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -206,7 +213,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"Measured by `make bench` (`python -m bench`{' --quick' if results['quick'] else ''}) in one run on "
         f"{machine_line(results)}. The yardstick is a bare Starlette endpoint that only parses the same JSON body "
         "(`bench/bare_app.py`, same uvicorn settings); wrk with one thread and "
-        f"{results['plan']['connections']} connections; medians of {results['plan']['rounds']} interleaved rounds. "
+        f"{results['plan']['connections']} connections; medians of {rounds_text(results)} interleaved rounds. "
         "Only the ratios carry over to other machines.",
         "",
         "| measurement | FD-Edge | yardstick | ratio | target |",
