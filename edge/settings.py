@@ -113,6 +113,8 @@ class Settings:
             return "warning-threshold must not exceed alarm-threshold"
         if self.retention_days < 0 or self.retention_rows < 0:
             return "retention limits must be >= 0"
+        if self.allowed_hosts is not None and not any(n.strip() for n in self.allowed_hosts.split(",")):
+            return "allowed-hosts lists no names (leave it unset to answer to any)"
         if self.max_body_bytes < 1024 or self.max_batch_rows < 1 or self.threads < 1 or self.sse_buffer < 1:
             return "max-body-bytes >= 1024, max-batch-rows, threads and sse-buffer >= 1"
         return None

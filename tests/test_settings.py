@@ -43,6 +43,15 @@ def test_a_token_and_its_file_together_are_refused(tmp_path, capsys):
     assert "not both" in capsys.readouterr().err
 
 
+def test_allowed_hosts_from_the_environment_and_an_empty_list_refused(capsys):
+    settings = Settings.from_args([], environ={"FDEDGE_ALLOWED_HOSTS": "fdedge.plant.local, *.plant.local"})
+    assert settings.allowed_hosts == "fdedge.plant.local, *.plant.local"
+    assert Settings.from_args([], environ={"FDEDGE_ALLOWED_HOSTS": ""}).allowed_hosts is None  # unset
+    with pytest.raises(SystemExit):
+        Settings.from_args(["--allowed-hosts", " , "], environ={})
+    assert "lists no names" in capsys.readouterr().err
+
+
 def test_help_shows_real_defaults_and_the_variables(capsys):
     with pytest.raises(SystemExit):
         Settings.from_args(["--help"], environ={})
