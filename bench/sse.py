@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from bench.common import REPO, BenchError, Plan, median, ratio, run_async, single_body
 from bench.loadgen import Wrk
-from bench.http import _with_cpu
+from bench.http import _rotate, _with_cpu
 from bench.resources import _stored
 from bench.servers import Server, child_env
 
@@ -195,8 +195,7 @@ def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
         wrk.warm(server.port, plan.warmup, plan.connections)
         rounds = plan.rounds if plan.quick else max(plan.rounds, SSE_ROUNDS)
         for r in range(rounds):
-            k = r % len(modes)
-            for mode in modes[k:] + modes[:k]:  # rotated: each mode runs first, second and last
+            for mode in _rotate(modes, r):  # each mode runs first, second and last
                 if mode == "without":
                     without.append(_with_cpu(server, lambda: wrk.run(server.port, plan.duration, plan.connections)))
                 else:

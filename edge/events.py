@@ -24,7 +24,7 @@ from edge import queries
 from edge.appliance import Appliance
 from edge.errors import BadRequest
 from edge.fdrest import FAULTS, FEATURES
-from edge.hub import SHAPES, frame
+from edge.hub import SHAPES, frame, reading_wire
 from edge.storage import database_id
 
 PAGE = 500
@@ -65,7 +65,7 @@ RELOAD_ALARMS = frame("alarm", b'{"event":"reload"}')
 
 
 def _reading_frame(row: tuple, shape: str) -> bytes:
-    return b"id: %d\r\nevent: reading\r\ndata: %b\r\n\r\n" % (row[0], queries.row_json(shape, row))
+    return reading_wire(row[0], queries.row_json(shape, row))
 
 
 async def stream(app: Appliance, last: int | None, machine: str | None, shape: str = SHAPES[0]

@@ -41,10 +41,15 @@ def frame(event: str, data: bytes | str, id_: int | None = None) -> bytes:
     return head + b"data: " + data + SEP + SEP
 
 
+def reading_wire(id_: int, data: bytes) -> bytes:
+    """A reading event around its JSON (orjson's, which never has a line break, so it goes into
+    one data line as it is). The live stream and the database catch-up both frame readings here."""
+    return b"id: %d\r\nevent: reading\r\ndata: %b\r\n\r\n" % (id_, data)
+
+
 def reading_frame(shape: str, id_: int, time: str, machine: str, x, y) -> bytes:
-    """A reading's frame in `shape` (`time` ISO 8601): orjson never writes a line break, so the
-    JSON goes into one data line as it is."""
-    return b"id: %d\r\nevent: reading\r\ndata: %b\r\n\r\n" % (id_, reading_json(shape, id_, time, machine, x, y))
+    """A reading's frame in `shape` (`time` ISO 8601)."""
+    return reading_wire(id_, reading_json(shape, id_, time, machine, x, y))
 
 
 @dataclass(frozen=True, slots=True)
