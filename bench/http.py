@@ -1,9 +1,11 @@
 """Section 2: HTTP ingest. FD-Edge's POST /send vs the bare Starlette yardstick, interleaved.
 
-Three servers run side by side for the whole section (bench/bare_app.py, `fdedge serve --sync
-full`, `fdedge serve --sync normal`); each round measures every one of them, in a rotated order,
-so slow phases of the shared machine hit all of them alike. Figures are medians over rounds and
-the headline is the ratio of medians FD-Edge / bare.
+Four servers run side by side for the whole section (bench/bare_app.py's bare and durable apps,
+`fdedge serve --sync full`, `fdedge serve --sync normal`); each round measures every one of them,
+in a rotated order, so slow phases of the shared machine hit all of them alike. Figures are medians
+over rounds and the headline is the ratio of medians FD-Edge / bare. The durable bare app (append
++ group fdatasync, nothing else) runs the closed-loop single-reading loads only: its ratio to bare
+is what durability alone costs, the ceiling for `--sync full`.
 """
 
 from __future__ import annotations
@@ -63,29 +65,31 @@ def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
     batch = batch_body(readings, plan.batch_rows)
     template = batch_body(readings, plan.batch_rows, placeholder=True)
     bare = Server("bare", root).start()
+    durable = Server("bare-durable", root).start()
     edges = {sync: Server("edge", root, model_dir=model_dir, sync=sync).start() for sync in ("full", "normal")}
     everyone = [bare, edges["full"], edges["normal"]]
+    closed_loop = [*everyone, durable]
     try:
-        for server in everyone:
+        for server in closed_loop:
             _check(server, single, 1)
         for server in edges.values():
             _check(server, batch, plan.batch_rows)
         single_wrk = Wrk(root, "single", single)
         batch_wrk = Wrk(root, "batch", template, advancing_times=True)
-        for server in everyone:
+        for server in closed_loop:
             single_wrk.warm(server.port, plan.warmup, plan.connections)
 
-        closed: dict[str, list[dict[str, Any]]] = {s.name: [] for s in everyone}
-        crowd: dict[str, list[dict[str, Any]]] = {s.name: [] for s in everyone}
+        closed: dict[str, list[dict[str, Any]]] = {s.name: [] for s in closed_loop}
+        crowd: dict[str, list[dict[str, Any]]] = {s.name: [] for s in closed_loop}
         fixed: dict[str, list[dict[str, Any]]] = {s.name: [] for s in everyone}
         batches: dict[str, list[dict[str, Any]]] = {s.name: [] for s in edges.values()}
         for r in range(plan.rounds):
             log(f"  round {r + 1}/{plan.rounds}: single-reading throughput")
-            for server in _rotate(everyone, r):
+            for server in _rotate(closed_loop, r):
                 closed[server.name].append(_with_cpu(server, lambda: single_wrk.run(
                     server.port, plan.duration, plan.connections)))
             log(f"  round {r + 1}/{plan.rounds}: single-reading throughput, {CROWD_CONNECTIONS} connections")
-            for server in _rotate(everyone, r):
+            for server in _rotate(closed_loop, r):
                 crowd[server.name].append(_with_cpu(server, lambda: single_wrk.run(
                     server.port, plan.duration, CROWD_CONNECTIONS)))
             log(f"  round {r + 1}/{plan.rounds}: p99 at {plan.rate:,} req/s")
@@ -100,7 +104,7 @@ def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
                 batches[server.name].append(result)
         rss = {s.name: s.status().get("VmRSS") for s in everyone}
     finally:
-        for server in everyone:
+        for server in closed_loop:
             server.stop()
 
     closed_keys = ("rps", "p50_ms", "p99_ms", "server_cpu_us_per_request")
@@ -128,10 +132,11 @@ def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
     out["fixed_rate"]["connections"] = RATE_CONNECTIONS
     for key, rounds in (("single", closed), ("single_crowd", crowd)):
         section = out[key]
-        for sync in ("full", "normal"):
-            name = f"edge-{sync}"
+        for name in ("edge-full", "edge-normal", "bare-durable"):
             section[name]["ratio_to_bare"] = ratio(section[name]["rps"], section["bare"]["rps"])
             section[name]["ratio_per_round"] = [ratio(e["rps"], b["rps"]) for e, b in zip(rounds[name], rounds["bare"])]
             section[name]["cpu_ratio_to_bare"] = ratio(
                 section["bare"]["server_cpu_us_per_request"], section[name]["server_cpu_us_per_request"])
+        # how much of what durability leaves FD-Edge keeps (scoring, SQLite, validation)
+        section["edge-full"]["ratio_to_durable"] = ratio(section["edge-full"]["rps"], section["bare-durable"]["rps"])
     return out

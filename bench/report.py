@@ -103,6 +103,11 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
             e = http["single"][f"edge-{sync}"]
             out.append(("http", f"single POST /send req/s, sync {sync} (vs bare)", num(e["rps"]), num(bare["rps"]),
                         num(e["ratio_to_bare"], 2), verdict(results, ("http", "single", f"edge-{sync}", "ratio_to_bare"))))
+        floor = http["single"].get("bare-durable")
+        if floor:
+            out.append(("http", "  bare made durable: + append + group fdatasync (vs bare); FD-Edge full / it",
+                         num(floor["rps"]), num(bare["rps"]), num(floor["ratio_to_bare"], 2),
+                         f"FD-Edge full keeps {num(http['single']['edge-full'].get('ratio_to_durable'), 2)} of it"))
         for sync in ("full", "normal"):
             e = http["single"][f"edge-{sync}"]
             out.append(("http", f"  p50 / p99 ms at -c{http['wrk']['connections']}, sync {sync}",
@@ -119,6 +124,11 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
                 e = crowd[f"edge-{sync}"]
                 out.append(("http", f"single POST /send req/s at -c{n}, sync {sync} (vs bare)", num(e["rps"]),
                             num(crowd["bare"]["rps"]), num(e["ratio_to_bare"], 2), ""))
+            floor = crowd.get("bare-durable")
+            if floor:
+                out.append(("http", f"  bare made durable at -c{n} (vs bare); FD-Edge full / it", num(floor["rps"]),
+                            num(crowd["bare"]["rps"]), num(floor["ratio_to_bare"], 2),
+                            f"FD-Edge full keeps {num(crowd['edge-full'].get('ratio_to_durable'), 2)} of it"))
         fr = http["fixed_rate"]
         for sync in ("full", "normal"):
             e = fr[f"edge-{sync}"]
@@ -167,6 +177,14 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
             out.append(("sse", f"  server CPU µs/request, {shape} (vs none); bytes per reading per client",
                         f"{num(w.get('server_cpu_us_per_request'))}; {num(w.get('bytes_per_client_per_reading'))} B",
                         num(sse["without"].get("server_cpu_us_per_request")), "", ""))
+        floor = sse.get("with_floor")
+        if isinstance(floor, dict):
+            out.append(("sse", f"  floor: the same frames to {sse['clients']} readers from a bare socket pusher (vs none)",
+                        num(floor["rps"]), num(sse["without"]["rps"]), num(sse.get("ratio_floor"), 2),
+                        "what moving the bytes costs here"))
+            out.append(("sse", "  floor: slowdown; readings delivered to the slowest reader", pct(sse.get("slowdown_floor")),
+                        "", num((floor.get("delivered_fraction") or 0) * 100, 1, " %"),
+                        f"readers used {num((floor.get('reader_cpu_fraction') or 0) * 100)} % of a core"))
     return out
 
 

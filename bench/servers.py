@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.bare_app import DURABLE_LOG
 from bench.common import REPO, BenchError, free_port
 
 _LIVE: set["Server"] = set()
@@ -57,12 +58,13 @@ def http_post(port: int, path: str, body: bytes, content_type: str = "applicatio
 
 
 class Server:
-    """One server process. `kind` is "edge" (`python -m edge serve`) or "bare" (bench/bare_app.py)."""
+    """One server process. `kind` is "edge" (`python -m edge serve`), "bare" or "bare-durable"
+    (bench/bare_app.py's `app` and `durable`)."""
 
     def __init__(self, kind: str, root: Path, *, model_dir: Path | None = None, sync: str = "full",
                  data_dir: Path | None = None, name: str | None = None) -> None:
         self.kind, self.sync, self.model_dir = kind, sync, model_dir
-        self.name = name or (kind if kind == "bare" else f"edge-{sync}")
+        self.name = name or (kind if kind != "edge" else f"edge-{sync}")
         self.root = root
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=root))
         self.port = free_port()
@@ -76,10 +78,11 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        if self.kind == "bare":
+        if self.kind != "edge":
             # The same uvicorn settings as `fdedge serve` (edge/serve.py): one worker, uvloop,
             # httptools, no access log, no server header.
-            return [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1",
+            app = "bench.bare_app:durable" if self.kind == "bare-durable" else "bench.bare_app:app"
+            return [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1",
                     "--port", str(self.port), "--workers", "1", "--loop", "uvloop", "--http", "httptools",
                     "--no-access-log", "--no-server-header", "--log-level", "warning",
                     "--timeout-keep-alive", "30"]
@@ -91,18 +94,20 @@ class Server:
     def start(self, timeout: float = 60.0) -> "Server":
         self.log = open(self.log_path, "ab")
         self.started_at = time.perf_counter()
-        self.proc = subprocess.Popen(self.command(), cwd=REPO, env=child_env(), stdin=subprocess.DEVNULL,
+        env = child_env()
+        if self.kind == "bare-durable":
+            env[DURABLE_LOG] = str(self.data_dir / "durable.log")
+        self.proc = subprocess.Popen(self.command(), cwd=REPO, env=env, stdin=subprocess.DEVNULL,
                                      stdout=self.log, stderr=subprocess.STDOUT)
         _LIVE.add(self)
-        probe = "/readyz" if self.kind == "edge" else "/"
+        probe = "/readyz" if self.kind == "edge" else "/"  # the bare apps have no GET route
         deadline = self.started_at + timeout
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
                 raise BenchError(f"{self.name} exited with code {self.proc.returncode}:\n{self.log_tail()}")
             try:
                 status, _ = http_get(self.port, probe, timeout=1.0)
-                # the bare app has no GET route: any HTTP answer means it is up
-                if status == 200 or (self.kind == "bare" and status in (404, 405)):
+                if status == 200 or (self.kind != "edge" and status in (404, 405)):
                     self.ready_seconds = time.perf_counter() - self.started_at
                     return self
             except OSError:

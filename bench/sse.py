@@ -2,21 +2,30 @@
 
 Single-reading ingest (wrk, as in section 2) without SSE readers, with `clients` readers of the
 dashboard's event shape (GET /events?shape=arrays) and with `clients` readers of the default shape
-(plain GET /events, reading objects, as scripts use it): the three interleaved in every round, in
-a rotated order. The readers live in a separate process (`python -m bench.sse`): real HTTP clients
-on their own sockets that read and count every event, so the server pays the full price of
-serialising and writing the stream. The target is judged on the dashboard's shape.
+(plain GET /events, reading objects, as scripts use it), and with the floor (below): the four
+interleaved in every round, in a rotated order. The readers live in a separate process (`python -m
+bench.sse`): real HTTP clients on their own sockets that read and count every event, so the server
+pays the full price of serialising and writing the stream. The target is judged on the dashboard's
+shape.
+
+On one machine the readers, wrk and the server share the cores, and moving the stream's bytes
+costs both ends CPU whoever sends them. The floor measures that part alone: the same readers read
+the same frames from a minimal pusher process while FD-Edge ingests with no SSE client.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import http.client
 import json
 import select
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -33,6 +42,10 @@ PATTERN = b"event: reading"
 SSE_ROUNDS = 5
 DASHBOARD_SHAPE = "arrays"  # what web/static/live.js asks for: the target is judged on it
 SHAPES = (DASHBOARD_SHAPE, "objects")
+# The floor: the same readers get the dashboard's frames for every reading FD-Edge stores, but from
+# a minimal pusher process (`_push`) while FD-Edge itself has no SSE client. Its slowdown is what
+# moving those bytes costs on this machine, whoever sends them; FD-Edge's own cost is the rest.
+FLOOR = "floor"
 
 
 # --------------------------------------------------------------------------- reader process
@@ -98,38 +111,102 @@ async def _readers(port: int, clients: int, shape: str = "objects") -> dict[str,
             "cpu_fraction": cpu / wall if wall else None}
 
 
+# --------------------------------------------------------------------------- pusher process
+
+def _newest(source: http.client.HTTPConnection) -> dict[str, Any] | None:
+    source.request("GET", "/api/latest?limit=1")
+    answer = source.getresponse()
+    body = answer.read()
+    if answer.status != 200:
+        raise BenchError(f"GET /api/latest answered {answer.status}: {body[:200]!r}")
+    readings = json.loads(body)["readings"]
+    return readings[0] if readings else None
+
+
+def _push(source_port: int, clients: int, shape: str) -> dict[str, Any]:
+    """The floor: what moving the stream's bytes costs, whoever sends them.
+
+    Listens on a free port for `clients` readers, then every coalescing tick sends each of them
+    one frame per reading that FD-Edge (at `source_port`) stored since the last tick, with plain
+    blocking sockets: no HTTP framework, no per-reading encoding, one sendall per reader and
+    tick. The frame is FD-Edge's own, byte for byte, for its newest reading."""
+    from edge.events import COALESCE_SECONDS
+    from edge.fdrest import FAULTS, FEATURES
+    from edge.hub import frame, reading_frame
+
+    source = http.client.HTTPConnection("127.0.0.1", source_port, timeout=30)
+    newest = _newest(source)
+    if newest is None:
+        raise BenchError("the server under test has no reading to copy a frame from")
+    wire = reading_frame(shape, newest["id"], newest["time"], newest["machine"],
+                         [newest["features"][k] for k in FEATURES], [newest["faults"][k] for k in FAULTS])
+    listener = socket.create_server(("127.0.0.1", 0), backlog=clients)
+    print(json.dumps({"port": listener.getsockname()[1]}), flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    readers: list[socket.socket] = []
+    listener.settimeout(60)
+    while len(readers) < clients:
+        conn, _ = listener.accept()
+        conn.recv(65536)  # the GET; whatever it asks, it gets the stream
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-store\r\n\r\n"
+                     + frame("hello", b"{}"))
+        readers.append(conn)
+    last, pushed = newest["id"], 0
+    while not stop.wait(COALESCE_SECONDS):
+        top = _newest(source)
+        count = (top["id"] if top else last) - last
+        if count <= 0:
+            continue
+        last += count
+        chunk = wire * count
+        for conn in readers:
+            conn.sendall(chunk)
+        pushed += count
+    for conn in readers:
+        conn.close()
+    return {"clients": len(readers), "shape": shape, "pushed": pushed, "frame_bytes": len(wire)}
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.sse", description="SSE readers for the benchmark")
-    p.add_argument("--port", type=int, required=True)
+    p = argparse.ArgumentParser(prog="python -m bench.sse", description="SSE readers (and the floor's pusher) "
+                                "for the benchmark")
+    p.add_argument("--port", type=int, help="readers: the server to read /events from")
+    p.add_argument("--push-from", type=int, metavar="PORT",
+                   help="be the pusher instead: send the readings FD-Edge at PORT stores to readers connecting to a free port")
     p.add_argument("--clients", type=int, default=100)
     p.add_argument("--shape", choices=("objects", "arrays"), default="objects",
                    help="event shape: objects (plain /events, the default) or arrays (the dashboard's)")
     args = p.parse_args(argv)
-    result = run_async(_readers(args.port, args.clients, args.shape))
+    if args.push_from:
+        result = _push(args.push_from, args.clients, args.shape)
+    elif args.port:
+        result = run_async(_readers(args.port, args.clients, args.shape))
+    else:
+        p.error("give --port (readers) or --push-from (pusher)")
     print(json.dumps(result), flush=True)
     return 0
 
 
-class Readers:
-    """The reader process: started, waited for until every client is subscribed, stopped."""
+class Child:
+    """A `python -m bench.sse` process: started, its first JSON line awaited, stopped with SIGTERM,
+    its last JSON line returned."""
 
-    def __init__(self, port: int, clients: int, shape: str = "objects") -> None:
-        self.port, self.clients, self.shape = port, clients, shape
+    def __init__(self, args: list[str], what: str) -> None:
+        self.args, self.what = args, what
         self.proc: subprocess.Popen | None = None
+        self.first: dict[str, Any] = {}
 
-    def __enter__(self) -> "Readers":
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.sse", "--port", str(self.port),
-                                      "--clients", str(self.clients), "--shape", self.shape], cwd=REPO, env=child_env(),
+    def __enter__(self) -> "Child":
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.sse", *self.args], cwd=REPO, env=child_env(),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], 90)
         line = self.proc.stdout.readline() if ready else ""
         if not line.startswith("{"):
             self.stop()
-            raise BenchError(f"SSE readers did not start: {line!r} {self.proc.stderr.read()[-2000:] if self.proc.stderr else ''}")
-        if json.loads(line)["ready"] != self.clients:
-            self.stop()
-            raise BenchError(f"only {json.loads(line)['ready']} of {self.clients} SSE clients subscribed")
+            raise BenchError(f"{self.what} did not start: {line!r} {self.proc.stderr.read()[-2000:] if self.proc and self.proc.stderr else ''}")
+        self.first = json.loads(line)
         return self
 
     def stop(self) -> dict[str, Any]:
@@ -151,14 +228,45 @@ class Readers:
             self.stop()
 
 
+class Readers(Child):
+    """The reader process, waited for until every client is subscribed."""
+
+    def __init__(self, port: int, clients: int, shape: str = "objects") -> None:
+        super().__init__(["--port", str(port), "--clients", str(clients), "--shape", shape], "SSE readers")
+        self.clients = clients
+
+    def __enter__(self) -> "Readers":
+        super().__enter__()
+        if self.first["ready"] != self.clients:
+            self.stop()
+            raise BenchError(f"only {self.first['ready']} of {self.clients} SSE clients subscribed")
+        return self
+
+
+class Pusher(Child):
+    """The floor's pusher process (`_push`); `port` is where its readers connect."""
+
+    def __init__(self, source_port: int, clients: int, shape: str) -> None:
+        super().__init__(["--push-from", str(source_port), "--clients", str(clients), "--shape", shape], "SSE pusher")
+
+    @property
+    def port(self) -> int:
+        return int(self.first["port"])
+
+
 # --------------------------------------------------------------------------- section
 
-def _with_readers(server: Server, plan: Plan, wrk: Wrk, shape: str) -> dict[str, Any]:
-    with Readers(server.port, plan.sse_clients, shape) as readers:
+def _with_readers(server: Server, plan: Plan, wrk: Wrk, shape: str, floor: bool = False) -> dict[str, Any]:
+    """Ingest with readers of `shape`; `floor`: they read from the pusher instead of FD-Edge."""
+    with contextlib.ExitStack() as stack:
+        pusher = stack.enter_context(Pusher(server.port, plan.sse_clients, shape)) if floor else None
+        readers = stack.enter_context(Readers(pusher.port if pusher else server.port, plan.sse_clients, shape))
         before = _stored(server)
         result = _with_cpu(server, lambda: wrk.run(server.port, plan.duration, plan.connections))
         time.sleep(0.5)  # the last events are still on their way
         stored = _stored(server) - before
+        if pusher is not None:
+            result["pushed"] = pusher.stop().get("pushed")
         seen = readers.stop()
     events = seen.get("events") or [0]
     result["shape"] = shape
@@ -187,21 +295,24 @@ def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
         log: Callable[[str], None] = print) -> dict[str, Any]:
     body = single_body(readings)
     server = Server("edge", root, model_dir=model_dir, name="edge-sse").start()
-    modes = ["without", *SHAPES]
+    modes = ["without", *SHAPES, FLOOR]
     without: list[dict[str, Any]] = []
-    with_: dict[str, list[dict[str, Any]]] = {shape: [] for shape in SHAPES}
+    with_: dict[str, list[dict[str, Any]]] = {mode: [] for mode in (*SHAPES, FLOOR)}
     try:
         wrk = Wrk(root, "sse-single", body)
         wrk.warm(server.port, plan.warmup, plan.connections)
         rounds = plan.rounds if plan.quick else max(plan.rounds, SSE_ROUNDS)
         for r in range(rounds):
-            for mode in _rotate(modes, r):  # each mode runs first, second and last
+            for mode in _rotate(modes, r):  # each mode runs first, second, third and last
                 if mode == "without":
                     without.append(_with_cpu(server, lambda: wrk.run(server.port, plan.duration, plan.connections)))
+                elif mode == FLOOR:
+                    with_[mode].append(_with_readers(server, plan, wrk, DASHBOARD_SHAPE, floor=True))
                 else:
                     with_[mode].append(_with_readers(server, plan, wrk, mode))
             log(f"  round {r + 1}/{rounds}: {without[-1]['rps']:,.0f} req/s without SSE clients, "
-                + ", ".join(f"{with_[s][-1]['rps']:,.0f} with {plan.sse_clients} {s} clients" for s in SHAPES))
+                + ", ".join(f"{with_[s][-1]['rps']:,.0f} with {plan.sse_clients} {s} clients" for s in SHAPES)
+                + f", {with_[FLOOR][-1]['rps']:,.0f} with the floor's pusher")
     finally:
         server.stop()
     rps_without = median(x["rps"] for x in without)
@@ -213,17 +324,16 @@ def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
                     "server_cpu_us_per_request": median(x["server_cpu_us_per_request"] for x in without),
                     "rounds": without},
     }
-    for shape in SHAPES:
-        summary = _summary(with_[shape])
+    for mode in (*SHAPES, FLOOR):
+        summary = _summary(with_[mode])
         rps = summary["rps"]
         # "with", "ratio" and "slowdown" are the dashboard's shape (the target); the default
-        # shape's figures sit beside them with an "_objects" suffix.
-        suffix = "" if shape == DASHBOARD_SHAPE else f"_{shape}"
+        # shape's and the floor's figures sit beside them with a suffix.
+        suffix = "" if mode == DASHBOARD_SHAPE else f"_{mode}"
         out[f"with{suffix}"] = summary
         out[f"ratio{suffix}"] = ratio(rps, rps_without)
         out[f"slowdown{suffix}"] = None if not rps_without or rps is None else 1 - rps / rps_without
     return out
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -53,6 +53,10 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
     for name in ("edge-full", "edge-normal"):
         assert http["single"][name]["ratio_to_bare"] > 0 and http["single_crowd"][name]["ratio_to_bare"] > 0
         assert http["batch"][name]["readings_per_s"] > 0
+    # the durable yardstick (bench/bare_app.py) ran both closed-loop loads without an error
+    for key in ("single", "single_crowd"):
+        assert http[key]["bare-durable"]["rps"] > 0 and http[key]["bare-durable"]["errors"] == 0
+        assert http[key]["bare-durable"]["ratio_to_bare"] > 0 and http[key]["edge-full"]["ratio_to_durable"] > 0
 
     resources = results["resources"]
     for key in ("rss_after_bytes", "startup_s", "bytes_per_reading"):
@@ -68,6 +72,11 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
         assert all(r["clients_failed"] == 0 and r["shape"] == shape for r in sse[key]["rounds"])
     assert sse["with"]["bytes_per_client_per_reading"] < sse["with_objects"]["bytes_per_client_per_reading"]
     assert sse["slowdown"] is not None and sse["slowdown_objects"] is not None
+    # the floor: the same readers got every stored reading from the pusher, in the dashboard's frames
+    floor = sse["with_floor"]
+    assert floor["rps"] > 0 and floor["delivered_fraction"] >= 1.0 and sse["slowdown_floor"] is not None
+    assert all(r["clients_failed"] == 0 and r["pushed"] >= r["stored"] for r in floor["rounds"])
+    assert abs(floor["bytes_per_client_per_reading"] - sse["with"]["bytes_per_client_per_reading"]) < 40
     table = (out / "quick.md").read_text()
     assert "dashboard's shape arrays" in table and "default shape objects" in table
     assert "ingest slowdown with 100 SSE clients of the dashboard's event shape (arrays)" in {
@@ -75,3 +84,20 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
     assert {t["path"] for t in results["targets"]} >= {"http.single.edge-full.ratio_to_bare", "resources.startup_s"}
     # the servers are gone
     assert not list(tmp_path.glob("fdedge-bench-*")), "the temporary work dir was not removed"
+
+
+def test_durable_yardstick_stores_each_body_before_answering(tmp_path: Path, monkeypatch) -> None:
+    """The durable bare app is a yardstick only if it does the work: every answered body is in its log."""
+    from starlette.testclient import TestClient
+
+    from bench.bare_app import DURABLE_LOG, durable
+
+    log = tmp_path / "durable.log"
+    monkeypatch.setenv(DURABLE_LOG, str(log))
+    bodies = [b'{"n": %d}' % i for i in range(5)]
+    with TestClient(durable) as client:
+        for body in bodies:
+            answer = client.post("/send", content=body, headers={"Content-Type": "application/json"})
+            assert answer.status_code == 200 and len(answer.json()[0]) == 8
+            assert log.read_bytes().endswith(body)
+    assert log.read_bytes() == b"".join(bodies)
