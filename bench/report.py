@@ -185,6 +185,11 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
             out.append(("sse", "  floor: slowdown; readings delivered to the slowest reader", pct(sse.get("slowdown_floor")),
                         "", num((floor.get("delivered_fraction") or 0) * 100, 1, " %"),
                         f"readers used {num((floor.get('reader_cpu_fraction') or 0) * 100)} % of a core"))
+            with_, without = sse.get("with") or {}, sse["without"].get("server_cpu_us_per_request")
+            added = (with_["server_cpu_us_per_request"] - without
+                     if with_.get("server_cpu_us_per_request") is not None and without is not None else None)
+            out.append(("sse", f"  sending CPU µs per reading to {sse['clients']} readers: FD-Edge's added (vs the pusher's)",
+                        num(added), num(floor.get("sender_cpu_us_per_reading")), "", ""))
     return out
 
 

@@ -153,6 +153,7 @@ def _push(source_port: int, clients: int, shape: str) -> dict[str, Any]:
                      + frame("hello", b"{}"))
         readers.append(conn)
     last, pushed = newest["id"], 0
+    cpu0 = time.process_time()
     while not stop.wait(COALESCE_SECONDS):
         top = _newest(source)
         count = (top["id"] if top else last) - last
@@ -165,7 +166,9 @@ def _push(source_port: int, clients: int, shape: str) -> dict[str, Any]:
         pushed += count
     for conn in readers:
         conn.close()
-    return {"clients": len(readers), "shape": shape, "pushed": pushed, "frame_bytes": len(wire)}
+    cpu = time.process_time() - cpu0
+    return {"clients": len(readers), "shape": shape, "pushed": pushed, "frame_bytes": len(wire),
+            "cpu_us_per_reading": cpu / pushed * 1e6 if pushed else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,7 +269,9 @@ def _with_readers(server: Server, plan: Plan, wrk: Wrk, shape: str, floor: bool 
         time.sleep(0.5)  # the last events are still on their way
         stored = _stored(server) - before
         if pusher is not None:
-            result["pushed"] = pusher.stop().get("pushed")
+            pushed = pusher.stop()
+            result["pushed"] = pushed.get("pushed")
+            result["sender_cpu_us_per_reading"] = pushed.get("cpu_us_per_reading")
         seen = readers.stop()
     events = seen.get("events") or [0]
     result["shape"] = shape
@@ -326,6 +331,8 @@ def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
     }
     for mode in (*SHAPES, FLOOR):
         summary = _summary(with_[mode])
+        if mode == FLOOR:
+            summary["sender_cpu_us_per_reading"] = median(x["sender_cpu_us_per_reading"] for x in with_[mode])
         rps = summary["rps"]
         # "with", "ratio" and "slowdown" are the dashboard's shape (the target); the default
         # shape's and the floor's figures sit beside them with a suffix.

@@ -76,6 +76,7 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
     floor = sse["with_floor"]
     assert floor["rps"] > 0 and floor["delivered_fraction"] >= 1.0 and sse["slowdown_floor"] is not None
     assert all(r["clients_failed"] == 0 and r["pushed"] >= r["stored"] for r in floor["rounds"])
+    assert floor["sender_cpu_us_per_reading"] > 0
     assert abs(floor["bytes_per_client_per_reading"] - sse["with"]["bytes_per_client_per_reading"]) < 40
     table = (out / "quick.md").read_text()
     assert "dashboard's shape arrays" in table and "default shape objects" in table
