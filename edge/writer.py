@@ -334,7 +334,7 @@ class Writer:
             last = insert_rows(conn, times, x_rows, y_rows, machines)
             first = last - len(times) + 1
             offset = 0
-            created = now_text()
+            created = now_text() if any(job.key for job in fresh) else ""  # only idempotency keys need it
             for job in fresh:
                 n = len(job.batch)
                 stored.append(Stored(first + offset, y[offset:offset + n], job.batch))
