@@ -129,7 +129,8 @@ def _push(source_port: int, clients: int, shape: str) -> dict[str, Any]:
     Listens on a free port for `clients` readers, then every coalescing tick sends each of them
     one frame per reading that FD-Edge (at `source_port`) stored since the last tick, with plain
     blocking sockets: no HTTP framework, no per-reading encoding, one sendall per reader and
-    tick. The frame is FD-Edge's own, byte for byte, for its newest reading."""
+    tick. The frame is FD-Edge's own, byte for byte, for its newest reading. How many readings
+    were stored comes from FD-Edge's GET /api/latest, once per tick (ten small reads a second)."""
     from edge.events import COALESCE_SECONDS
     from edge.fdrest import FAULTS, FEATURES
     from edge.hub import frame, reading_frame
