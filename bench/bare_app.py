@@ -24,8 +24,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bench.common import DURABLE_LOG
+
 ANSWER = json.dumps([{f"fault{i}": 0.0 for i in range(8)}]).encode()
-DURABLE_LOG = "BENCH_DURABLE_LOG"  # the file `durable` appends to (bench/servers.py sets it)
 
 
 async def send(request: Request) -> Response:

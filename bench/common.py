@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_DIR = REPO / "models" / "default"
 RESULTS_DIR = REPO / "bench" / "results"
+DURABLE_LOG = "BENCH_DURABLE_LOG"  # env: the file bench/bare_app.py's `durable` appends to (servers.py sets it)
 
 
 class BenchError(RuntimeError):

@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.bare_app import DURABLE_LOG
-from bench.common import REPO, BenchError, free_port
+from bench.common import DURABLE_LOG, REPO, BenchError, free_port
 
 _LIVE: set["Server"] = set()
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import http.client
 import json
 import select
 import signal
@@ -34,7 +33,7 @@ from bench.common import REPO, BenchError, Plan, median, ratio, run_async, singl
 from bench.loadgen import Wrk
 from bench.http import _rotate, _with_cpu
 from bench.resources import _stored
-from bench.servers import Server, child_env
+from bench.servers import Server, child_env, http_get
 
 PATTERN = b"event: reading"
 # The readers share the two cores with the server and wrk, so this section is the noisiest: it
@@ -113,12 +112,10 @@ async def _readers(port: int, clients: int, shape: str = "objects") -> dict[str,
 
 # --------------------------------------------------------------------------- pusher process
 
-def _newest(source: http.client.HTTPConnection) -> dict[str, Any] | None:
-    source.request("GET", "/api/latest?limit=1")
-    answer = source.getresponse()
-    body = answer.read()
-    if answer.status != 200:
-        raise BenchError(f"GET /api/latest answered {answer.status}: {body[:200]!r}")
+def _newest(port: int) -> dict[str, Any] | None:
+    status, body = http_get(port, "/api/latest?limit=1", timeout=30)
+    if status != 200:
+        raise BenchError(f"GET /api/latest answered {status}: {body[:200]!r}")
     readings = json.loads(body)["readings"]
     return readings[0] if readings else None
 
@@ -135,8 +132,7 @@ def _push(source_port: int, clients: int, shape: str) -> dict[str, Any]:
     from edge.fdrest import FAULTS, FEATURES
     from edge.hub import frame, reading_frame
 
-    source = http.client.HTTPConnection("127.0.0.1", source_port, timeout=30)
-    newest = _newest(source)
+    newest = _newest(source_port)
     if newest is None:
         raise BenchError("the server under test has no reading to copy a frame from")
     wire = reading_frame(shape, newest["id"], newest["time"], newest["machine"],
@@ -156,7 +152,7 @@ def _push(source_port: int, clients: int, shape: str) -> dict[str, Any]:
     last, pushed = newest["id"], 0
     cpu0 = time.process_time()
     while not stop.wait(COALESCE_SECONDS):
-        top = _newest(source)
+        top = _newest(source_port)
         count = (top["id"] if top else last) - last
         if count <= 0:
             continue
@@ -342,6 +338,7 @@ def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
         out[f"ratio{suffix}"] = ratio(rps, rps_without)
         out[f"slowdown{suffix}"] = None if not rps_without or rps is None else 1 - rps / rps_without
     return out
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -91,7 +91,8 @@ def test_durable_yardstick_stores_each_body_before_answering(tmp_path: Path, mon
     """The durable bare app is a yardstick only if it does the work: every answered body is in its log."""
     from starlette.testclient import TestClient
 
-    from bench.bare_app import DURABLE_LOG, durable
+    from bench.bare_app import durable
+    from bench.common import DURABLE_LOG
 
     log = tmp_path / "durable.log"
     monkeypatch.setenv(DURABLE_LOG, str(log))
