@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from edge import hosts
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_MODEL = REPO_ROOT / "models" / "default"
 BUNDLED_WEB = REPO_ROOT / "web"
@@ -113,7 +115,7 @@ class Settings:
             return "warning-threshold must not exceed alarm-threshold"
         if self.retention_days < 0 or self.retention_rows < 0:
             return "retention limits must be >= 0"
-        if self.allowed_hosts is not None and not any(n.strip() for n in self.allowed_hosts.split(",")):
+        if self.allowed_hosts is not None and not any(hosts.parse(self.allowed_hosts)):
             return "allowed-hosts lists no names (leave it unset to answer to any)"
         if self.max_body_bytes < 1024 or self.max_batch_rows < 1 or self.threads < 1 or self.sse_buffer < 1:
             return "max-body-bytes >= 1024, max-batch-rows, threads and sse-buffer >= 1"
