@@ -51,7 +51,7 @@ RUN python -m venv /opt/fdedge \
  && cd /opt/fdedge/lib/python3*/site-packages \
  && rm -rf numpy/*/tests numpy/_core/tests onnxruntime/transformers onnxruntime/quantization \
  && find . -name '*.so' -path './uvloop/*' -exec strip --strip-unneeded {} + \
- && /opt/fdedge/bin/python -c "import edge.serve, edge.app, onnxruntime, numpy, uvloop, httptools, sse_starlette"
+ && /opt/fdedge/bin/python -c "import edge.serve, edge.http.app, onnxruntime, numpy, uvloop, httptools, sse_starlette"
 
 # --------------------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime

@@ -17,7 +17,7 @@ import json
 import os
 import queue
 import threading
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -39,7 +39,7 @@ app = Starlette(routes=[Route("/send", send, methods=["POST"])])
 
 class GroupSync:
     """Bodies gathered in one event-loop iteration go to a thread as one write + one fdatasync;
-    their requests are answered after it, as edge.writer and edge.walsync do for readings."""
+    their requests are answered after it, as edge.store.writer and edge.store.walsync do for readings."""
 
     def __init__(self, path: str, loop: asyncio.AbstractEventLoop) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)

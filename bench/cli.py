@@ -11,8 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.common import (DEFAULT_MODEL_DIR, RESULTS_DIR, BenchError, Plan, cpu_share, cpu_times, loadavg, machine,
-                          now_iso, sample_readings)
+from bench.common import (
+    DEFAULT_MODEL_DIR,
+    RESULTS_DIR,
+    BenchError,
+    Plan,
+    cpu_share,
+    cpu_times,
+    loadavg,
+    machine,
+    now_iso,
+    sample_readings,
+)
 
 SECTIONS = ("inference", "http", "resources", "sse")
 

@@ -9,10 +9,11 @@ import os
 import platform
 import socket
 import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_DIR = REPO / "models" / "default"
@@ -41,7 +42,7 @@ class Plan:
     sse_clients: int
 
     @classmethod
-    def make(cls, quick: bool, rounds: int | None = None, duration: float | None = None) -> "Plan":
+    def make(cls, quick: bool, rounds: int | None = None, duration: float | None = None) -> Plan:
         if quick:
             plan = cls(quick=True, rounds=1, duration=1.0, warmup=0.3, rate_duration=1.5, rate=1000,
                        connections=16, batch_rows=1000, stored_readings=20_000, startups=1, sse_clients=100)
@@ -190,7 +191,7 @@ def sample_readings() -> tuple[list[dict[str, Any]], str]:
     import random
 
     rng = random.Random(0)
-    start = datetime(2023, 11, 6, 15, tzinfo=timezone.utc)
+    start = datetime(2023, 11, 6, 15, tzinfo=UTC)
     readings = []
     for i in range(8):
         body = {"Time": (start + timedelta(hours=3 * i)).strftime("%Y-%m-%d %H:%M:%S")}
@@ -203,7 +204,7 @@ def single_body(readings: list[dict[str, Any]]) -> bytes:
     return json.dumps(readings[0]).encode()
 
 
-BATCH_START = datetime(2024, 1, 1, tzinfo=timezone.utc)
+BATCH_START = datetime(2024, 1, 1, tzinfo=UTC)
 TIME_PLACEHOLDER = "@TIME@"
 
 
@@ -236,4 +237,4 @@ def run_async(coro: Any) -> Any:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

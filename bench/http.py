@@ -11,8 +11,9 @@ is what durability alone costs, the ceiling for `--sync full`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bench.common import BenchError, Plan, batch_body, median, ratio, single_body
 from bench.loadgen import Wrk, open_loop

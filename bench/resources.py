@@ -5,8 +5,9 @@ from __future__ import annotations
 import http.client
 import json
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from bench.common import BenchError, Plan, batch_body, median
 from bench.servers import Server, http_get

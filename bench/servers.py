@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.common import DURABLE_LOG, REPO, BenchError, free_port
 
-_LIVE: set["Server"] = set()
+_LIVE: set[Server] = set()
 
 
 def _cleanup_all() -> None:
@@ -90,7 +90,7 @@ class Server:
                 "--data-dir", str(self.data_dir), "--model-dir", str(self.model_dir), "--sync", self.sync,
                 "--log-level", "warning"]
 
-    def start(self, timeout: float = 60.0) -> "Server":
+    def start(self, timeout: float = 60.0) -> Server:
         self.log = open(self.log_path, "ab")
         self.started_at = time.perf_counter()
         env = child_env()
@@ -158,7 +158,7 @@ class Server:
         if getattr(self, "log", None) and not self.log.closed:
             self.log.close()
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -26,12 +26,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bench.common import REPO, BenchError, Plan, median, ratio, run_async, single_body
-from bench.loadgen import Wrk
 from bench.http import _rotate, _with_cpu
+from bench.loadgen import Wrk
 from bench.resources import _stored
 from bench.servers import Server, child_env, http_get
 
@@ -128,9 +129,9 @@ def _push(source_port: int, clients: int, shape: str) -> dict[str, Any]:
     blocking sockets: no HTTP framework, no per-reading encoding, one sendall per reader and
     tick. The frame is FD-Edge's own, byte for byte, for its newest reading. How many readings
     were stored comes from FD-Edge's GET /api/latest, once per tick (ten small reads a second)."""
-    from edge.events import COALESCE_SECONDS
     from edge.fdrest import FAULTS, FEATURES
-    from edge.hub import frame, reading_frame
+    from edge.http.event_routes import COALESCE_SECONDS
+    from edge.stream.hub import frame, reading_frame
 
     newest = _newest(source_port)
     if newest is None:
@@ -197,7 +198,7 @@ class Child:
         self.proc: subprocess.Popen | None = None
         self.first: dict[str, Any] = {}
 
-    def __enter__(self) -> "Child":
+    def __enter__(self) -> Child:
         self.proc = subprocess.Popen([sys.executable, "-m", "bench.sse", *self.args], cwd=REPO, env=child_env(),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
@@ -235,7 +236,7 @@ class Readers(Child):
         super().__init__(["--port", str(port), "--clients", str(clients), "--shape", shape], "SSE readers")
         self.clients = clients
 
-    def __enter__(self) -> "Readers":
+    def __enter__(self) -> Readers:
         super().__enter__()
         if self.first["ready"] != self.clients:
             self.stop()

@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import sys
 import zipfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator
+from typing import Any
 
 from convert.errors import BuildExtraMissing, DimensionMismatch, ModelLoadError, SourceMissing
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from dataclasses import dataclass, asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +77,10 @@ def _tidy(proto: Any) -> None:
 
 
 def session(path: Path | bytes, level: str = "all", threads: int = 1) -> Any:
-    """An onnxruntime session configured like the appliance's (edge/model.py)."""
+    """An onnxruntime session configured like the appliance's (edge/scoring/model.py)."""
     import onnxruntime as ort
 
-    from edge.model import session_options
+    from edge.scoring.model import session_options
 
     options = session_options(threads)
     options.graph_optimization_level = {

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -125,7 +126,7 @@ def run(job: Job, log: Callable[[str], None] = print) -> dict[str, Any]:
             "parity": figures,
             "graph_optimization": optimisation.as_dict(),
             "notes": notes,
-            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         for path in (onnx_path, scalers_path):
             path.replace(job.out_dir / path.name)

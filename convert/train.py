@@ -12,9 +12,10 @@ import json
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from convert.errors import BuildExtraMissing, ConvertError, SimulatorMissing
 

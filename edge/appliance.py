@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import orjson
 import logging
 from dataclasses import dataclass, field
 
-from edge import model as model_module
-from edge.alarms import AlarmChange, AlarmEngine, load_rules
-from edge.deadlines import BodyDeadlines
+import orjson
+
+from edge.alarms.engine import AlarmChange, AlarmEngine, load_rules
+from edge.alarms.notifier import Notifier
 from edge.fdrest import CATALOGUE
-from edge.hub import Event, Hub
+from edge.http.body_deadlines import BodyDeadlines
 from edge.metrics import Metrics
-from edge.model import Model
-from edge.notify import Notifier
+from edge.scoring import model as model_module
+from edge.scoring.model import Model
 from edge.settings import Settings
-from edge.storage import Readers
-from edge.writer import Stored, Writer
+from edge.store.database import Readers
+from edge.store.writer import Stored, Writer
+from edge.stream.hub import Event, Hub
 
 log = logging.getLogger("fdedge")
 
@@ -37,7 +38,7 @@ class Appliance:
     tasks: list[asyncio.Task] = field(default_factory=list)
 
     @classmethod
-    def build(cls, settings: Settings) -> "Appliance":
+    def build(cls, settings: Settings) -> Appliance:
         """Load the model and open the database; raises StartupError with a clear reason."""
         model = model_module.load(settings.model_dir, threads=settings.threads)
         rules = load_rules(settings.alarm_rules, settings.warning_threshold, settings.alarm_threshold)

@@ -1,4 +1,4 @@
-"""One small exception hierarchy; `edge.app` maps it to JSON responses in one place."""
+"""One small exception hierarchy; `edge.http.app` maps it to JSON responses in one place."""
 
 from __future__ import annotations
 

@@ -8,10 +8,10 @@ import sys
 import uvicorn
 
 from edge import memory
-from edge.app import create_app
 from edge.appliance import Appliance
 from edge.errors import StartupError
-from edge.http_limits import BoundedHttpToolsProtocol
+from edge.http.app import create_app
+from edge.http.head_limit import BoundedHttpToolsProtocol
 from edge.settings import Settings
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from edge import hosts
+from edge.http import hosts
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_MODEL = REPO_ROOT / "models" / "default"
@@ -76,7 +76,7 @@ class Settings:
         return parser
 
     @classmethod
-    def from_args(cls, argv: list[str] | None = None, environ: dict[str, str] | None = None) -> "Settings":
+    def from_args(cls, argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Settings:
         """Flags win over environment variables, which win over defaults."""
         parser = cls.parser()
         args = parser.parse_args(argv or [])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ from edge.fdrest import FAULTS, FEATURES, TIME_FORMAT
 from simulator.physics import N_FAULTS, quantize, simulate
 
 HEADER: tuple[str, ...] = ("Time", *FEATURES, *FAULTS)
-DEFAULT_START = datetime(2024, 1, 1, tzinfo=timezone.utc)
+DEFAULT_START = datetime(2024, 1, 1, tzinfo=UTC)
 
 # Share of rows per kind. Faults are drawn independently of each other so a model has to
 # learn each signature rather than the co-occurrence of faults.
@@ -88,7 +88,7 @@ def main(argv: list[str]) -> int:
     if args.rows < 1:
         parser.error("--rows must be positive")
     try:
-        start = datetime.strptime(args.start, TIME_FORMAT).replace(tzinfo=timezone.utc)
+        start = datetime.strptime(args.start, TIME_FORMAT).replace(tzinfo=UTC)
     except ValueError:
         parser.error(f"--start must look like {DEFAULT_START.strftime(TIME_FORMAT)!r}")
     path = write_csv(args.out, args.rows, args.seed, start, args.interval)

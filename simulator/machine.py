@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -66,8 +66,8 @@ class VirtualMachine:
         self.machine = machine
         self.profile: Profile = PROFILES[name]
         self.scenario = Scenario.named(scenario) if isinstance(scenario, str) else (scenario or Scenario.healthy())
-        start = start or datetime.now(timezone.utc).replace(microsecond=0)
-        self.start = start.replace(tzinfo=timezone.utc) if start.tzinfo is None else start.astimezone(timezone.utc)
+        start = start or datetime.now(UTC).replace(microsecond=0)
+        self.start = start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
         self.rng = np.random.default_rng([seed, zlib.crc32(machine.encode())])
         self.elapsed_s = 0.0
         self._traits = self._machine_traits()

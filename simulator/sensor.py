@@ -23,10 +23,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable
 
 from edge.fdrest import FAULTS
 from simulator.conditions import PROFILES
@@ -135,7 +134,7 @@ def parse_start(text: str) -> datetime:
         dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a time: {text!r} (use 'YYYY-MM-DD HH:MM:SS', UTC)") from None
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def positive_int(text: str) -> int:
@@ -221,7 +220,7 @@ def generate(source: Iterator[dict], outbox: Outbox, sender: Sender, stats: Stat
             if body is None:
                 break
             if restamp_from is not None:
-                at = restamp_from + timedelta(seconds=(k + i) * period) if period else datetime.now(timezone.utc)
+                at = restamp_from + timedelta(seconds=(k + i) * period) if period else datetime.now(UTC)
                 body["Time"] = format_time(at)
             bodies.append(json.dumps(body, separators=(",", ":")))
         stats.dropped += outbox.put(bodies)
@@ -391,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         conn = Connection(args.url, args.token, timeout=args.timeout or None)
     except ValueError as exc:
         parser.error(str(exc))
-    start = args.start or datetime.now(timezone.utc).replace(microsecond=0)
+    start = args.start or datetime.now(UTC).replace(microsecond=0)
     buffer = args.buffer or default_buffer(args.machine)
     try:
         source = open_source(args, start)

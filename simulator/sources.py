@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from edge.fdrest import FEATURES
@@ -17,7 +17,7 @@ from simulator.machine import VirtualMachine
 
 def format_time(dt: datetime) -> str:
     """FD-REST's form in UTC; milliseconds (three digits, which every Python parses) if any."""
-    dt = dt.astimezone(timezone.utc)
+    dt = dt.astimezone(UTC)
     text = dt.strftime("%Y-%m-%d %H:%M:%S")
     ms = dt.microsecond // 1000
     return f"{text}.{ms:03d}" if ms else text

@@ -83,7 +83,7 @@ def reading(seed: int = 0, **extra) -> dict:
 @pytest.fixture
 def client(settings):
     from starlette.testclient import TestClient
-    from edge.app import create_app
+    from edge.http.app import create_app
     with TestClient(create_app(settings)) as c:
         yield c
 

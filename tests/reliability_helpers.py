@@ -109,7 +109,7 @@ class InProcessServer:
 
     def __enter__(self) -> "InProcessServer":
         import uvicorn
-        from edge.app import create_app
+        from edge.http.app import create_app
         from tests.conftest import free_port
         self.port = self.port or free_port()
         self.app = create_app(self.settings)

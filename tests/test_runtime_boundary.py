@@ -45,8 +45,8 @@ def test_edge_imports_no_build_dependencies() -> None:
 def test_onnxruntime_telemetry_is_off_and_writes_nothing(tmp_path):
     """An appliance must not phone home: no device id, no event database, no DNS lookup."""
     code = (
-        "import edge.model, pathlib\n"
-        "m = edge.model.load(pathlib.Path('models/default'))\n"
+        "import edge.scoring.model, pathlib\n"
+        "m = edge.scoring.model.load(pathlib.Path('models/default'))\n"
         "import os; print(os.environ['ORT_DISABLE_TELEMETRY'])\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}

@@ -63,7 +63,7 @@ def test_help_shows_real_defaults_and_the_variables(capsys):
 def test_a_token_from_a_file_guards_ingest(tmp_path, linear_model):
     from starlette.testclient import TestClient
 
-    from edge.app import create_app
+    from edge.http.app import create_app
     from tests.conftest import reading
 
     path = tmp_path / "token"

@@ -1,0 +1,610 @@
+"""The alarm engine: one alarm per episode of a fault on a machine, not one per noisy reading.
+
+It runs inside the writer's transaction, so an alarm (and its webhook outbox rows) commits
+atomically with the readings that caused it: no alarm without its readings, no readings whose
+alarm got lost. Per (machine, fault) it keeps only the lengths of the current runs of readings
+above `warning`, above `alarm` and below `clear`, so a restart rebuilds the state exactly from
+the alarms table plus the last few stored readings, and a healthy machine costs one `max()` per
+reading. The in-memory state is journaled per transaction: the writer calls `commit()` or
+`rollback()` after its COMMIT/ROLLBACK, so a failed commit leaves no phantom alarm behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+from edge.alarms.rules import EVENTS, Rule, Rules, Webhook, load_rules
+from edge.errors import BadRequest, FDEdgeError, NotFound
+from edge.fdrest import CATALOGUE, FAULTS
+from edge.store.database import TABLE
+
+log = logging.getLogger("fdedge.alarms")
+
+__all__ = ["AlarmChange", "AlarmEngine", "Conflict", "Rule", "Rules", "Webhook", "alarm_columns_sql",
+           "get_alarm", "list_alarms", "load_rules"]
+
+ALARMS = "fdedge_alarms"
+OUTBOX = "fdedge_alarm_outbox"
+SCHEMA_VERSION = "1"
+N_FAULTS = len(FAULTS)
+STATES = ("active", "cleared", "all")
+MAX_BY, MAX_NOTE = 100, 2000
+REPLAY_CAP = 200_000  # most stored readings per machine replayed at start (long min_duration rules)
+FUTURE_S = 86400.0  # a reading dated further ahead of our clock does not move its machine's clock
+
+COLUMNS: tuple[str, ...] = (
+    "id", "machine", "fault", "category", "severity", "raised_severity", "since", "raised_at",
+    "raised_reading", "raised_value", "peak", "peak_at", "peak_reading", "escalated_at",
+    "escalated_reading", "cleared_at", "cleared_reading", "acked_at", "acked_by", "ack_note",
+)
+SELECT = ", ".join(COLUMNS)
+_TIMES = ("since", "raised_at", "peak_at", "escalated_at", "cleared_at", "acked_at")
+
+DDL: tuple[str, ...] = (
+    f"""CREATE TABLE IF NOT EXISTS {ALARMS} (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        machine TEXT NOT NULL,
+        fault TEXT NOT NULL,
+        category TEXT NOT NULL DEFAULT '',
+        severity TEXT NOT NULL CHECK (severity IN ('warning', 'alarm')),
+        raised_severity TEXT NOT NULL CHECK (raised_severity IN ('warning', 'alarm')),
+        since TEXT NOT NULL,
+        raised_at TEXT NOT NULL,
+        raised_reading INTEGER NOT NULL,
+        raised_value REAL NOT NULL,
+        peak REAL NOT NULL,
+        peak_at TEXT NOT NULL,
+        peak_reading INTEGER NOT NULL,
+        escalated_at TEXT,
+        escalated_reading INTEGER,
+        cleared_at TEXT,
+        cleared_reading INTEGER,
+        acked_at TEXT,
+        acked_by TEXT,
+        ack_note TEXT)""",
+    # The database itself refuses two overlapping alarms for one machine and fault.
+    f"CREATE UNIQUE INDEX IF NOT EXISTS {ALARMS}_one_active ON {ALARMS}(machine, fault) WHERE cleared_at IS NULL",
+    f"CREATE INDEX IF NOT EXISTS {ALARMS}_timeline ON {ALARMS}(machine, fault, raised_at)",
+    # AUTOINCREMENT: a delivery id is never reused, even after pruning, so receivers can dedupe on it.
+    f"""CREATE TABLE IF NOT EXISTS {OUTBOX} (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        hook TEXT NOT NULL,
+        event TEXT NOT NULL,
+        alarm_id INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        created TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_try REAL NOT NULL DEFAULT 0,
+        delivered_at TEXT,
+        last_error TEXT)""",
+    f"CREATE INDEX IF NOT EXISTS {OUTBOX}_pending ON {OUTBOX}(hook, id) WHERE delivered_at IS NULL",
+)
+
+_INSERT = (f"INSERT INTO {ALARMS} ({', '.join(COLUMNS[1:])}) "
+           f"VALUES ({', '.join('?' * (len(COLUMNS) - 1))})")
+_INSERT_OUTBOX = f"INSERT INTO {OUTBOX} (hook, event, alarm_id, body, created) VALUES (?, ?, ?, ?, ?)"
+
+
+class Conflict(FDEdgeError):
+    status, code = 409, "conflict"
+
+
+def iso(stored: str | None) -> str | None:
+    """Stored `YYYY-MM-DD HH:MM:SS` (UTC) -> ISO 8601 with Z, as every JSON answer has it."""
+    if not stored:
+        return stored
+    return stored.replace(" ", "T", 1) + ("" if stored.endswith("Z") or "+" in stored else "Z")
+
+
+def now_text(ahead_s: float = 0.0) -> str:
+    now = datetime.now(UTC) + timedelta(seconds=ahead_s)
+    return now.strftime("%Y-%m-%d %H:%M:%S") + (f".{now.microsecond:06d}".rstrip("0") if now.microsecond else "")
+
+
+@lru_cache(maxsize=8192)
+def seconds(stored: str) -> float:
+    """Stored time text -> epoch seconds (only rules with a minimum duration need it)."""
+    text = stored.strip().replace("T", " ").removesuffix("Z")
+    base, _, fraction = text.partition(".")
+    try:
+        dt = datetime.strptime(base, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+        return dt.timestamp() + (float("0." + fraction) if fraction.isdigit() else 0.0)
+    except ValueError:
+        return 0.0
+
+
+def alarm_json(rec: dict[str, Any]) -> dict[str, Any]:
+    """A stored alarm as the API shows it: ISO times, `state`, `acked`."""
+    out = dict(rec)
+    for key in _TIMES:
+        out[key] = iso(out[key])
+    out["state"] = "active" if rec["cleared_at"] is None else "cleared"
+    out["acked"] = rec["acked_at"] is not None
+    return out
+
+
+@dataclass(frozen=True)
+class AlarmChange:
+    """One lifecycle step: raise | escalate | peak | clear | ack. `alarm` is the alarm after it.
+
+    `peak` changes are stored and shown live but never sent to webhooks; `reading_id` is the
+    reading that caused the change (None for an ack)."""
+
+    kind: str
+    alarm: dict[str, Any]
+    reading_id: int | None
+    time: str | None  # ISO 8601: the reading's time, or the wall-clock time of an ack
+
+    @property
+    def machine(self) -> str:
+        return self.alarm["machine"]
+
+    @property
+    def fault(self) -> str:
+        return self.alarm["fault"]
+
+    @property
+    def severity(self) -> str:
+        return self.alarm["severity"]
+
+    @property
+    def alarm_id(self) -> int:
+        return self.alarm["id"]
+
+    @property
+    def notify(self) -> bool:
+        return self.kind in EVENTS
+
+    def event(self) -> dict[str, Any]:
+        """The SSE `alarm` event's data and the webhook body (one shape for both)."""
+        return {"event": self.kind, "time": self.time, "reading_id": self.reading_id, "alarm": self.alarm,
+                "source": "fdedge"}
+
+    def json(self) -> str:
+        return json.dumps(self.event(), separators=(",", ":"))
+
+    @classmethod
+    def for_ack(cls, alarm: dict[str, Any]) -> AlarmChange:
+        return cls("ack", alarm, None, alarm["acked_at"])
+
+
+class _Machine:
+    """Run lengths per fault for one machine, as flat lists: the hot path reads plain floats."""
+
+    __slots__ = ("name", "w", "a", "c", "n", "nc", "d", "dc", "min_w", "last", "busy", "n_active",
+                 "rw", "rw_t", "pk", "ra", "ra_t", "rc", "rc_t", "active")
+
+    def __init__(self, name: str, rules: list[Rule]) -> None:
+        inf = float("inf")
+        self.name = name
+        # A disabled rule never starts a run, so it can never raise or escalate; it can still clear.
+        self.w = [r.warning if r.enabled else inf for r in rules]
+        self.a = [r.alarm if r.enabled else inf for r in rules]
+        self.c = [r.clear for r in rules]
+        self.n = [r.consecutive for r in rules]
+        self.nc = [r.clear_consecutive for r in rules]
+        self.d = [r.min_duration_s for r in rules]
+        self.dc = [r.clear_min_duration_s for r in rules]
+        self.min_w = min(self.w)
+        self.last = ""  # time of the last evaluated reading: older ones arrive too late to count
+        self.busy = False  # any run or active alarm: False means a reading below min_w changes nothing
+        self.n_active = 0
+        self.rw = [0] * N_FAULTS  # readings in a row >= warning
+        self.rw_t: list[str] = [""] * N_FAULTS  # time of the first of them
+        self.pk: list[tuple[float, str, int]] = [(0.0, "", 0)] * N_FAULTS  # run's peak (value, time, id)
+        self.ra = [0] * N_FAULTS  # readings in a row >= alarm
+        self.ra_t: list[str] = [""] * N_FAULTS
+        self.rc = [0] * N_FAULTS  # readings in a row < clear (kept while an alarm is active)
+        self.rc_t: list[str] = [""] * N_FAULTS
+        self.active: list[dict[str, Any] | None] = [None] * N_FAULTS  # replaced, never mutated
+
+    def snapshot(self) -> tuple:
+        return (self.last, self.busy, self.n_active, self.rw[:], self.rw_t[:], self.pk[:], self.ra[:],
+                self.ra_t[:], self.rc[:], self.rc_t[:], self.active[:])
+
+    def restore(self, snap: tuple) -> None:
+        (self.last, self.busy, self.n_active, self.rw, self.rw_t, self.pk, self.ra, self.ra_t, self.rc,
+         self.rc_t, self.active) = snap
+
+    def advance(self, i: int, v: float, t: str, rid: int) -> None:
+        """Extend or break the runs of fault i with one reading."""
+        if v >= self.w[i]:
+            if self.rw[i]:
+                self.rw[i] += 1
+                if v > self.pk[i][0]:
+                    self.pk[i] = (v, t, rid)
+            else:
+                self.rw[i], self.rw_t[i], self.pk[i] = 1, t, (v, t, rid)
+            if v >= self.a[i]:
+                if self.ra[i]:
+                    self.ra[i] += 1
+                else:
+                    self.ra[i], self.ra_t[i] = 1, t
+            else:
+                self.ra[i] = 0
+        else:
+            self.rw[i] = self.ra[i] = 0
+        if v < self.c[i]:
+            if self.rc[i]:
+                self.rc[i] += 1
+            else:
+                self.rc[i], self.rc_t[i] = 1, t
+        else:
+            self.rc[i] = 0
+
+
+def _held(start: str, now: str, min_s: float) -> bool:
+    return min_s <= 0 or seconds(now) - seconds(start) >= min_s
+
+
+_NEW = object()  # journal mark: the machine appeared in this transaction
+
+
+class AlarmEngine:
+    """Evaluates alarm rules in the writer thread. Not thread-safe: only the writer calls
+    `setup`, `evaluate`, `commit`, `rollback` and `ack`; `active_count` may be read anywhere."""
+
+    def __init__(self, rules: Rules, catalogue: Iterable[dict[str, str]] = CATALOGUE) -> None:
+        self.rules = rules
+        self.categories = {c["fault"]: c.get("category", "") for c in catalogue}
+        self._machines: dict[str, _Machine] = {}
+        self._undo: dict[_Machine, Any] = {}  # machine -> its state before this transaction
+        self._savepoint = False
+        self._active_delta = 0
+        self._stale_delta = 0
+        self.active_count = 0  # committed active alarms
+        self.stale_readings = 0  # committed readings older than their machine's last: not evaluated
+        self.errors = 0  # evaluations abandoned because of a bug (logged); the readings still commit
+        self._horizon_text, self._horizon_until = "", 0.0
+
+    def _horizon(self) -> str:
+        """Stored-time text FUTURE_S ahead of now, recomputed once a minute (strftime is not free)."""
+        now = time.time()
+        if now >= self._horizon_until:
+            self._horizon_text, self._horizon_until = now_text(FUTURE_S), now + 60.0
+        return self._horizon_text
+
+    # -- start-up ---------------------------------------------------------------------------------
+
+    def setup(self, conn: sqlite3.Connection) -> None:
+        """Create the tables if needed, then rebuild the state: active alarms from their table, run
+        lengths by replaying each machine's last stored readings. Call with no transaction open."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for ddl in DDL:
+                conn.execute(ddl)
+            conn.execute("INSERT OR REPLACE INTO fdedge_meta(key, value) VALUES ('alarms_schema_version', ?)",
+                         (SCHEMA_VERSION,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._machines.clear()
+        self._undo.clear()
+        active = [dict(zip(COLUMNS, row)) for row in
+                  conn.execute(f"SELECT {SELECT} FROM {ALARMS} WHERE cleared_at IS NULL ORDER BY id").fetchall()]
+        names = {rec["machine"] for rec in active} | set(_machines_in(conn))
+        for name in sorted(names):
+            st = self._machine(name)
+            self._replay(conn, st)
+        for rec in active:
+            st = self._machines[rec["machine"]]
+            st.active[FAULTS.index(rec["fault"])] = rec
+            st.n_active += 1
+            st.busy = True
+        self.active_count = len(active)
+        log.info("alarm rules from %s; %d active alarm(s) on %d machine(s)", self.rules.source,
+                 self.active_count, len(names))
+
+    def _replay(self, conn: sqlite3.Connection, st: _Machine) -> None:
+        """Rebuild run lengths from the stored readings, in evaluation order (time, then id). Runs
+        only depend on their tail, so the last few readings reconstruct them; a rule with a minimum
+        duration needs that much time of readings as well."""
+        rules = [self.rules.rule(st.name, f) for f in FAULTS]
+        count = max(max(r.consecutive, r.clear_consecutive) for r in rules) + 1
+        cols = ", ".join(FAULTS)
+        rows = conn.execute(f"SELECT id, time, {cols} FROM {TABLE} WHERE machine = ? ORDER BY id DESC LIMIT ?",
+                            (st.name, count)).fetchall()
+        span = max(max(r.min_duration_s, r.clear_min_duration_s) for r in rules)
+        if rows and span > 0:
+            newest = max(seconds(r[1] or "") for r in rows)
+            cutoff = datetime.fromtimestamp(newest - span - 1, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            older = conn.execute(f"SELECT id, time, {cols} FROM {TABLE} WHERE machine = ? AND time >= ? "
+                                 "ORDER BY id DESC LIMIT ?", (st.name, cutoff, REPLAY_CAP)).fetchall()
+            rows = list({r[0]: r for r in (*older, *rows)}.values())
+        rows.sort(key=lambda r: (r[1] or "", r[0]))
+        horizon = self._horizon()
+        for row in rows:
+            rid, t = row[0], row[1] or ""
+            if t < st.last:
+                continue
+            if t <= horizon:
+                st.last = t
+            for i in range(N_FAULTS):
+                v = row[2 + i]
+                st.advance(i, float("nan") if v is None else v, t, rid)
+        st.busy = any(st.rw)
+
+    def _machine(self, name: str) -> _Machine:
+        st = _Machine(name, [self.rules.rule(name, f) for f in FAULTS])
+        self._machines[name] = st
+        return st
+
+    # -- the writer's transaction -----------------------------------------------------------------
+
+    def evaluate(self, conn: sqlite3.Connection, rows: list[tuple[int, str, str, list[float]]]) -> list[AlarmChange]:
+        """Evaluate committed-to-be readings (id, stored time, machine, 8 fault values) inside the
+        writer's open transaction, in time order (then id); writes alarm and outbox rows with
+        `conn`. A storage error propagates (the writer rolls back and calls `rollback()`); any other
+        error is logged and undoes this transaction's alarm work, so the readings still commit."""
+        if not rows:
+            return []
+        if not conn.in_transaction:
+            raise RuntimeError("AlarmEngine.evaluate must run inside the writer's transaction")
+        ordered = sorted(rows, key=_order) if len(rows) > 1 else rows
+        horizon = self._horizon()
+        changes: list[AlarmChange] = []
+        peaks: dict[int, tuple[_Machine, int, int, str]] = {}
+        machines, undo = self._machines, self._undo
+        try:
+            for rid, t, name, values in ordered:
+                st = machines.get(name)
+                if st is None:
+                    st = self._machine(name)
+                    undo[st] = _NEW
+                elif st not in undo:
+                    undo[st] = st.snapshot()
+                if t < st.last:
+                    self._stale_delta += 1
+                    continue
+                if t <= horizon:  # a sensor with a wrong clock must not make every later reading "late"
+                    st.last = t
+                if st.busy or not max(values) < st.min_w:  # `not <`: a NaN takes the careful path
+                    self._step(conn, st, rid, t, values, changes, peaks)
+            for alarm_id, (st, i, rid, t) in peaks.items():
+                self._write_peak(conn, st, i, rid, t, changes)
+        except sqlite3.Error as exc:
+            if isinstance(exc, sqlite3.IntegrityError):  # our state disagrees with the table: a bug
+                return self._abandon(conn)
+            raise
+        except Exception:  # noqa: BLE001 - an alarm bug must not cost the readings
+            return self._abandon(conn)
+        return changes
+
+    def commit(self) -> None:
+        """The writer committed: this transaction's state is now the truth."""
+        self._undo.clear()
+        self._savepoint = False
+        self.active_count += self._active_delta
+        self.stale_readings += self._stale_delta
+        self._active_delta = self._stale_delta = 0
+
+    def rollback(self) -> None:
+        """The writer rolled back: forget everything evaluated since the last commit."""
+        for st, snap in self._undo.items():
+            if snap is _NEW:
+                self._machines.pop(st.name, None)
+            else:
+                st.restore(snap)
+        self._undo.clear()
+        self._savepoint = False
+        self._active_delta = self._stale_delta = 0
+
+    def _abandon(self, conn: sqlite3.Connection) -> list[AlarmChange]:
+        log.exception("alarm evaluation failed; this group's readings are stored without alarm evaluation")
+        self.errors += 1
+        # Savepoint and journal both reach back to the start of the transaction, so afterwards the
+        # database and memory agree: the transaction's readings count as never evaluated.
+        savepoint = self._savepoint
+        if savepoint:
+            conn.execute("ROLLBACK TO fdedge_alarms")  # the savepoint stays open until COMMIT
+        self.rollback()
+        self._savepoint = savepoint
+        return []
+
+    def _writes(self, conn: sqlite3.Connection) -> None:
+        if not self._savepoint:
+            conn.execute("SAVEPOINT fdedge_alarms")
+            self._savepoint = True
+
+    def _step(self, conn: sqlite3.Connection, st: _Machine, rid: int, t: str, values: list[float],
+              changes: list[AlarmChange], peaks: dict) -> None:
+        """One reading of a machine that is near or in an alarm."""
+        active = st.active
+        for i in range(N_FAULTS):
+            v = values[i]
+            st.advance(i, v, t, rid)
+            rec = active[i]
+            if rec is None:
+                if st.rw[i] >= st.n[i] and _held(st.rw_t[i], t, st.d[i]):
+                    self._raise(conn, st, i, rid, t, v, changes)
+                continue
+            if v > rec["peak"]:
+                active[i] = rec = {**rec, "peak": v, "peak_at": t, "peak_reading": rid}
+                peaks[rec["id"]] = (st, i, rid, t)
+            if rec["severity"] == "warning" and st.ra[i] >= st.n[i] and _held(st.ra_t[i], t, st.d[i]):
+                peaks.pop(rec["id"], None)
+                self._change(conn, st, i, "escalate", rid, t, changes, severity="alarm", escalated_at=t,
+                             escalated_reading=rid)
+            elif st.rc[i] >= st.nc[i] and _held(st.rc_t[i], t, st.dc[i]):
+                peaks.pop(rec["id"], None)
+                self._change(conn, st, i, "clear", rid, t, changes, cleared_at=t, cleared_reading=rid)
+        st.busy = st.n_active > 0 or any(st.rw)
+
+    def _raise(self, conn: sqlite3.Connection, st: _Machine, i: int, rid: int, t: str, v: float,
+               changes: list[AlarmChange]) -> None:
+        severity = "alarm" if st.ra[i] >= st.n[i] and _held(st.ra_t[i], t, st.d[i]) else "warning"
+        fault = FAULTS[i]
+        peak, peak_at, peak_reading = st.pk[i]
+        rec: dict[str, Any] = {
+            "id": None, "machine": st.name, "fault": fault, "category": self.categories.get(fault, ""),
+            "severity": severity, "raised_severity": severity, "since": st.rw_t[i], "raised_at": t,
+            "raised_reading": rid, "raised_value": v, "peak": peak, "peak_at": peak_at, "peak_reading": peak_reading,
+            "escalated_at": None, "escalated_reading": None, "cleared_at": None, "cleared_reading": None,
+            "acked_at": None, "acked_by": None, "ack_note": None,
+        }
+        self._writes(conn)
+        rec["id"] = conn.execute(_INSERT, [rec[k] for k in COLUMNS[1:]]).lastrowid
+        st.active[i] = rec
+        st.n_active += 1
+        self._active_delta += 1
+        self._record(conn, AlarmChange("raise", alarm_json(rec), rid, iso(t)), changes)
+
+    def _change(self, conn: sqlite3.Connection, st: _Machine, i: int, kind: str, rid: int, t: str,
+                changes: list[AlarmChange], **fields: Any) -> None:
+        """Escalate or clear; the peak so far is written with it."""
+        rec = {**st.active[i], **fields}  # type: ignore[dict-item]
+        names = (*fields, "peak", "peak_at", "peak_reading")
+        self._writes(conn)
+        conn.execute(f"UPDATE {ALARMS} SET {', '.join(f'{k} = ?' for k in names)} WHERE id = ?",
+                     (*(rec[k] for k in names), rec["id"]))
+        if kind == "clear":
+            st.active[i] = None
+            st.n_active -= 1
+            self._active_delta -= 1
+        else:
+            st.active[i] = rec
+        self._record(conn, AlarmChange(kind, alarm_json(rec), rid, iso(t)), changes)
+
+    def _write_peak(self, conn: sqlite3.Connection, st: _Machine, i: int, rid: int, t: str,
+                    changes: list[AlarmChange]) -> None:
+        """At most one peak update per alarm per transaction, however many readings raised it."""
+        rec = st.active[i]
+        if rec is None:
+            return
+        self._writes(conn)
+        conn.execute(f"UPDATE {ALARMS} SET peak = ?, peak_at = ?, peak_reading = ? WHERE id = ?",
+                     (rec["peak"], rec["peak_at"], rec["peak_reading"], rec["id"]))
+        changes.append(AlarmChange("peak", alarm_json(rec), rid, iso(t)))
+
+    def _record(self, conn: sqlite3.Connection, change: AlarmChange, changes: list[AlarmChange]) -> None:
+        changes.append(change)
+        self._outbox(conn, change)
+
+    def _outbox(self, conn: sqlite3.Connection, change: AlarmChange) -> None:
+        """Webhook deliveries are written with the change itself: committed together or not at all."""
+        hooks = [h for h in self.rules.webhooks if change.kind in h.events]
+        if not hooks:
+            return
+        body, created = change.json(), now_text()
+        conn.executemany(_INSERT_OUTBOX, [(h.key, change.kind, change.alarm_id, body, created) for h in hooks])
+
+    # -- acknowledgement (run through Writer.run, between commits) ---------------------------------
+
+    def ack(self, conn: sqlite3.Connection, alarm_id: int, by: Any, note: Any = None) -> dict[str, Any]:
+        """Acknowledge an alarm (active or cleared) in its own transaction. Answers
+        `{"alarm": ..., "replayed": bool}`: repeating the same ack is harmless (replayed=true, nothing
+        changes); a different ack of an acknowledged alarm is a Conflict."""
+        by, note = _ack_text(by, "by", MAX_BY, required=True), _ack_text(note, "note", MAX_NOTE) or ""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            found = conn.execute(f"SELECT {SELECT} FROM {ALARMS} WHERE id = ?", (alarm_id,)).fetchall()
+            if not found:  # fetchall: never leave a statement open on the writer's connection
+                raise NotFound(f"no alarm with id {alarm_id}", field="id")
+            rec = dict(zip(COLUMNS, found[0]))
+            if rec["acked_at"] is not None:
+                if rec["acked_by"] == by and (rec["ack_note"] or "") == note:
+                    conn.execute("ROLLBACK")
+                    return {"alarm": alarm_json(rec), "replayed": True}
+                raise Conflict(f"alarm {alarm_id} was already acknowledged by {rec['acked_by']!r} at "
+                               f"{iso(rec['acked_at'])}", acked_by=rec["acked_by"], acked_at=iso(rec["acked_at"]))
+            rec.update(acked_at=now_text(), acked_by=by, ack_note=note)
+            conn.execute(f"UPDATE {ALARMS} SET acked_at = ?, acked_by = ?, ack_note = ? WHERE id = ?",
+                         (rec["acked_at"], by, note, alarm_id))
+            alarm = alarm_json(rec)
+            self._outbox(conn, AlarmChange.for_ack(alarm))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        st = self._machines.get(rec["machine"])
+        if st is not None:
+            i = FAULTS.index(rec["fault"])
+            current = st.active[i]
+            if current is not None and current["id"] == alarm_id:
+                st.active[i] = {**current, "acked_at": rec["acked_at"], "acked_by": by, "ack_note": note}
+        return {"alarm": alarm, "replayed": False}
+
+
+def _order(row: tuple) -> tuple[str, int]:
+    return row[1], row[0]
+
+
+def _ack_text(value: Any, field: str, limit: int, required: bool = False) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise BadRequest(f"'{field}' must be a {'non-empty ' if required else ''}string", field=field)
+    value = value.strip()
+    if len(value) > limit or any(ord(c) < 32 and c not in "\t\n" for c in value):
+        raise BadRequest(f"'{field}' must be at most {limit} characters without control characters", field=field)
+    return value
+
+
+def _machines_in(conn: sqlite3.Connection) -> list[str]:
+    """Distinct machines by skip-scan on the (machine, id) index: one probe per machine, not a table scan."""
+    rows = conn.execute(
+        f"""WITH RECURSIVE m(name) AS (
+                SELECT min(machine) FROM {TABLE}
+                UNION ALL
+                SELECT (SELECT min(machine) FROM {TABLE} WHERE machine > m.name) FROM m WHERE m.name IS NOT NULL)
+            SELECT name FROM m WHERE name IS NOT NULL""").fetchall()
+    return [r[0] for r in rows]
+
+
+# -- read side: API queries and the CSV report --------------------------------------------------------
+
+def list_alarms(conn: sqlite3.Connection, state: str = "all", machine: str | None = None,
+                fault: str | None = None, limit: int = 100, before: int | None = None) -> list[dict[str, Any]]:
+    """Newest first; `before` (an alarm id) pages further back."""
+    if state not in STATES:
+        raise BadRequest(f"state must be one of {', '.join(STATES)}", field="state", valid=list(STATES))
+    if fault is not None and fault not in FAULTS:
+        raise BadRequest(f"unknown fault {fault[:40]!r}", field="fault", valid=list(FAULTS))
+    where, args = ["1"], []
+    if state != "all":
+        where.append("cleared_at IS NULL" if state == "active" else "cleared_at IS NOT NULL")
+    for column, value in (("machine", machine), ("fault", fault)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if before is not None:
+        where.append("id < ?")
+        args.append(before)
+    rows = conn.execute(f"SELECT {SELECT} FROM {ALARMS} WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+                        (*args, limit)).fetchall()
+    return [alarm_json(dict(zip(COLUMNS, r))) for r in rows]
+
+
+def get_alarm(conn: sqlite3.Connection, alarm_id: int) -> dict[str, Any]:
+    row = conn.execute(f"SELECT {SELECT} FROM {ALARMS} WHERE id = ?", (alarm_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no alarm with id {alarm_id}", field="id")
+    return alarm_json(dict(zip(COLUMNS, row)))
+
+
+def alarm_columns_sql(table: str = TABLE) -> str:
+    """SQL for an `alarms` column on rows of `table`: the alarms active at each reading's time, as
+    `fault2:alarm;fault5:warning` ('' when none), with the severity each had at that time.
+
+    Per fault it takes the latest alarm raised at or before the reading and keeps it if it had
+    not cleared yet: alarms of one machine and fault never overlap, so that is the only candidate,
+    and it is one probe of the (machine, fault, raised_at) index per fault and row."""
+    parts = []
+    for fault in FAULTS:  # our own constants, never input
+        parts.append(
+            f"coalesce((SELECT CASE WHEN a.cleared_at IS NULL OR a.cleared_at > {table}.time "
+            f"THEN '{fault}:' || CASE WHEN a.escalated_at IS NOT NULL AND a.escalated_at <= {table}.time "
+            f"THEN 'alarm' ELSE a.raised_severity END || ';' END "
+            f"FROM {ALARMS} a WHERE a.machine = {table}.machine AND a.fault = '{fault}' "
+            f"AND a.raised_at <= {table}.time ORDER BY a.raised_at DESC, a.id DESC LIMIT 1), '')")
+    return f"rtrim({' || '.join(parts)}, ';') AS alarms"

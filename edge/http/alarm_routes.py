@@ -1,0 +1,83 @@
+"""HTTP routes for alarms: the list (active and history), one alarm, and acknowledgement.
+
+Reads run on the per-thread read connections; an ack is a write, so it goes through the writer
+thread like everything else that writes (one writer, no lock contention with ingest).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from edge.alarms.engine import STATES, AlarmChange, get_alarm, list_alarms
+from edge.errors import BadRequest, InvalidJSON, NotFound, PayloadTooLarge
+from edge.http.params import int_param
+
+MAX_ACK_BYTES = 16 * 1024
+MAX_LIMIT = 1000
+MAX_ID = 2**63 - 1  # SQLite's INTEGER; a larger path id would not even bind
+
+
+def _alarm_id(request: Request) -> int:
+    alarm_id = request.path_params["alarm_id"]
+    if not 0 < alarm_id <= MAX_ID:
+        raise NotFound(f"no alarm with id {str(alarm_id)[:24]}", field="id")
+    return alarm_id
+
+
+async def alarms(request: Request) -> Response:
+    """GET /api/alarms?state=active|cleared|all&machine=&fault=&limit=100&before=<id> -> newest first."""
+    params = request.query_params
+    state = params.get("state") or "all"
+    if state not in STATES:
+        raise BadRequest(f"state must be one of {', '.join(STATES)}", field="state", valid=list(STATES))
+    machine, fault = params.get("machine") or None, params.get("fault") or None
+    limit = int_param(params, "limit", 100, 1, MAX_LIMIT)
+    before = int_param(params, "before", None, 1, MAX_ID)
+    readers = request.app.state.appliance.readers
+    rows = await run_in_threadpool(lambda: list_alarms(readers.get(), state, machine, fault, limit, before))
+    return JSONResponse({"alarms": rows})
+
+
+async def alarm(request: Request) -> Response:
+    """GET /api/alarms/{alarm_id} -> one alarm, 404 if unknown."""
+    alarm_id = _alarm_id(request)
+    readers = request.app.state.appliance.readers
+    return JSONResponse({"alarm": await run_in_threadpool(lambda: get_alarm(readers.get(), alarm_id))})
+
+
+async def ack(request: Request) -> Response:
+    """POST /api/alarms/{alarm_id}/ack with {"by": "...", "note": "..."} -> {"alarm": ..., "replayed": bool}."""
+    app = request.app.state.appliance
+    alarm_id = _alarm_id(request)
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise BadRequest('the body must be a JSON object like {"by": "operator name", "note": "..."}')
+    unknown = sorted(set(body) - {"by", "note"})
+    if unknown:
+        raise BadRequest(f"unknown field {unknown[0][:40]!r}; valid fields: by, note", field=unknown[0][:40])
+    by, note = body.get("by"), body.get("note")
+    engine = app.alarms
+    result = await app.writer.run(lambda conn: engine.ack(conn, alarm_id, by, note))
+    if not result["replayed"]:
+        app.publish_alarms([AlarmChange.for_ack(result["alarm"])])
+    return JSONResponse(result)
+
+
+async def _json_body(request: Request) -> Any:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_ACK_BYTES:
+        raise PayloadTooLarge(f"body exceeds the limit of {MAX_ACK_BYTES} bytes", limit=MAX_ACK_BYTES)
+    data = b""
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_ACK_BYTES:
+            raise PayloadTooLarge(f"body exceeds the limit of {MAX_ACK_BYTES} bytes", limit=MAX_ACK_BYTES)
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidJSON(f"the body is not valid JSON: {str(exc)[:100]}") from None

@@ -1,0 +1,108 @@
+"""POST /send: FD-REST's single reading, plus batches as JSON array, NDJSON or CSV."""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
+
+from edge.appliance import Appliance, dumps
+from edge.errors import BadRequest, FDEdgeError, PayloadTooLarge
+from edge.fdrest import FAULTS
+from edge.http.body_deadlines import BodyDeadlines
+from edge.ingest.bodies import parse
+
+PARSE_IN_THREAD_BYTES = 64 * 1024  # big batches are parsed off the event loop
+
+
+def _header_safe(key: str) -> str:
+    return "".join(c if 32 <= ord(c) < 127 and c != "," else "?" for c in key[:64])
+
+
+async def read_body(receive: Receive, limit: int, length: int | None, deadlines: BodyDeadlines) -> bytes:
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"body of {length} bytes exceeds the limit of {limit} bytes", limit=limit)
+    task = asyncio.current_task()
+    assert task is not None
+    deadlines.reading[task] = asyncio.get_running_loop().time()
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise BadRequest("the client disconnected before sending its body", reason="client_disconnect")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes", limit=limit)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+    except asyncio.CancelledError:
+        if task in deadlines.expired:
+            deadlines.expired.discard(task)
+            if hasattr(task, "uncancel"):
+                task.uncancel()
+            raise BadRequest(f"the body did not arrive within {deadlines.seconds:.0f} s",
+                             reason="body_timeout") from None
+        raise
+    finally:
+        deadlines.reading.pop(task, None)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _headers(scope: Scope) -> tuple[int | None, str | None, str | None]:
+    """One pass over the raw headers: content-length, content-type, idempotency-key."""
+    length = ctype = key = None
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            length = int(value) if value.isdigit() else None
+        elif name == b"content-type":
+            ctype = value.decode("latin-1")
+        elif name == b"idempotency-key":
+            key = value.decode("latin-1")
+    return length, ctype, key
+
+
+class Ingest:
+    """POST /send as a plain ASGI app (Starlette routes to instances as they are): the hottest path
+    skips Request/Response objects. Errors raise FDEdgeError like every route and become JSON in
+    edge.http.responses."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send_message: Send) -> None:
+        await _ingest(scope, receive, send_message)
+
+
+async def _ingest(scope: Scope, receive: Receive, send_message: Send) -> None:
+    app: Appliance = scope["app"].state.appliance
+    try:
+        length, content_type, key = _headers(scope)
+        data = await read_body(receive, app.settings.max_body_bytes, length, app.deadlines)
+        if len(data) > PARSE_IN_THREAD_BYTES:
+            batch = await run_in_threadpool(parse, content_type, data)
+        else:
+            batch = parse(content_type, data)
+        if len(batch) > app.settings.max_batch_rows:
+            raise PayloadTooLarge(f"{len(batch)} readings exceed the limit of {app.settings.max_batch_rows} per request",
+                                  limit=app.settings.max_batch_rows)
+        if key is not None and not 0 < len(key) <= 200:
+            raise BadRequest("Idempotency-Key must be 1-200 characters", field="Idempotency-Key")
+        stored = await app.writer.ingest(batch, key)
+    except FDEdgeError as exc:
+        app.metrics.rejected.labels(reason=str(exc.details.get("reason", exc.code))).inc()
+        raise
+    body = dumps([dict(zip(FAULTS, row)) for row in stored.faults.tolist()])
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
+               (b"x-fdedge-first-id", b"%d" % stored.first_id)]
+    if stored.replayed:
+        headers.append((b"x-fdedge-replayed", b"true"))
+    if batch.ignored:
+        ignored = ",".join(sorted(map(_header_safe, batch.ignored))[:20])
+        headers.append((b"x-fdedge-ignored-keys", ignored.encode("ascii")))
+    await send_message({"type": "http.response.start", "status": 200, "headers": headers})
+    await send_message({"type": "http.response.body", "body": body})
+
+
+send = Ingest()

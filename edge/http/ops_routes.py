@@ -1,0 +1,89 @@
+"""Operational routes: liveness, readiness, Prometheus metrics, model manifest, pages."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+
+from edge.appliance import Appliance
+from edge.errors import NotFound, Unavailable
+
+MIN_FREE_BYTES = 16 * 1024 * 1024
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
+                               "base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+def _app(request: Request) -> Appliance:
+    return request.app.state.appliance
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+CAP_SLACK_PAGES = 16  # fewer free pages than this under --max-db-mb: the next batch will not fit
+
+
+def _probe(conn: sqlite3.Connection) -> str | None:
+    conn.execute("BEGIN IMMEDIATE")  # takes the write lock: proves the database is writable now
+    conn.execute("ROLLBACK")
+    # fetchall: never leave a statement open on the writer's connection
+    cap = conn.execute("PRAGMA max_page_count").fetchall()[0][0]
+    used = conn.execute("PRAGMA page_count").fetchall()[0][0] - conn.execute("PRAGMA freelist_count").fetchall()[0][0]
+    if cap - used < CAP_SLACK_PAGES:
+        return "the database reached its size cap (--max-db-mb): ingest answers 503 until retention makes room"
+    return None
+
+
+async def readyz(request: Request) -> Response:
+    app = _app(request)
+    problems: list[str] = []
+    if not app.writer.alive:
+        problems.append("the writer thread is not running")
+    else:
+        try:
+            full = await asyncio.wait_for(app.writer.run(_probe), 3.0)
+            if full:
+                problems.append(full)
+        except TimeoutError:
+            problems.append("the database did not answer within 3 s")
+        except Unavailable as exc:
+            problems.append(exc.message)
+    try:
+        stat = os.statvfs(app.settings.db_path.parent)
+        free = stat.f_bavail * stat.f_frsize
+        if free < MIN_FREE_BYTES:
+            problems.append(f"only {free // 1024} KiB free on the database's disk")
+    except OSError as exc:
+        problems.append(f"cannot stat the data directory: {exc}")
+    if problems:
+        return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
+    return JSONResponse({"status": "ready", "model": app.model.name, "version": app.model.version})
+
+
+async def metrics(request: Request) -> Response:
+    return Response(_app(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def model(request: Request) -> Response:
+    return JSONResponse(_app(request).model_info())
+
+
+def page(filename: str):
+    async def endpoint(request: Request) -> Response:
+        path: Path = _app(request).settings.web_dir / filename
+        if not path.is_file():
+            raise NotFound(f"page {filename} is not installed in {_app(request).settings.web_dir}")
+        return FileResponse(path, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+    endpoint.__name__ = filename.replace(".", "_")
+    return endpoint

@@ -1,0 +1,97 @@
+"""Read routes: FD-REST's /history and /generate_csv, and the dashboard's JSON queries.
+
+Queries run in the thread pool on per-thread read connections, so a slow export never
+stalls ingest on the event loop.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from edge.appliance import Appliance
+from edge.errors import BadRequest, NotFound
+from edge.fdrest import FAULTS
+from edge.http.params import int_param
+from edge.store import reading_queries as queries
+from edge.store.database import connect
+
+
+def _app(request: Request) -> Appliance:
+    return request.app.state.appliance
+
+
+def _int(request: Request, key: str, default: int, low: int, high: int) -> int:
+    return int_param(request.query_params, key, default, low, high)
+
+
+def _machine(request: Request) -> str | None:
+    return request.query_params.get("machine") or None
+
+
+async def _query(request: Request, fn, *args):
+    readers = _app(request).readers
+    return await run_in_threadpool(lambda: fn(readers.get(), *args))
+
+
+async def history(request: Request) -> Response:
+    column = queries.metric(request.query_params.get("metric"))
+    limit = _int(request, "limit", 100, 1, 1_000_000)
+    return JSONResponse(await _query(request, queries.history, column, limit, _machine(request)))
+
+
+async def latest(request: Request) -> Response:
+    limit = _int(request, "limit", 20, 1, 1000)
+    return JSONResponse({"readings": await _query(request, queries.latest, _machine(request), limit)})
+
+
+async def machines(request: Request) -> Response:
+    return JSONResponse({"machines": await _query(request, queries.machines)})
+
+
+async def series(request: Request) -> Response:
+    params = request.query_params
+    now = datetime.now(UTC)
+    end = queries.parse_instant(params.get("end"), "end", now)
+    try:
+        hour_before = end - timedelta(hours=1)
+    except OverflowError:
+        raise BadRequest("end is too early for the default one-hour range; give a start", field="end") from None
+    start = queries.parse_instant(params.get("start"), "start", hour_before)
+    names = [n.strip() for n in (params.get("metrics") or "temperature").split(",") if n.strip()]
+    if len(names) > len(queries.METRICS):
+        raise BadRequest("too many metrics", field="metrics")
+    columns = [queries.metric(n) for n in names]
+    points = _int(request, "points", 600, 10, 5000)
+    return JSONResponse(await _query(request, queries.series, start, end, columns, _machine(request), points))
+
+
+async def count(request: Request) -> Response:
+    flt = queries.ReportFilter.parse(dict(request.query_params))
+    return JSONResponse({"count": await _query(request, queries.count, flt)})
+
+
+async def generate_csv(request: Request) -> Response:
+    """Streams from its own connection, so millions of rows cost constant memory."""
+    flt = queries.ReportFilter.parse(dict(request.query_params))
+    if not await _query(request, queries.first_match, flt):
+        what = f" with a fault >= {flt.threshold:g}" if flt.threshold is not None else ""
+        raise NotFound(f"no readings between {flt.start} and {flt.end}{what}")
+    db_path = _app(request).settings.db_path
+
+    def rows():
+        conn = connect(db_path, readonly=True)
+        try:
+            yield from queries.export_csv(conn, flt)
+        finally:
+            conn.close()
+
+    name = f"fdedge_{flt.start}_{flt.end}.csv"
+    return StreamingResponse(rows(), media_type="text/csv; charset=utf-8",
+                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+__all__ = ["history", "latest", "machines", "series", "count", "generate_csv", "FAULTS"]

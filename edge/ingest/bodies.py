@@ -1,0 +1,255 @@
+"""Parse and validate ingest bodies (JSON object or array, NDJSON, CSV) into one scoring batch.
+
+Validation is all-or-nothing: the first bad value raises InvalidReading naming its row and
+field, before anything reaches the model or the database.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import operator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import orjson
+
+from edge.errors import BadRequest, InvalidJSON, InvalidReading, UnsupportedMediaType
+from edge.fdrest import FAULTS, FEATURES
+
+TIME_KEY = "Time"
+MACHINE_KEY = "machine"
+DEFAULT_MACHINE = "default"
+MAX_MACHINE_LEN = 64
+KNOWN_KEYS = frozenset(FEATURES) | {TIME_KEY, MACHINE_KEY}
+
+JSON_TYPES = {"application/json", "text/json"}
+NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/jsonlines"}
+CSV_TYPES = {"text/csv", "application/csv"}
+
+
+@dataclass
+class Batch:
+    times: list[str]
+    machines: list[str]
+    rows: list[list]  # 35 finite numbers per reading, FD-REST feature order
+    single: bool = False
+    ignored: set[str] = field(default_factory=set)
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    @property
+    def x(self) -> np.ndarray:
+        return np.array(self.rows, dtype=np.float64)
+
+
+def format_time(dt: datetime) -> str:
+    """FD-REST's `YYYY-MM-DD HH:MM:SS` in UTC, plus a fraction only when there is one.
+
+    Text keeps FD-REST's column type and sorts chronologically, which the range queries rely on.
+    """
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(UTC).replace(tzinfo=None)
+    text = dt.strftime("%Y-%m-%d %H:%M:%S")
+    if dt.microsecond:
+        text += f".{dt.microsecond:06d}".rstrip("0")
+    return text
+
+
+def now_text() -> str:
+    return format_time(datetime.now(UTC))
+
+
+def parse_time(value: object, row: int = 0, key: str = TIME_KEY) -> str:
+    """Naive times (FD-REST's format) are taken as UTC; ISO 8601 with an offset is converted."""
+    if type(value) is str and len(value) == 19 and value[10] == " " and "1970" <= value[:4]:
+        try:  # FD-REST's own format is already the stored form: validate, keep as is
+            datetime.fromisoformat(value)
+            return value
+        except ValueError:
+            pass
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidReading(f"row {row}: field {key!r} must be a time like '2023-11-06 15:00:00' "
+                             f"or ISO 8601 with offset", row=row, field=key)
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(text)
+        if dt.tzinfo is not None:
+            dt = dt.astimezone(UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):
+        raise InvalidReading(f"row {row}: field {key!r} is not a valid time: {value[:64]!r}",
+                             row=row, field=key) from None
+    if dt.year < 1970:
+        raise InvalidReading(f"row {row}: field {key!r} is before 1970: {value[:64]!r}", row=row, field=key)
+    return format_time(dt)
+
+
+def parse_machine(value: object, row: int = 0) -> str:
+    if value is None:
+        return DEFAULT_MACHINE
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_MACHINE_LEN or not value.isprintable():
+        raise InvalidReading(f"row {row}: field 'machine' must be printable text of 1-{MAX_MACHINE_LEN} characters",
+                             row=row, field=MACHINE_KEY)
+    return value
+
+
+def _number(value: object, row: int, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise InvalidReading(f"row {row}: feature {key!r} must be a number, got {type(value).__name__}",
+                             row=row, field=key)
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        raise InvalidReading(f"row {row}: feature {key!r} is not a number: {str(value)[:64]!r}",
+                             row=row, field=key) from None
+    if not math.isfinite(number):
+        raise InvalidReading(f"row {row}: feature {key!r} must be finite, got {str(value)[:64]!r}",
+                             row=row, field=key)
+    return number
+
+
+_pick = operator.itemgetter(*FEATURES)
+# Only floats stay as they are: an int can be beyond SQLite's 64-bit INTEGER (2**63 and up is still a
+# finite float), which made the insert raise OverflowError and killed the writer thread. Ints take
+# the per-field path and become floats, as the REAL columns would store them anyway.
+_PLAIN_NUMBERS = frozenset({float})
+
+
+def _values(obj: dict, row: int) -> list:
+    """The 35 values in FD-REST order. The common case (all plain numbers) stays in C: one
+    itemgetter call and one set of types; anything else takes the per-field path."""
+    try:
+        values = list(_pick(obj))
+    except KeyError:
+        missing = [key for key in FEATURES if key not in obj]
+        raise InvalidReading(f"row {row}: missing feature {missing[0]!r}"
+                             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+                             row=row, field=missing[0], missing=missing) from None
+    if not _PLAIN_NUMBERS.issuperset(map(type, values)):
+        return [_number(v, row, k) for k, v in zip(FEATURES, values)]
+    return values
+
+
+def from_objects(objects: list, single: bool, received: str | None, ignore: frozenset[str] = frozenset()) -> Batch:
+    if not objects:
+        raise BadRequest("the body holds no readings")
+    times: list[str] = []
+    machines: list[str] = []
+    rows: list[list] = []
+    ignored: set[str] = set()
+    for index, obj in enumerate(objects):
+        if not isinstance(obj, dict):
+            raise InvalidReading(f"row {index}: a reading must be a JSON object, got {type(obj).__name__}",
+                                 row=index, field=None)
+        rows.append(_values(obj, index))
+        stamp = obj.get(TIME_KEY)
+        if stamp is None:
+            received = received or now_text()  # only computed when a reading has no time
+            times.append(received)
+        else:
+            times.append(parse_time(stamp, index))
+        machines.append(parse_machine(obj.get(MACHINE_KEY), index))
+        if len(obj) != 35 + (TIME_KEY in obj) + (MACHINE_KEY in obj):
+            ignored.update(k for k in obj if k not in KNOWN_KEYS and k not in ignore)
+    for index, values in enumerate(rows):
+        # One float sum per reading instead of numpy on the event loop: NaN or infinity anywhere
+        # makes the sum non-finite; then each value is checked to name the field.
+        try:
+            total = float(sum(values))
+        except OverflowError:  # an int too large for a float
+            total = math.inf
+        if total - total != 0.0:
+            rows[index] = [_number(v, index, k) for k, v in zip(FEATURES, values)]
+    return Batch(times=times, machines=machines, rows=rows, single=single, ignored=ignored)
+
+
+def _json(data: bytes) -> object:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    # The standard parser gives the precise message, and reads the NaN/Infinity literals that
+    # Python senders emit, so those are refused as non-finite values naming their field.
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise InvalidJSON("the JSON body is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise InvalidJSON(f"the body is not valid JSON: {exc}") from None
+
+
+def parse_json(data: bytes, received: str | None) -> Batch:
+    body = _json(data)
+    if isinstance(body, dict):
+        return from_objects([body], single=True, received=received)
+    if isinstance(body, list):
+        return from_objects(body, single=False, received=received)
+    raise InvalidReading("the body must be a JSON object (one reading) or an array of objects", row=None, field=None)
+
+
+def parse_ndjson(data: bytes, received: str | None) -> Batch:
+    objects = []
+    for number, line in enumerate(data.splitlines()):
+        if not line.strip():
+            continue
+        try:
+            objects.append(_json(line))
+        except InvalidJSON as exc:
+            raise InvalidJSON(f"row {len(objects)} (line {number + 1}): {exc.message}", row=len(objects)) from None
+    return from_objects(objects, single=False, received=received)
+
+
+def parse_csv(data: bytes, received: str | None) -> Batch:
+    """data.csv's format; its fault columns are the measured labels, so they are skipped silently."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the CSV body is not UTF-8: {exc}") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise BadRequest("the CSV body is empty") from None
+    except csv.Error as exc:
+        raise BadRequest(f"the CSV body is malformed: {exc}") from None
+    header = [h.strip() for h in header]
+    missing = [key for key in FEATURES if key not in header]
+    if missing:
+        raise InvalidReading(f"CSV header lacks column {missing[0]!r}", row=None, field=missing[0], missing=missing)
+    objects = []
+    try:
+        for line in reader:
+            if not line or all(not cell.strip() for cell in line):
+                continue
+            if len(line) != len(header):
+                raise InvalidReading(f"row {len(objects)}: {len(line)} cells for {len(header)} columns",
+                                     row=len(objects), field=None)
+            obj: dict = dict(zip(header, line))
+            if obj.get(TIME_KEY, "").strip() == "":
+                obj.pop(TIME_KEY, None)
+            objects.append(obj)
+    except csv.Error as exc:
+        raise BadRequest(f"the CSV body is malformed at row {len(objects)}: {exc}") from None
+    return from_objects(objects, single=False, received=received, ignore=frozenset(FAULTS))
+
+
+def parse(content_type: str | None, data: bytes, received: str | None = None) -> Batch:
+    """Dispatch on the media type; a missing type is read as JSON, as FD-REST did."""
+    media = (content_type or "application/json").split(";")[0].strip().lower()
+    if media in JSON_TYPES:
+        return parse_json(data, received)
+    if media in NDJSON_TYPES:
+        return parse_ndjson(data, received)
+    if media in CSV_TYPES:
+        return parse_csv(data, received)
+    raise UnsupportedMediaType(
+        f"content type {media!r} is not accepted; send application/json, application/x-ndjson or text/csv "
+        "(with curl: -H 'Content-Type: application/json')",
+        accepted=sorted(JSON_TYPES | NDJSON_TYPES | CSV_TYPES),
+    )

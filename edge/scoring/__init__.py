@@ -1,0 +1,1 @@
+"""Scoring: the converted model (numpy scaling around one onnxruntime session)."""

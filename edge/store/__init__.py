@@ -1,0 +1,1 @@
+"""Storage: the SQLite layout and migration, the single writer, durable sync, read queries, retention."""

@@ -1,0 +1,418 @@
+"""The single writer: scores and commits everything queued since its last commit in one go.
+
+Concurrent requests share one onnxruntime call and one transaction (group commit); a request is
+answered only after the transaction holding its readings has committed, and with `--sync full`
+only after that commit is on disk (edge.store.walsync, which syncs while the writer goes on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge import memory
+from edge.alarms.engine import AlarmChange, AlarmEngine
+from edge.errors import InvalidReading, StartupError, Unavailable
+from edge.fdrest import FAULTS
+from edge.ingest.bodies import Batch, now_text
+from edge.scoring.model import Model
+from edge.store.database import TABLE, insert_rows, open_database
+from edge.store.walsync import WalSyncer
+
+log = logging.getLogger("fdedge.writer")
+
+MAX_GROUP_ROWS = 20_000
+TRIM_AFTER_ROWS = 1000  # a group this large leaves megabytes of freed heap behind
+TRIM_WHEN_IDLE_S = 0.2  # ...handed back once ingest pauses this long, so a burst leaves no plateau
+
+
+@dataclass
+class Stored:
+    """What a committed batch answers with, and what is published to live clients."""
+
+    first_id: int
+    faults: np.ndarray  # (n, 8)
+    batch: Batch
+    replayed: bool = False  # an idempotency key seen before: nothing new was stored
+
+
+@dataclass
+class _Ingest:
+    batch: Batch
+    key: str | None
+    future: asyncio.Future
+
+
+@dataclass
+class _Task:
+    fn: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future
+
+
+_STOP = object()
+
+
+def _settle_all(pending: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
+    for future, result, error in pending:
+        if future.done():
+            continue  # the client went away; its readings are stored all the same
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+def storage_error(exc: sqlite3.Error) -> Unavailable:
+    text = str(exc)
+    if "full" in text:
+        return Unavailable("the disk holding the database is full; nothing was stored", reason="disk_full")
+    if "locked" in text or "busy" in text:
+        return Unavailable("the database is locked by another process; nothing was stored, retry", reason="database_locked")
+    if "readonly" in text or "read-only" in text:
+        return Unavailable("the database is read-only; nothing was stored", reason="read_only")
+    return Unavailable(f"storage error ({text}); nothing was stored", reason="storage_error")
+
+
+class Writer:
+    def __init__(self, db_path: Path, model: Model, *, sync: str = "full", init: bool = False, max_mb: float = 0.0,
+                 on_commit: Callable[[list[Stored]], None] | None = None,
+                 observe: Callable[[str, float], None] | None = None,
+                 alarms: AlarmEngine | None = None,
+                 on_alarms: Callable[[list[AlarmChange]], None] | None = None) -> None:
+        # `full` is the WAL syncer's fdatasync before each answer, not SQLite's own sync in COMMIT.
+        self.durable = sync == "full"
+        self.wal_path = Path(str(db_path) + "-wal")
+        self.conn = open_database(db_path, sync="normal", init=init, max_mb=max_mb)
+        self.alarms = alarms
+        self.on_alarms = on_alarms
+        if alarms is not None:
+            # Before the thread starts (the connection is not in use yet), so a problem stops start-up.
+            try:
+                alarms.setup(self.conn)
+            except sqlite3.Error as exc:
+                self.conn.close()
+                raise StartupError(f"database {db_path}: cannot set up the alarm tables: {exc}") from None
+        self.model = model
+        self.on_commit = on_commit
+        self.observe = observe or (lambda name, value: None)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._gathered: list[_Ingest] = []
+        self._pending: list[tuple[asyncio.Future, Any, BaseException | None]] = []
+        self._trim_due = False
+        self._syncer: WalSyncer | None = None
+        self._changes = 0  # conn.total_changes when the syncer last heard from us
+
+    # -- event-loop side ----------------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        if self.durable:
+            self._syncer = WalSyncer(self.wal_path, self._deliver)
+        self._thread = threading.Thread(target=self._run, name="fdedge-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout=10)
+            self._thread = None
+        if self._syncer is not None:
+            self._syncer.stop()
+            self._syncer = None
+        self.conn.close()
+
+    @property
+    def alive(self) -> bool:
+        return (self._thread is not None and self._thread.is_alive()
+                and (self._syncer is None or self._syncer.alive))
+
+    async def ingest(self, batch: Batch, key: str | None = None) -> Stored:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._gathered.append(_Ingest(batch, key, future))
+        if len(self._gathered) == 1:
+            # Hand over everything gathered in this loop iteration at once: one wake-up of the
+            # writer per iteration instead of one per request.
+            loop.call_soon(self._hand_over)
+        return await future
+
+    def _hand_over(self) -> None:
+        gathered, self._gathered = self._gathered, []
+        self._queue.put(gathered)
+
+    async def run(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run maintenance (retention, readiness probe) in the writer thread, between commits."""
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put(_Task(fn, future))
+        return await future
+
+    # -- writer thread --------------------------------------------------------------------------
+
+    def _next(self) -> Any:
+        if not self._trim_due:
+            return self._queue.get()
+        try:
+            return self._queue.get(timeout=TRIM_WHEN_IDLE_S)
+        except queue.Empty:
+            self._trim_due = False
+            memory.trim(min_interval=0)
+            return self._queue.get()
+
+    def _run(self) -> None:
+        while True:
+            item = self._next()
+            if item is _STOP:
+                return
+            group: list[_Ingest] = []
+            tasks: list[_Task] = []
+            rows = 0
+            while True:
+                if isinstance(item, list):
+                    group.extend(item)
+                    rows += sum(len(job.batch) for job in item)
+                elif isinstance(item, _Task):
+                    tasks.append(item)
+                elif item is _STOP:
+                    self._queue.put(_STOP)
+                    break
+                if rows >= MAX_GROUP_ROWS:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if group:
+                try:
+                    self._commit_group(group)
+                except Exception:  # noqa: BLE001 - a bug must cost one group, never the writer thread
+                    self._fail_group(group)
+                if rows >= TRIM_AFTER_ROWS:
+                    self._trim_due = True
+                    memory.trim()
+            for task in tasks:
+                self._run_task(task)
+            self._flush()
+
+    def _settle(self, future: asyncio.Future, result: Any = None, error: BaseException | None = None) -> None:
+        """Collected and handed to the event loop once per group: one wake-up, not one per request."""
+        self._pending.append((future, result, error))
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        if self._syncer is not None:
+            changes = self.conn.total_changes
+            self._syncer.submit(pending, wrote=changes != self._changes)
+            self._changes = changes
+            return
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(_settle_all, pending)
+
+    def _deliver(self, pending: list, error: OSError | None) -> None:
+        """Runs in the syncer's thread once the commits behind `pending` are on disk."""
+        if error is not None:
+            failed = Unavailable(f"the readings were written but the disk did not confirm them ({error}); "
+                                 "they may not survive a power cut", reason="sync_failed")
+            pending = [(future, None, failed) if isinstance(result, Stored) and not result.replayed
+                       else (future, result, exc) for future, result, exc in pending]
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(_settle_all, pending)
+
+    def _fail_group(self, group: list[_Ingest]) -> None:
+        log.exception("unexpected error while storing a group of %d requests", len(group))
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        if self.alarms is not None:
+            self.alarms.rollback()
+        settled = {id(future) for future, _, _ in self._pending}
+        for job in group:
+            if id(job.future) not in settled:
+                self._settle(job.future, error=Unavailable("internal error while storing; nothing was stored",
+                                                           reason="internal_error"))
+
+    def _run_task(self, task: _Task) -> None:
+        try:
+            result = task.fn(self.conn)
+        except sqlite3.Error as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            self._settle(task.future, error=storage_error(exc))
+        except BaseException as exc:  # settle, never kill the writer thread
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            self._settle(task.future, error=exc)
+        else:
+            self._settle(task.future, result)
+
+    def _known_keys(self, group: list[_Ingest]) -> dict[str, int]:
+        keys = [job.key for job in group if job.key]
+        if not keys:
+            return {}
+        marks = ",".join("?" * len(keys))
+        return dict(self.conn.execute(
+            f"SELECT key, first_id FROM fdedge_ingest_keys WHERE key IN ({marks})", keys).fetchall())
+
+    def _commit_group(self, group: list[_Ingest]) -> None:
+        """Score and store one group in one transaction, answer its requests, then publish."""
+        split = self._split_replays(group)
+        if split is None:
+            return
+        fresh, replays = split
+        stored: list[Stored] = []
+        changes: list[AlarmChange] = []
+        if fresh:
+            fresh, x_rows, y = self._score(fresh)
+        if fresh:
+            stored, changes = self._store(fresh, x_rows, y)
+        for job, first_id in replays:
+            self._settle(job.future, self._replay(job, first_id))
+        self._publish(stored, changes)
+
+    def _split_replays(self, group: list[_Ingest]) -> tuple[list[_Ingest], list[tuple[_Ingest, int]]] | None:
+        """Requests to store, and those whose idempotency key was stored before (or earlier in this
+        group: first id -1). None when the keys could not be looked up; every request is answered."""
+        try:
+            known = self._known_keys(group)
+        except sqlite3.Error as exc:
+            for job in group:
+                self._settle(job.future, error=storage_error(exc))
+            return None
+        fresh: list[_Ingest] = []
+        replays: list[tuple[_Ingest, int]] = []
+        seen: set[str] = set()
+        for job in group:
+            if job.key and (job.key in known or job.key in seen):
+                replays.append((job, known.get(job.key, -1)))
+            else:
+                fresh.append(job)
+                if job.key:
+                    seen.add(job.key)
+        return fresh, replays
+
+    def _score(self, fresh: list[_Ingest]) -> tuple[list[_Ingest], list, np.ndarray]:
+        """One onnxruntime call for the whole group; requests it cannot score are answered here."""
+        x_rows = [row for job in fresh for row in job.batch.rows]
+        started = time.perf_counter()
+        try:
+            y = self.model.predict(np.array(x_rows, dtype=np.float64))
+        except Exception as exc:  # noqa: BLE001 - reported per request, the writer keeps running
+            log.error("inference failed: %s", exc)
+            for job in fresh:
+                self._settle(job.future, error=Unavailable(f"inference failed: {exc}", reason="model_error"))
+            return [], [], np.empty((0, 8))
+        self.observe("inference", time.perf_counter() - started)
+        if not np.isfinite(y).all():
+            return self._refuse_non_finite(fresh, x_rows, y)
+        return fresh, x_rows, y
+
+    def _store(self, fresh: list[_Ingest], x_rows: list, y: np.ndarray) -> tuple[list[Stored], list[AlarmChange]]:
+        """Readings, idempotency keys and alarm changes in one transaction: all of it or none."""
+        conn = self.conn
+        started = time.perf_counter()
+        y_rows = y.tolist()
+        times = [t for job in fresh for t in job.batch.times]
+        machines = [m for job in fresh for m in job.batch.machines]
+        stored: list[Stored] = []
+        changes: list[AlarmChange] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            last = insert_rows(conn, times, x_rows, y_rows, machines)
+            first = last - len(times) + 1
+            offset = 0
+            created = now_text() if any(job.key for job in fresh) else ""  # only idempotency keys need it
+            for job in fresh:
+                n = len(job.batch)
+                stored.append(Stored(first + offset, y[offset:offset + n], job.batch))
+                if job.key:
+                    conn.execute("INSERT INTO fdedge_ingest_keys(key, first_id, last_id, created) VALUES (?, ?, ?, ?)",
+                                 (job.key, first + offset, first + offset + n - 1, created))
+                offset += n
+            if self.alarms is not None:
+                # Alarm and outbox rows go into this transaction: committed with their readings or not at all.
+                changes = self.alarms.evaluate(conn, [(first + k, times[k], machines[k], y_rows[k])
+                                                      for k in range(len(times))])
+            conn.execute("COMMIT")
+            if self.alarms is not None:
+                self.alarms.commit()
+        except sqlite3.Error as exc:
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            if self.alarms is not None:
+                self.alarms.rollback()
+            error = storage_error(exc)
+            log.error("commit failed: %s", error.message)
+            for job in fresh:
+                self._settle(job.future, error=error)
+            return [], []
+        self.observe("commit", time.perf_counter() - started)
+        for job, result in zip(fresh, stored):
+            self._settle(job.future, result)
+        return stored, changes
+
+    def _publish(self, stored: list[Stored], changes: list[AlarmChange]) -> None:
+        """Live updates after the commit; a failure here must never undo it."""
+        if stored and self.on_commit is not None:
+            try:
+                self.on_commit(stored)
+            except Exception:  # noqa: BLE001
+                log.exception("publishing committed readings failed")
+        if changes and self.on_alarms is not None:
+            try:
+                self.on_alarms(changes)
+            except Exception:  # noqa: BLE001
+                log.exception("publishing alarm changes failed")
+
+    def _refuse_non_finite(self, jobs: list[_Ingest], x_rows: list, y: np.ndarray
+                           ) -> tuple[list[_Ingest], list, np.ndarray]:
+        """Finite but absurd inputs (say 1e308) can drive the model to infinity: refuse those
+        requests alone, so NaN never reaches the database or a client."""
+        ok = np.isfinite(y).all(axis=1)
+        keep: list[_Ingest] = []
+        keep_rows: list[int] = []
+        offset = 0
+        for job in jobs:
+            n = len(job.batch)
+            bad = np.flatnonzero(~ok[offset:offset + n])
+            if len(bad):
+                row = int(bad[0])
+                self._settle(job.future, error=InvalidReading(
+                    f"row {row}: feature values are out of the model's range (it produced non-finite "
+                    "fault intensities)", row=row, field=None))
+            else:
+                keep.append(job)
+                keep_rows.extend(range(offset, offset + n))
+            offset += n
+        return keep, [x_rows[i] for i in keep_rows], y[keep_rows]
+
+    def _replay(self, job: _Ingest, first_id: int) -> Stored:
+        """Answer a repeated idempotency key with the faults stored the first time."""
+        n = len(job.batch)
+        try:
+            if first_id < 0:  # same key twice in one group: the first is being stored right now
+                first_id = self.conn.execute("SELECT first_id FROM fdedge_ingest_keys WHERE key = ?",
+                                             (job.key,)).fetchall()[0][0]
+            rows = self.conn.execute(
+                f"SELECT {', '.join(FAULTS)} FROM {TABLE} WHERE id >= ? AND id < ? ORDER BY id",
+                (first_id, first_id + n)).fetchall()
+        except (sqlite3.Error, TypeError):
+            rows = []
+        return Stored(first_id, np.array(rows, dtype=np.float64).reshape(-1, 8), job.batch, replayed=True)
