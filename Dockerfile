@@ -2,6 +2,7 @@
 #
 #   docker build -t fdedge .
 #   docker run -d --name fdedge -p 5000:5000 -v fdedge-data:/data -e FDEDGE_TOKEN=change-me fdedge
+#   dashboard: http://localhost:5000/ (report /report, table /dashboard); sensors POST to :5000/send
 #
 # Stages:
 #   convert  the build extra (TensorFlow, tf2onnx, scikit-learn): `fdedge convert --if-stale` turns

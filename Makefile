@@ -8,7 +8,7 @@ PIP     := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 .PHONY: help install install-build install-test demo serve convert train train-tiny test soak bench bench-quick browser image image-arm64 clean
 
 help:
-	@echo "make demo     install, convert if stale, serve on :5000 and stream simulated readings"
+	@echo "make demo     install, convert if stale, serve on :5000 and stream simulated readings (MODEL=dir: your own model)"
 	@echo "make test     install everything and run the test suite"
 	@echo "make serve    run the appliance (runtime only)"
 	@echo "make convert  Keras + scalers in $(MODEL) -> ONNX + scalers.npz + manifest.json (only if a source changed)"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench    benchmarks: prints a table, writes bench/results/latest.json and latest.md (bench-quick: <1 min smoke)"
 	@echo "make image    x86-64 container image; image-arm64 for a Raspberry Pi (buildx + qemu)"
 	@echo "make soak     long reliability run (10 min by default)"
+	@echo "make examples regenerate examples/ (reading.json, readings.ndjson, data.csv) from the simulator"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -51,6 +52,11 @@ serve: convert
 
 demo: convert
 	$(BIN)/fdedge demo --model-dir $(MODEL)
+
+# The request bodies the README's curl lines send; deterministic (fixed seeds and times).
+.PHONY: examples
+examples: $(VENV)/.runtime
+	$(BIN)/python examples/make_examples.py
 
 test: $(VENV)/.test
 	$(BIN)/python -m pytest -m "not soak" $(PYTEST_ARGS)

@@ -126,7 +126,7 @@ def cpu_share(before: list[int] | None, after: list[int] | None) -> dict[str, fl
     `steal` is time the hypervisor gave to other guests: on a shared VM it is the noise."""
     if not before or not after:
         return None
-    delta = [b - a for a, b in zip(before, after)]
+    delta = [b - a for a, b in zip(before, after, strict=True)]
     total = sum(delta[:8]) or 1
     names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
     return {name: round(delta[i] / total, 4) for i, name in enumerate(names) if i < len(delta)}
@@ -166,7 +166,8 @@ def free_port() -> int:
 # --------------------------------------------------------------------------- bodies
 
 def fdrest_dir() -> Path | None:
-    candidates = [os.environ.get("FDREST_DIR"), REPO.parent.parent / "shared" / "fdrest", REPO.parent / "shared" / "fdrest"]
+    candidates = [os.environ.get("FDREST_DIR"), REPO.parent.parent / "shared" / "fdrest",
+                  REPO.parent / "shared" / "fdrest"]
     for c in candidates:
         if c and (Path(c) / "data.csv").is_file():
             return Path(c)
@@ -226,7 +227,7 @@ def run_async(coro: Any) -> Any:
     import asyncio
     try:
         import uvloop
-        loop = uvloop.new_event_loop()
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     except ImportError:
         loop = asyncio.new_event_loop()
     try:

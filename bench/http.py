@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -87,20 +88,20 @@ def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
         for r in range(plan.rounds):
             log(f"  round {r + 1}/{plan.rounds}: single-reading throughput")
             for server in _rotate(closed_loop, r):
-                closed[server.name].append(_with_cpu(server, lambda: single_wrk.run(
-                    server.port, plan.duration, plan.connections)))
+                closed[server.name].append(_with_cpu(server, partial(
+                    single_wrk.run, server.port, plan.duration, plan.connections)))
             log(f"  round {r + 1}/{plan.rounds}: single-reading throughput, {CROWD_CONNECTIONS} connections")
             for server in _rotate(closed_loop, r):
-                crowd[server.name].append(_with_cpu(server, lambda: single_wrk.run(
-                    server.port, plan.duration, CROWD_CONNECTIONS)))
+                crowd[server.name].append(_with_cpu(server, partial(
+                    single_wrk.run, server.port, plan.duration, CROWD_CONNECTIONS)))
             log(f"  round {r + 1}/{plan.rounds}: p99 at {plan.rate:,} req/s")
             for server in _rotate(everyone, r):
-                fixed[server.name].append(_with_cpu(server, lambda: open_loop(
-                    server.port, single, plan.rate, plan.rate_duration, RATE_CONNECTIONS,
+                fixed[server.name].append(_with_cpu(server, partial(
+                    open_loop, server.port, single, plan.rate, plan.rate_duration, RATE_CONNECTIONS,
                     discard=min(0.5, plan.rate_duration / 4))))
             log(f"  round {r + 1}/{plan.rounds}: batch ingest, {plan.batch_rows:,} readings per request")
             for server in _rotate(list(edges.values()), r):
-                result = _with_cpu(server, lambda: batch_wrk.run(server.port, plan.duration, BATCH_CONNECTIONS))
+                result = _with_cpu(server, partial(batch_wrk.run, server.port, plan.duration, BATCH_CONNECTIONS))
                 result["readings_per_s"] = result["rps"] * plan.batch_rows
                 batches[server.name].append(result)
         rss = {s.name: s.status().get("VmRSS") for s in everyone}
@@ -125,7 +126,8 @@ def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
     for name, rows in fixed.items():
         # A stall of the whole (shared) machine lands in some rounds' p99 only: the best round is
         # the figure least disturbed by other tenants, the median the one the targets use.
-        out["fixed_rate"][name]["best_p99_ms"] = min((r["p99_ms"] for r in rows if r["p99_ms"] is not None), default=None)
+        out["fixed_rate"][name]["best_p99_ms"] = min(
+            (r["p99_ms"] for r in rows if r["p99_ms"] is not None), default=None)
         out["fixed_rate"][name]["best_send_lag_p99_ms"] = min(
             (r["send_lag_p99_ms"] for r in rows if r["send_lag_p99_ms"] is not None), default=None)
         out["fixed_rate"][name]["min_achieved_rps"] = min((r["achieved_rps"] for r in rows), default=None)
@@ -135,7 +137,8 @@ def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
         section = out[key]
         for name in ("edge-full", "edge-normal", "bare-durable"):
             section[name]["ratio_to_bare"] = ratio(section[name]["rps"], section["bare"]["rps"])
-            section[name]["ratio_per_round"] = [ratio(e["rps"], b["rps"]) for e, b in zip(rounds[name], rounds["bare"])]
+            section[name]["ratio_per_round"] = [ratio(e["rps"], b["rps"])
+                                                for e, b in zip(rounds[name], rounds["bare"], strict=True)]
             section[name]["cpu_ratio_to_bare"] = ratio(
                 section["bare"]["server_cpu_us_per_request"], section[name]["server_cpu_us_per_request"])
         # how much of what durability leaves FD-Edge keeps (scoring, SQLite, validation)

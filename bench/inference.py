@@ -65,7 +65,7 @@ def measure(model_dir: Path, keras_path: Path | None, rounds: int, quick: bool) 
     def med(rows: list[dict[str, Any]], key: str) -> float | None:
         return median(r.get(key) for r in rows)
 
-    import onnxruntime
+    from edge.scoring.model import ort as onnxruntime
 
     out: dict[str, Any] = {
         "source": source,

@@ -157,14 +157,15 @@ async def _open_loop(port: int, body: bytes, rate: float, duration: float, conne
 
     async def worker() -> None:
         nonlocal errors
-        reader = writer = None
+        connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         while True:
             scheduled = await queue.get()
             if scheduled is None:
                 break
             try:
-                if writer is None:
-                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                if connection is None:
+                    connection = await asyncio.open_connection("127.0.0.1", port)
+                reader, writer = connection
                 sent = time.perf_counter()
                 writer.write(request)
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -176,16 +177,16 @@ async def _open_loop(port: int, body: bytes, rate: float, duration: float, conne
                 done = time.perf_counter()
             except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                 errors += 1
-                if writer is not None:
-                    writer.close()
-                reader = writer = None
+                if connection is not None:
+                    connection[1].close()
+                connection = None
                 continue
             statuses[status] = statuses.get(status, 0) + 1
             if scheduled >= keep_after:
                 latencies.append(done - scheduled)
                 lags.append(sent - scheduled)
-        if writer is not None:
-            writer.close()
+        if connection is not None:
+            connection[1].close()
 
     workers = [asyncio.create_task(worker()) for _ in range(connections)]
     cpu0 = time.process_time()

@@ -83,7 +83,10 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
     for name in ("inference", "http", "resources", "sse"):
         if isinstance(results.get(name), dict) and "error" in results[name]:
             out.append((name, "FAILED: " + results[name]["error"].splitlines()[0][:100], "", "", "", ""))
-    ok = lambda name: results.get(name) if isinstance(results.get(name), dict) and "error" not in results[name] else None  # noqa: E731
+
+    def ok(name: str) -> dict[str, Any] | None:
+        return results.get(name) if isinstance(results.get(name), dict) and "error" not in results[name] else None
+
     inf = ok("inference")
     if inf:
         skipped = inf.get("keras_skipped")
@@ -103,7 +106,8 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
         for sync in ("full", "normal"):
             e = http["single"][f"edge-{sync}"]
             out.append(("http", f"single POST /send req/s, sync {sync} (vs bare)", num(e["rps"]), num(bare["rps"]),
-                        num(e["ratio_to_bare"], 2), verdict(results, ("http", "single", f"edge-{sync}", "ratio_to_bare"))))
+                        num(e["ratio_to_bare"], 2),
+                        verdict(results, ("http", "single", f"edge-{sync}", "ratio_to_bare"))))
         floor = http["single"].get("bare-durable")
         if floor:
             out.append(("http", "  bare made durable: + append + group fdatasync (vs bare); FD-Edge full / it",
@@ -116,8 +120,9 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
                         f"{num(bare['p50_ms'], 1)} / {num(bare['p99_ms'], 1)}", "", ""))
         for sync in ("full", "normal"):
             e = http["single"][f"edge-{sync}"]
-            out.append(("http", f"  server CPU µs/request, sync {sync} (ratio: bare / FD-Edge)", num(e["server_cpu_us_per_request"]),
-                        num(bare["server_cpu_us_per_request"]), num(e.get("cpu_ratio_to_bare"), 2), ""))
+            out.append(("http", f"  server CPU µs/request, sync {sync} (ratio: bare / FD-Edge)",
+                        num(e["server_cpu_us_per_request"]), num(bare["server_cpu_us_per_request"]),
+                        num(e.get("cpu_ratio_to_bare"), 2), ""))
         crowd = http.get("single_crowd")
         if crowd:
             n = http["wrk"]["crowd_connections"]
@@ -138,8 +143,8 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
                         f"{num(fr['bare']['p50_ms'], 1)} / {num(fr['bare']['p99_ms'], 1)}", "", ""))
         for sync in ("full", "normal"):
             e = fr[f"edge-{sync}"]
-            out.append(("http", f"  p99 ms at {fr['rate']:,} req/s, best round, sync {sync}", num(e.get("best_p99_ms"), 1),
-                        num(fr["bare"].get("best_p99_ms"), 1), "", ""))
+            out.append(("http", f"  p99 ms at {fr['rate']:,} req/s, best round, sync {sync}",
+                        num(e.get("best_p99_ms"), 1), num(fr["bare"].get("best_p99_ms"), 1), "", ""))
         b = fr["bare"]
         out.append(("http", "  generator (bare runs): CPU, lowest rate, send lag p99 median/best",
                     f"{num((b['generator_cpu_fraction'] or 0) * 100)} % of a core, {num(b.get('min_achieved_rps'))}/s, "
@@ -172,24 +177,26 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
             target = verdict(results, ("sse", "slowdown")) if not suffix else "no target (the dashboard uses arrays)"
             out.append(("sse", f"single req/s with {sse['clients']} SSE clients, {what} {shape} (vs none)",
                         num(w["rps"]), num(sse["without"]["rps"]), num(sse.get(f"ratio{suffix}"), 2), target))
-            out.append(("sse", f"  slowdown, {shape}; readings delivered to the slowest client", pct(sse.get(f"slowdown{suffix}")),
-                        "", num((w.get("delivered_fraction") or 0) * 100, 1, " %"),
+            out.append(("sse", f"  slowdown, {shape}; readings delivered to the slowest client",
+                        pct(sse.get(f"slowdown{suffix}")), "", num((w.get("delivered_fraction") or 0) * 100, 1, " %"),
                         f"readers used {num((w.get('reader_cpu_fraction') or 0) * 100)} % of a core"))
             out.append(("sse", f"  server CPU µs/request, {shape} (vs none); bytes per reading per client",
                         f"{num(w.get('server_cpu_us_per_request'))}; {num(w.get('bytes_per_client_per_reading'))} B",
                         num(sse["without"].get("server_cpu_us_per_request")), "", ""))
         floor = sse.get("with_floor")
         if isinstance(floor, dict):
-            out.append(("sse", f"  floor: the same frames to {sse['clients']} readers from a bare socket pusher (vs none)",
+            out.append(("sse", f"  floor: the same frames to {sse['clients']} readers from a bare socket pusher "
+                               "(vs none)",
                         num(floor["rps"]), num(sse["without"]["rps"]), num(sse.get("ratio_floor"), 2),
                         "what moving the bytes costs here"))
-            out.append(("sse", "  floor: slowdown; readings delivered to the slowest reader", pct(sse.get("slowdown_floor")),
-                        "", num((floor.get("delivered_fraction") or 0) * 100, 1, " %"),
+            out.append(("sse", "  floor: slowdown; readings delivered to the slowest reader",
+                        pct(sse.get("slowdown_floor")), "", num((floor.get("delivered_fraction") or 0) * 100, 1, " %"),
                         f"readers used {num((floor.get('reader_cpu_fraction') or 0) * 100)} % of a core"))
             with_, without = sse.get("with") or {}, sse["without"].get("server_cpu_us_per_request")
             added = (with_["server_cpu_us_per_request"] - without
                      if with_.get("server_cpu_us_per_request") is not None and without is not None else None)
-            out.append(("sse", f"  sending CPU µs per reading to {sse['clients']} readers: FD-Edge's added (vs the pusher's)",
+            out.append(("sse", f"  sending CPU µs per reading to {sse['clients']} readers: FD-Edge's added "
+                               "(vs the pusher's)",
                         num(added), num(floor.get("sender_cpu_us_per_reading")), "", ""))
     return out
 
@@ -212,7 +219,11 @@ HEAD = ("section", "measurement", "FD-Edge", "yardstick", "ratio", "target")
 def table(results: dict[str, Any]) -> str:
     body = rows(results)
     widths = [max(len(r[i]) for r in [HEAD, *body]) for i in range(len(HEAD))]
-    line = lambda r: "  ".join(c.rjust(w) if 2 <= i <= 4 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+
+    def line(r: tuple[str, ...]) -> str:
+        return "  ".join(c.rjust(w) if 2 <= i <= 4 else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+
     out = [f"FD-Edge benchmark{' (quick)' if results['quick'] else ''}, {results['created']}",
            f"machine: {machine_line(results)}", "", line(HEAD), line(tuple("-" * w for w in widths))]
     out += [line(r) for r in body]
@@ -243,7 +254,7 @@ def markdown(results: dict[str, Any]) -> str:
         "| measurement | FD-Edge | yardstick | ratio | target |",
         "| --- | ---: | ---: | ---: | --- |",
     ]
-    for section, label, edge, yard, rat, target in rows(results):
+    for _section, label, edge, yard, rat, target in rows(results):
         out.append("| " + " | ".join([label.strip(), edge, yard, rat, target]) + " |")
     return "\n".join(out) + "\n"
 

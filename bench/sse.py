@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from bench.common import REPO, BenchError, Plan, median, ratio, run_async, single_body
 from bench.http import _rotate, _with_cpu
@@ -130,8 +130,8 @@ def _push(source_port: int, clients: int, shape: str) -> dict[str, Any]:
     tick. The frame is FD-Edge's own, byte for byte, for its newest reading. How many readings
     were stored comes from FD-Edge's GET /api/latest, once per tick (ten small reads a second)."""
     from edge.fdrest import FAULTS, FEATURES
-    from edge.http.event_routes import COALESCE_SECONDS
-    from edge.stream.hub import frame, reading_frame
+    from edge.stream.subscriber import COALESCE_SECONDS
+    from edge.stream.wire import frame, reading_frame
 
     newest = _newest(source_port)
     if newest is None:
@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                                 "for the benchmark")
     p.add_argument("--port", type=int, help="readers: the server to read /events from")
     p.add_argument("--push-from", type=int, metavar="PORT",
-                   help="be the pusher instead: send the readings FD-Edge at PORT stores to readers connecting to a free port")
+                   help="be the pusher instead: send the readings FD-Edge at PORT stores to readers connecting "
+                        "to a free port")
     p.add_argument("--clients", type=int, default=100)
     p.add_argument("--shape", choices=("objects", "arrays"), default="objects",
                    help="event shape: objects (plain /events, the default) or arrays (the dashboard's)")
@@ -198,7 +199,7 @@ class Child:
         self.proc: subprocess.Popen | None = None
         self.first: dict[str, Any] = {}
 
-    def __enter__(self) -> Child:
+    def __enter__(self) -> Self:
         self.proc = subprocess.Popen([sys.executable, "-m", "bench.sse", *self.args], cwd=REPO, env=child_env(),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
@@ -206,7 +207,8 @@ class Child:
         line = self.proc.stdout.readline() if ready else ""
         if not line.startswith("{"):
             self.stop()
-            raise BenchError(f"{self.what} did not start: {line!r} {self.proc.stderr.read()[-2000:] if self.proc and self.proc.stderr else ''}")
+            raise BenchError(f"{self.what} did not start: {line!r} "
+                             f"{self.proc.stderr.read()[-2000:] if self.proc and self.proc.stderr else ''}")
         self.first = json.loads(line)
         return self
 
@@ -278,7 +280,8 @@ def _with_readers(server: Server, plan: Plan, wrk: Wrk, shape: str, floor: bool 
     result["events_min"] = min(events)
     result["events_max"] = max(events)
     result["stored"] = stored
-    result["bytes_per_client_per_reading"] = seen["bytes"] / len(events) / stored if stored and seen.get("bytes") else None
+    result["bytes_per_client_per_reading"] = (seen["bytes"] / len(events) / stored
+                                              if stored and seen.get("bytes") else None)
     # every client must have seen every reading stored while it was connected
     result["delivered_fraction"] = min(events) / stored if stored else None
     result["reader_cpu_fraction"] = seen.get("cpu_fraction")

@@ -68,7 +68,7 @@ def readings(params: dict[str, np.ndarray], rows: int, seed: int = 0) -> np.ndar
 
 def onnx_figures(model_dir: Path, *, threads: int = 1, quick: bool = False) -> dict[str, Any]:
     """onnxruntime alone and the appliance's whole numpy + onnxruntime pipeline."""
-    import onnxruntime
+    from edge.scoring.model import ort as onnxruntime
 
     document, params = _load(model_dir)
     onnx_path = model_dir / document.get("onnx", "model.onnx")

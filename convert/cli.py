@@ -47,7 +47,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--if-stale", action="store_true",
                    help="do nothing if manifest.json records the current sources' sha256 and the outputs exist")
     p.add_argument("--name", help="model name in the manifest (default: the output directory's name)")
-    p.add_argument("--bench", action="store_true", help="benchmark afterwards and write MODEL_CARD.md's benchmark section")
+    p.add_argument("--bench", action="store_true",
+                   help="benchmark afterwards and write MODEL_CARD.md's benchmark section")
     return p
 
 
@@ -98,7 +99,8 @@ def convert(args: argparse.Namespace) -> int:
         parity, opt = document["parity"], document["graph_optimization"]
         print(f"wrote {out_dir / manifest.ONNX} ({(out_dir / manifest.ONNX).stat().st_size:,} bytes, "
               f"version {document['version']}), {manifest.SCALERS}, {manifest.MANIFEST}")
-        print(f"parity on {parity['samples']} {parity['source']} readings: max abs error {parity['max_abs_error']:.3g}, "
+        print(f"parity on {parity['samples']} {parity['source']} readings: "
+              f"max abs error {parity['max_abs_error']:.3g}, "
               f"{parity['relative_error']:.2g} of the output range (tolerance {parity['tolerance']:g})")
         print(f"graph optimisation ({opt['level']}): {'kept' if opt['kept'] else 'not kept'}, {opt['reason']}")
     if args.bench:

@@ -77,5 +77,6 @@ def io_sizes(model: Any, path: Path) -> tuple[int, int]:
         raise DimensionMismatch(f"{path}: expected one input and one output, got {len(inputs)} and {len(outputs)}")
     in_shape, out_shape = tuple(inputs[0].shape), tuple(outputs[0].shape)
     if len(in_shape) != 2 or len(out_shape) != 2 or in_shape[1] is None or out_shape[1] is None:
-        raise DimensionMismatch(f"{path}: expected input (batch, n) and output (batch, m), got {in_shape} -> {out_shape}")
+        raise DimensionMismatch(f"{path}: expected input (batch, n) and output (batch, m), "
+                                f"got {in_shape} -> {out_shape}")
     return int(in_shape[1]), int(out_shape[1])

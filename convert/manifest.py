@@ -31,7 +31,7 @@ class Sources:
     target_scaler: Path | None
 
     def items(self) -> list[tuple[str, Path | None]]:
-        return list(zip(SOURCE_KEYS, (self.keras, self.feature_scaler, self.target_scaler)))
+        return list(zip(SOURCE_KEYS, (self.keras, self.feature_scaler, self.target_scaler), strict=True))
 
 
 def sha256(path: Path) -> str:

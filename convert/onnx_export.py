@@ -52,7 +52,8 @@ def export(model: Any, n_features: int, opset: int, path: Path, metadata: dict[s
             proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=opset)
     except Exception as exc:  # tf2onnx raises bare Exceptions/ValueErrors for unsupported opsets/ops
         detail = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise ExportError(f"tf2onnx could not convert the model at opset {opset} ({type(exc).__name__}: {detail})") from None
+        raise ExportError(f"tf2onnx could not convert the model at opset {opset} "
+                          f"({type(exc).__name__}: {detail})") from None
     _tidy(proto)
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
@@ -78,9 +79,7 @@ def _tidy(proto: Any) -> None:
 
 def session(path: Path | bytes, level: str = "all", threads: int = 1) -> Any:
     """An onnxruntime session configured like the appliance's (edge/scoring/model.py)."""
-    import onnxruntime as ort
-
-    from edge.scoring.model import session_options
+    from edge.scoring.model import ort, session_options
 
     options = session_options(threads)
     options.graph_optimization_level = {
@@ -129,7 +128,8 @@ def optimise(plain: Path, target: Path, x: np.ndarray, tolerance: float, mode: s
     if mode == "none":
         return Optimisation("basic", False, "disabled (--optimize none)")
     import onnx
-    import onnxruntime as ort
+
+    from edge.scoring.model import ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC

@@ -40,10 +40,11 @@ class Job:
 def tool_versions() -> dict[str, str]:
     import keras
     import onnx
-    import onnxruntime
     import sklearn
     import tensorflow
     import tf2onnx
+
+    from edge.scoring.model import ort as onnxruntime
 
     return {
         "tensorflow": tensorflow.__version__, "keras": keras.__version__, "tf2onnx": tf2onnx.__version__,
@@ -55,11 +56,14 @@ def tool_versions() -> dict[str, str]:
 def _check_dimensions(model_path: Path, n_in: int, n_out: int,
                       feature: scalers.Affine, target: scalers.Affine) -> None:
     if feature.n != n_in:
-        raise DimensionMismatch(f"the feature scaler has {feature.n} features, the model {model_path.name} expects {n_in}")
+        raise DimensionMismatch(f"the feature scaler has {feature.n} features, "
+                                f"the model {model_path.name} expects {n_in}")
     if target.n != n_out:
-        raise DimensionMismatch(f"the target scaler has {target.n} outputs, the model {model_path.name} produces {n_out}")
+        raise DimensionMismatch(f"the target scaler has {target.n} outputs, "
+                                f"the model {model_path.name} produces {n_out}")
     if n_out != len(fdrest.FAULTS):
-        raise DimensionMismatch(f"the model produces {n_out} outputs; FD-REST's catalogue has {len(fdrest.FAULTS)} faults")
+        raise DimensionMismatch(f"the model produces {n_out} outputs; "
+                                f"FD-REST's catalogue has {len(fdrest.FAULTS)} faults")
     if n_in != len(fdrest.FEATURES):
         raise DimensionMismatch(f"the model expects {n_in} features; FD-REST readings have {len(fdrest.FEATURES)}")
 
@@ -111,7 +115,8 @@ def run(job: Job, log: Callable[[str], None] = print) -> dict[str, Any]:
         if onnx_export.metadata_features(onnx_path) != list(features):
             raise ExportError("the ONNX file's feature metadata does not match the scaler's order")
         figures = parity.check(model, feature_src, target_src, data.x, onnx_path, scalers_path,
-                               tolerance=job.tolerance, source=source, expected=data.faults if source == "reference" else None)
+                               tolerance=job.tolerance, source=source,
+                               expected=data.faults if source == "reference" else None)
         onnx_hash = manifest.sha256(onnx_path)
         document = {
             "format": manifest.FORMAT,

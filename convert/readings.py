@@ -49,7 +49,8 @@ def read_csv(path: Path, features: tuple[str, ...]) -> Readings:
             try:
                 values[r, c] = float(row[col])
             except ValueError:
-                raise SampleError(f"{path} line {r + 2}, column {header[col]!r}: {row[col]!r} is not a number") from None
+                raise SampleError(f"{path} line {r + 2}, column {header[col]!r}: "
+                                  f"{row[col]!r} is not a number") from None
     if not np.isfinite(values).all():
         raise SampleError(f"{path} holds non-finite values")
     n = len(features)

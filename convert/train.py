@@ -42,12 +42,16 @@ class Settings:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fdedge train",
                                 description="Train an FD-REST-family DNN on simulated readings, then convert it.")
-    p.add_argument("--model-dir", type=Path, default=Path("models/default"), help="output directory (default: %(default)s)")
+    p.add_argument("--model-dir", type=Path, default=Path("models/default"),
+                   help="output directory (default: %(default)s)")
     p.add_argument("--rows", type=int, default=60000, help="simulated readings (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=200, help="maximum epochs; early stopping usually ends sooner (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the data, the split and the weights (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=200,
+                   help="maximum epochs; early stopping usually ends sooner (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the data, the split and the weights (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=256, help="(default: %(default)s)")
-    p.add_argument("--width", type=int, default=512, help="first layer width, halved per layer; 512 is FD-REST's (default: %(default)s)")
+    p.add_argument("--width", type=int, default=512,
+                   help="first layer width, halved per layer; 512 is FD-REST's (default: %(default)s)")
     p.add_argument("--patience", type=int, default=12, help="early-stopping patience in epochs (default: %(default)s)")
     p.add_argument("--no-convert", action="store_true", help="only write the sources and the training section")
     p.add_argument("--no-bench", action="store_true", help="convert but skip the benchmark")
@@ -64,7 +68,8 @@ def load_data(rows: int, seed: int) -> tuple[Any, Any]:
         raise SimulatorMissing(f"simulator.dataset.generate is not available ({exc})") from None
     x, y = (np.asarray(a, dtype=np.float64) for a in generate(rows, seed))
     if x.shape != (rows, 35) or y.shape != (rows, 8) or not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise SimulatorMissing(f"simulator.dataset.generate returned {x.shape} / {y.shape}, expected ({rows}, 35) / ({rows}, 8) finite")
+        raise SimulatorMissing(f"simulator.dataset.generate returned {x.shape} / {y.shape}, "
+                               f"expected ({rows}, 35) / ({rows}, 8) finite")
     return x, y
 
 
@@ -185,7 +190,8 @@ def train(settings: Settings, log: Callable[[str], None] = say) -> dict[str, Any
     joblib.dump(feature_scaler, d / "feature_scaler.pkl")
     joblib.dump(target_scaler, d / "target_scaler.pkl")
     record = {
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items() if k != "model_dir"},
+        "settings": {k: (str(v) if isinstance(v, Path) else v)
+                     for k, v in asdict(settings).items() if k != "model_dir"},
         "widths": network.widths(settings.width),
         "parameters": int(model.count_params()),
         "split": {"train": len(train_idx), "validation": len(val_idx), "test": len(test_idx)},
@@ -219,7 +225,8 @@ def training_section(record: dict[str, Any]) -> str:
         f"{record['split']['test']} held-out readings.",
         "",
         f"Network: FD-REST's family, Dense {'-'.join(map(str, record['widths']))} with LeakyReLU(0.01), "
-        f"BatchNormalization + Dropout(0.05) after the first four, linear Dense(8); {record['parameters']:,} parameters. "
+        "BatchNormalization + Dropout(0.05) after the first four, linear Dense(8); "
+        f"{record['parameters']:,} parameters. "
         f"Adam (lr {s['learning_rate']:g}, halved on plateau; FD-REST used RMSprop), MSE on MinMax-scaled targets, "
         f"batch {s['batch_size']}, best epoch {record['best_epoch']} of {record['epochs_run']} run "
         f"(max {s['epochs']}, patience {s['patience']}), {record['seconds']:.0f} s.",
@@ -228,7 +235,8 @@ def training_section(record: dict[str, Any]) -> str:
         "(set explicitly; fitting on a DataFrame would need pandas), `MinMaxScaler` on the targets with "
         "`feature_names_in_` = adv0..adv7 (FD-REST's names, so the pickles stay interchangeable).",
         "",
-        f"Held-out scores in fault units (FD-REST's path: scikit-learn scaling + Keras), target R² >= {record['r2_target']}:",
+        "Held-out scores in fault units (FD-REST's path: scikit-learn scaling + Keras), "
+        f"target R² >= {record['r2_target']}:",
         "",
         "| fault | category | MAE | R² | meets target |",
         "| --- | --- | ---: | ---: | --- |",

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from edge.alarms.engine import AlarmChange, AlarmEngine, load_rules
+from edge.alarms.engine import AlarmChange, AlarmEngine
 from edge.alarms.notifier import Notifier
+from edge.alarms.rules import load_rules
 from edge.fdrest import CATALOGUE
 from edge.http.body_deadlines import BodyDeadlines
 from edge.metrics import Metrics
@@ -20,7 +21,7 @@ from edge.store.database import Readers
 from edge.store.writer import Stored, Writer
 from edge.stream.hub import Event, Hub
 
-log = logging.getLogger("fdedge")
+log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -1,10 +1,15 @@
-"""FD-REST's fixed vocabulary: feature names, database columns and fault catalogue.
+"""FD-REST's fixed vocabulary: feature names, database columns, fault catalogue, time format.
 
 These names are a wire and storage contract with existing sensors, clients and
-``sensor_data.db`` files, so they live in one place and are never derived at run time.
+``sensor_data.db`` files, so they live in one place and are never derived at run time. The
+build step (convert/) and the virtual sensor (simulator/) share it with the runtime, so it
+imports nothing from the runtime.
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 # (CSV / JSON key as FD-REST's sensors send it, SQLite column in FD-REST's sensor_data table)
 FEATURE_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -47,10 +52,11 @@ FEATURE_COLUMNS: tuple[tuple[str, str], ...] = (
 
 FEATURES: tuple[str, ...] = tuple(name for name, _ in FEATURE_COLUMNS)
 COLUMNS: tuple[str, ...] = tuple(col for _, col in FEATURE_COLUMNS)
-COLUMN_OF: dict[str, str] = dict(FEATURE_COLUMNS)
 
 FAULTS: tuple[str, ...] = tuple(f"fault{i}" for i in range(8))
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # FD-REST's `Time`, as sent and as stored (UTC)
+DEFAULT_MACHINE = "default"  # the machine of a reading that names none (FD-REST's were all one)
+MAX_MACHINE_LEN = 64
 
 # Index i describes output fault<i>; copied into every model manifest so pages and
 # alarms read it from the model, not from code.
@@ -80,3 +86,41 @@ CATALOGUE: tuple[dict[str, str], ...] = (
      "observed": "Low-frequency vibration up, horizontal/vertical.",
      "root_causes": "Eccentricity, soft foot, worn or loose belt, turbulence, weak structure."},
 )
+
+
+def format_time(dt: datetime, ms: bool = False) -> str:
+    """A time as FD-REST's `YYYY-MM-DD HH:MM:SS` in UTC (naive times are taken as UTC), plus a
+    fraction only when there is one: as stored, microseconds without trailing zeros; with `ms`,
+    three-digit milliseconds, as a sensor sends them (every parser reads those).
+
+    Text keeps FD-REST's column type and sorts chronologically, which the range queries rely on."""
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(UTC).replace(tzinfo=None)
+    text = dt.strftime(TIME_FORMAT)
+    if ms:
+        return f"{text}.{dt.microsecond // 1000:03d}" if dt.microsecond >= 1000 else text
+    return f"{text}.{dt.microsecond:06d}".rstrip("0") if dt.microsecond else text
+
+
+def now_text(ahead_s: float = 0.0) -> str:
+    """The current time (plus `ahead_s`) as stored."""
+    return format_time(datetime.now(UTC) + timedelta(seconds=ahead_s))
+
+
+def iso(stored: str | None) -> str | None:
+    """Stored time text (UTC) -> ISO 8601 with Z, as every JSON answer has it."""
+    if not stored:
+        return stored
+    return stored.replace(" ", "T", 1) + ("" if stored.endswith("Z") or "+" in stored else "Z")
+
+
+@lru_cache(maxsize=8192)
+def epoch_seconds(stored: str) -> float:
+    """Stored time text -> epoch seconds; 0.0 for text that is no time (FD-REST allowed any)."""
+    text = stored.strip().replace("T", " ").removesuffix("Z")
+    base, _, fraction = text.partition(".")
+    try:
+        dt = datetime.strptime(base, TIME_FORMAT).replace(tzinfo=UTC)
+        return dt.timestamp() + (float("0." + fraction) if fraction.isdigit() else 0.0)
+    except ValueError:
+        return 0.0

@@ -17,18 +17,30 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.ingested = Counter("fdedge_readings_ingested", "Readings scored and committed", registry=r)
-        self.rejected = Counter("fdedge_readings_rejected", "Ingest requests refused, by reason", ["reason"], registry=r)
-        self.inference = Histogram("fdedge_inference_seconds", "onnxruntime call per commit group", buckets=LATENCY_BUCKETS, registry=r)
-        self.commit = Histogram("fdedge_commit_seconds", "SQLite insert + commit per group", buckets=LATENCY_BUCKETS, registry=r)
+        self.rejected = Counter(
+            "fdedge_readings_rejected", "Ingest requests refused, by reason", ["reason"], registry=r
+        )
+        self.inference = Histogram(
+            "fdedge_inference_seconds", "onnxruntime call per commit group", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.commit = Histogram(
+            "fdedge_commit_seconds", "SQLite insert + commit per group", buckets=LATENCY_BUCKETS, registry=r
+        )
         self.pruned = Counter("fdedge_readings_pruned", "Readings deleted by retention", registry=r)
         Gauge("fdedge_sse_clients", "Connected Server-Sent Events clients", registry=r).set_function(sse_clients)
         Gauge("fdedge_database_bytes", "Database file size including WAL", registry=r).set_function(
-            lambda: database_bytes(db_path))
+            lambda: database_bytes(db_path)
+        )
         self.alarms_active = Gauge("fdedge_alarms_active", "Alarms raised and not cleared", registry=r)
-        self.alarm_events = Counter("fdedge_alarm_events", "Alarm changes by event (raise, escalate, clear, ack) and severity",
-                                    ["event", "severity"], registry=r)
-        self.webhook_deliveries = Counter("fdedge_webhook_deliveries", "Webhook POSTs by result (delivered, failed)",
-                                          ["result"], registry=r)
+        self.alarm_events = Counter(
+            "fdedge_alarm_events",
+            "Alarm changes by event (raise, escalate, clear, ack) and severity",
+            ["event", "severity"],
+            registry=r,
+        )
+        self.webhook_deliveries = Counter(
+            "fdedge_webhook_deliveries", "Webhook POSTs by result (delivered, failed)", ["result"], registry=r
+        )
 
     def observe(self, name: str, seconds: float) -> None:
         (self.inference if name == "inference" else self.commit).observe(seconds)

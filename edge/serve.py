@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 
@@ -14,6 +15,8 @@ from edge.http.app import create_app
 from edge.http.head_limit import BoundedHttpToolsProtocol
 from edge.settings import Settings
 
+log = logging.getLogger(__name__)
+
 
 def main(argv: list[str] | None = None) -> int:
     memory.limit_arenas()
@@ -24,17 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     except StartupError as exc:
         print(f"fdedge serve: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # noqa: BLE001 - an unforeseen startup failure is still one clear line, exit 2
-        logging.getLogger("fdedge").debug("startup failed", exc_info=True)
+    except Exception as exc:  # an unforeseen startup failure is still one clear line, exit 2
+        log.debug("startup failed", exc_info=True)
         print(f"fdedge serve: cannot start: {type(exc).__name__}: {exc} (--log-level debug shows where)",
               file=sys.stderr)
         return 2
     app = create_app(settings, appliance)
-    try:
-        import uvloop  # noqa: F401
-        loop = "uvloop"
-    except ImportError:
-        loop = "asyncio"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
     # http: uvicorn's httptools protocol, with a bound on the request head (431 past 64 KiB)
     uvicorn.run(app, host=settings.host, port=settings.port, loop=loop, http=BoundedHttpToolsProtocol,
                 log_level=settings.log_level, access_log=settings.access_log, server_header=False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -19,35 +20,63 @@ def _env_name(name: str) -> str:
     return "FDEDGE_" + name.upper()
 
 
+def flag(text: str) -> bool:
+    """A boolean as systemd units, Docker and shells spell it."""
+    if text.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if text.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(text)
+
+
+def setting(default: Any, parse: Callable[[str], Any], help_: str, choices: tuple[str, ...] | None = None) -> Any:
+    """A settings field that carries its own parser (as Starlette's `Config(cast=...)`): the flag
+    or environment text goes through `parse`, a ValueError names the setting."""
+    return field(default=default, metadata={"parse": parse, "help": help_, "choices": choices})
+
+
 @dataclass(frozen=True)
 class Settings:
-    host: str = field(default="0.0.0.0", metadata={"help": "address to listen on"})
-    port: int = field(default=5000, metadata={"help": "TCP port (5000 is FD-REST's, so existing sensors keep working)"})
-    data_dir: Path = field(default=Path("data"), metadata={"help": "directory holding the SQLite database"})
-    db: Path | None = field(default=None, metadata={"help": "SQLite file (default: DATA_DIR/sensor_data.db); an FD-REST sensor_data.db works"})
-    model_dir: Path = field(default=BUNDLED_MODEL, metadata={"help": "directory with model.onnx, scalers.npz and manifest.json"})
-    web_dir: Path = field(default=BUNDLED_WEB, metadata={"help": "directory with the dashboard pages"})
-    token: str | None = field(default=None, metadata={"help": "bearer token required to ingest (POST /send, alarm acks); unset = open ingest"})
-    read_token: str | None = field(default=None, metadata={"help": "bearer token required to read data (history, export, events, api, metrics)"})
-    token_file: Path | None = field(default=None, metadata={"help": "read the ingest token from this file instead (a flag's value shows in `ps`; a Docker or systemd secret is a file)"})
-    read_token_file: Path | None = field(default=None, metadata={"help": "read the read token from this file instead"})
-    allowed_hosts: str | None = field(default=None, metadata={"help": "comma-separated names the appliance answers to (`fdedge.plant.local, 10.0.0.5, *.plant.local`); any other Host header gets 400, the defence against DNS rebinding; loopback always passes; unset = any"})
-    max_body_bytes: int = field(default=8 * 1024 * 1024, metadata={"help": "largest accepted request body in bytes"})
-    max_batch_rows: int = field(default=10_000, metadata={"help": "most readings accepted in one request"})
-    warning_threshold: float = field(default=30.0, metadata={"help": "fault intensity shown as warning"})
-    alarm_threshold: float = field(default=60.0, metadata={"help": "fault intensity shown as alarm"})
-    alarm_rules: Path | None = field(default=None, metadata={"help": "JSON file with alarm rules and webhooks (docs/ALARMS.md); default: the thresholds above, clear 5 below warning, 3 readings in a row"})
-    retention_days: float = field(default=0.0, metadata={"help": "delete readings older than this many days (0 = keep all)"})
-    retention_rows: int = field(default=0, metadata={"help": "keep at most this many readings (0 = no limit)"})
-    max_db_mb: float = field(default=0.0, metadata={"help": "hard cap on the database size in MiB; ingest answers 503 when reached (0 = none)"})
-    retention_interval: float = field(default=60.0, metadata={"help": "seconds between retention passes"})
-    sync: str = field(default="full", metadata={"help": "full: a reading is answered once it is on disk (survives power loss); normal: once committed (survives a crash of the server, not of the machine)", "choices": ("full", "normal")})
-    threads: int = field(default=1, metadata={"help": "onnxruntime intra-op threads"})
-    sse_buffer: int = field(default=4096, metadata={"help": "recent events kept in memory for live clients (shared by all); a client further behind is caught up from the database"})
-    sse_replay_max: int = field(default=10_000, metadata={"help": "most missed readings replayed to a reconnecting SSE client"})
-    init_db: bool = field(default=False, metadata={"help": "create a new empty database even though this data directory had one before"})
-    log_level: str = field(default="info", metadata={"help": "log level", "choices": ("debug", "info", "warning", "error")})
-    access_log: bool = field(default=False, metadata={"help": "log every request (off: costs throughput on a Pi)"})
+    host: str = setting("0.0.0.0", str, "address to listen on")
+    port: int = setting(5000, int, "TCP port (5000 is FD-REST's, so existing sensors keep working)")
+    data_dir: Path = setting(Path("data"), Path, "directory holding the SQLite database")
+    db: Path | None = setting(None, Path, "SQLite file (default: DATA_DIR/sensor_data.db); "
+                              "an FD-REST sensor_data.db works")
+    model_dir: Path = setting(BUNDLED_MODEL, Path, "directory with model.onnx, scalers.npz and manifest.json")
+    web_dir: Path = setting(BUNDLED_WEB, Path, "directory with the dashboard pages")
+    token: str | None = setting(None, str, "bearer token required to ingest (POST /send, alarm acks); "
+                                "unset = open ingest")
+    read_token: str | None = setting(None, str, "bearer token required to read data "
+                                     "(history, export, events, api, metrics)")
+    token_file: Path | None = setting(None, Path, "read the ingest token from this file instead (a flag's value "
+                                      "shows in `ps`; a Docker or systemd secret is a file)")
+    read_token_file: Path | None = setting(None, Path, "read the read token from this file instead")
+    allowed_hosts: str | None = setting(None, str, "comma-separated names the appliance answers to "
+                                        "(`fdedge.plant.local, 10.0.0.5, *.plant.local`); any other Host header "
+                                        "gets 400, the defence against DNS rebinding; loopback always passes; "
+                                        "unset = any")
+    max_body_bytes: int = setting(8 * 1024 * 1024, int, "largest accepted request body in bytes")
+    max_batch_rows: int = setting(10_000, int, "most readings accepted in one request")
+    warning_threshold: float = setting(30.0, float, "fault intensity shown as warning")
+    alarm_threshold: float = setting(60.0, float, "fault intensity shown as alarm")
+    alarm_rules: Path | None = setting(None, Path, "JSON file with alarm rules and webhooks (docs/ALARMS.md); "
+                                       "default: the thresholds above, clear 5 below warning, 3 readings in a row")
+    retention_days: float = setting(0.0, float, "delete readings older than this many days (0 = keep all)")
+    retention_rows: int = setting(0, int, "keep at most this many readings (0 = no limit)")
+    max_db_mb: float = setting(0.0, float, "hard cap on the database size in MiB; ingest answers 503 when "
+                               "reached (0 = none)")
+    retention_interval: float = setting(60.0, float, "seconds between retention passes")
+    sync: str = setting("full", str, "full: a reading is answered once it is on disk (survives power loss); "
+                        "normal: once committed (survives a crash of the server, not of the machine)",
+                        choices=("full", "normal"))
+    threads: int = setting(1, int, "onnxruntime intra-op threads")
+    sse_buffer: int = setting(4096, int, "recent events kept in memory for live clients (shared by all); "
+                              "a client further behind is caught up from the database")
+    sse_replay_max: int = setting(10_000, int, "most missed readings replayed to a reconnecting SSE client")
+    init_db: bool = setting(False, flag, "create a new empty database even though this data directory had one "
+                            "before")
+    log_level: str = setting("info", str, "log level", choices=("debug", "info", "warning", "error"))
+    access_log: bool = setting(False, flag, "log every request (off: costs throughput on a Pi)")
 
     @property
     def db_path(self) -> Path:
@@ -61,37 +90,42 @@ class Settings:
             "variable shown in brackets.",
         )
         for f in fields(cls):
-            flag = "--" + f.name.replace("_", "-")
+            option = "--" + f.name.replace("_", "-")
             env = _env_name(f.name)
             help_ = f"{f.metadata['help']} [{env}]"
             # argparse's own default stays None (so an unset flag falls through to the environment):
             # show the real default here instead of argparse's "(default: None)".
             if f.default is not None and f.default != "":
                 help_ += f" (default: {f.default})"
-            if f.type == "bool":
-                parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+            if f.metadata["parse"] is flag:
+                parser.add_argument(option, action=argparse.BooleanOptionalAction, default=None, help=help_)
                 continue
-            parser.add_argument(flag, default=None, help=help_, choices=f.metadata.get("choices"),
+            parser.add_argument(option, default=None, help=help_, choices=f.metadata["choices"],
                                 metavar=f.name.upper())
         return parser
 
     @classmethod
-    def from_args(cls, argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Settings:
+    def from_args(cls, argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
         """Flags win over environment variables, which win over defaults."""
         parser = cls.parser()
         args = parser.parse_args(argv or [])
-        environ = os.environ if environ is None else environ
+        env: Mapping[str, str] = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = getattr(args, f.name)
             if raw is None:
-                raw = environ.get(_env_name(f.name))
+                raw = env.get(_env_name(f.name))
             if raw is None or raw == "":
                 continue
+            choices = f.metadata["choices"]
             try:
-                values[f.name] = _convert(f.type, raw)
+                value = raw if isinstance(raw, bool) else f.metadata["parse"](str(raw).strip())
+                if choices is not None and value not in choices:  # argparse checks flags, not variables
+                    raise ValueError(value)
             except ValueError:
-                parser.error(f"{f.name.replace('_', '-')} / {_env_name(f.name)}: invalid value {raw!r}")
+                valid = f" (one of {', '.join(choices)})" if choices else ""
+                parser.error(f"{f.name.replace('_', '-')} / {_env_name(f.name)}: invalid value {raw!r}{valid}")
+            values[f.name] = value
         for name in ("token", "read_token"):
             path = values.get(f"{name}_file")
             if path is None:
@@ -132,23 +166,4 @@ def read_token_file(path: Path) -> str:
         raise ValueError(f"{path} is empty")
     if any(c.isspace() for c in text):
         raise ValueError(f"{path} must hold one token on one line, without spaces")
-    return text
-
-
-def _convert(type_: Any, raw: Any) -> Any:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip()
-    if type_ == "bool":
-        if text.lower() in {"1", "true", "yes", "on"}:
-            return True
-        if text.lower() in {"0", "false", "no", "off"}:
-            return False
-        raise ValueError(text)
-    if type_ == "int":
-        return int(text)
-    if type_ == "float":
-        return float(text)
-    if type_ in ("Path", "Path | None"):
-        return Path(text)
     return text

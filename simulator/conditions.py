@@ -8,6 +8,7 @@ training set samples them independently per row.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -64,7 +65,7 @@ class Conditions:
     def __len__(self) -> int:
         return int(np.shape(self.rpm)[0])
 
-    def with_(self, **changes: object) -> Conditions:
+    def with_(self, **changes: Any) -> Conditions:
         return replace(self, **changes)
 
 

@@ -73,7 +73,7 @@ class Answer:
 class Connection:
     """A keep-alive connection to the appliance's POST /send."""
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, token: str | None = None, timeout: float | None = 10.0) -> None:
         parts = urlsplit(url if "://" in url else "http://" + url)
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise ValueError(f"--url must look like http://host:port, got {url!r}")

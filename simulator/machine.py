@@ -11,6 +11,7 @@ import math
 import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import overload
 
 import numpy as np
 
@@ -43,6 +44,10 @@ class Reading:
         return body
 
 
+@overload
+def _ou(x: float, dt: float, tau: float, sigma: float, rng: np.random.Generator, size: None = None) -> float: ...
+@overload
+def _ou(x: np.ndarray, dt: float, tau: float, sigma: float, rng: np.random.Generator, size: int) -> np.ndarray: ...
 def _ou(x: float | np.ndarray, dt: float, tau: float, sigma: float,
         rng: np.random.Generator, size: int | None = None) -> float | np.ndarray:
     """Exact Ornstein-Uhlenbeck step: mean-reverting noise, valid for any dt."""
@@ -116,8 +121,8 @@ class VirtualMachine:
         self._temperature += (t_eq - self._temperature) * (1.0 - math.exp(-dt / THERMAL_TAU_S))
 
         x = quantize(simulate(faults[None, :], rng, cond.with_(temperature=np.array([self._temperature]))))[0]
-        return Reading(now, self.machine, dict(zip(FEATURES, x.tolist())),
-                       {f: round(float(v), 3) for f, v in zip(FAULTS, faults)})
+        return Reading(now, self.machine, dict(zip(FEATURES, x.tolist(), strict=True)),
+                       {f: round(float(v), 3) for f, v in zip(FAULTS, faults, strict=True)})
 
     def run(self, count: int, dt_seconds: float = 1.0) -> list[Reading]:
         return [self.step(dt_seconds) for _ in range(count)]

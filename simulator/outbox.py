@@ -96,7 +96,8 @@ class Outbox:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.close()
-            raise BufferLocked(f"{self.path} is in use by another `fdedge simulate`; give each sensor its own --buffer") from None
+            raise BufferLocked(f"{self.path} is in use by another `fdedge simulate`; "
+                               "give each sensor its own --buffer") from None
         return handle
 
     def _transaction(self):  # noqa: ANN202 - a context manager

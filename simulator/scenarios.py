@@ -117,7 +117,7 @@ class Scenario:
                   "random": cls.random}
         if name not in makers:
             raise ValueError(f"unknown scenario {name!r}; choose from {sorted(makers)}")
-        return makers[name](**kwargs)  # type: ignore[operator]
+        return makers[name](**kwargs)
 
 
 SCENARIOS: tuple[str, ...] = ("healthy", "developing", "multi", "random")

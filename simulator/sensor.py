@@ -27,13 +27,13 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from edge.fdrest import FAULTS
+from edge.fdrest import FAULTS, MAX_MACHINE_LEN, format_time
 from simulator.conditions import PROFILES
 from simulator.delivery import Connection, Sender, Stats
 from simulator.machine import VirtualMachine
 from simulator.outbox import BufferLocked, Outbox
 from simulator.scenarios import SCENARIOS, Scenario
-from simulator.sources import csv_readings, format_time, machine_readings
+from simulator.sources import csv_readings, machine_readings
 
 MAX_CHUNK = 1000  # readings generated and committed to the outbox in one transaction
 UNITS = {"s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0}
@@ -221,7 +221,7 @@ def generate(source: Iterator[dict], outbox: Outbox, sender: Sender, stats: Stat
                 break
             if restamp_from is not None:
                 at = restamp_from + timedelta(seconds=(k + i) * period) if period else datetime.now(UTC)
-                body["Time"] = format_time(at)
+                body["Time"] = format_time(at, ms=True)
             bodies.append(json.dumps(body, separators=(",", ":")))
         stats.dropped += outbox.put(bodies)
         stats.generated += len(bodies)
@@ -287,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "multi: a comma list, e.g. 5,6,7")
     src.add_argument("--minutes", type=float, metavar="M",
                      help="minutes of machine time until the fault(s) peak (default 10, multi/random 30)")
-    src.add_argument("--seed", type=int, default=0, help="random seed of the machine's noise and of 'random' (default 0)")
+    src.add_argument("--seed", type=int, default=0,
+                     help="random seed of the machine's noise and of 'random' (default 0)")
     src.add_argument("--profile", choices=sorted(PROFILES),
                      help="machine type; default: the profile named like --machine, else 'default' "
                           "(FD-REST's 3770 rpm sample machine)")
@@ -353,8 +354,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--count must be >= 0")
     if args.max_buffer < 0 or (args.max_buffer and args.max_buffer < args.batch):
         parser.error("--max-buffer must be 0 (unbounded) or at least --batch")
-    if args.machine is not None and not (0 < len(args.machine) <= 64 and args.machine.isprintable()):
-        parser.error("--machine must be 1-64 printable characters")
+    if args.machine is not None and not (0 < len(args.machine) <= MAX_MACHINE_LEN and args.machine.isprintable()):
+        parser.error(f"--machine must be 1-{MAX_MACHINE_LEN} printable characters")
     for name in ("linger", "timeout", "max_backoff", "progress"):
         if not getattr(args, name) >= 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0")

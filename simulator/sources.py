@@ -8,19 +8,10 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
-from edge.fdrest import FEATURES
+from edge.fdrest import FEATURES, format_time
 from simulator.machine import VirtualMachine
-
-
-def format_time(dt: datetime) -> str:
-    """FD-REST's form in UTC; milliseconds (three digits, which every Python parses) if any."""
-    dt = dt.astimezone(UTC)
-    text = dt.strftime("%Y-%m-%d %H:%M:%S")
-    ms = dt.microsecond // 1000
-    return f"{text}.{ms:03d}" if ms else text
 
 
 def machine_readings(vm: VirtualMachine, dt: float, with_machine: bool = False) -> Iterator[dict]:
@@ -28,7 +19,7 @@ def machine_readings(vm: VirtualMachine, dt: float, with_machine: bool = False) 
     while True:
         reading = vm.step(dt)
         body = reading.to_fdrest_json(machine=with_machine)
-        body["Time"] = format_time(reading.time)  # sub-second times at rates above 1/s
+        body["Time"] = format_time(reading.time, ms=True)  # sub-second times at rates above 1/s
         yield body
 
 

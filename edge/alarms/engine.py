@@ -17,118 +17,36 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from datetime import UTC, datetime
 from typing import Any
 
-from edge.alarms.rules import EVENTS, Rule, Rules, Webhook, load_rules
+from edge.alarms.rules import EVENTS, Rule, Rules
+from edge.alarms.tables import (
+    ALARMS,
+    COLUMNS,
+    INSERT,
+    INSERT_OUTBOX,
+    active_alarms,
+    alarm_json,
+    create,
+    machines_in,
+    stored_alarm,
+)
 from edge.errors import BadRequest, FDEdgeError, NotFound
-from edge.fdrest import CATALOGUE, FAULTS
-from edge.store.database import TABLE
+from edge.fdrest import CATALOGUE, FAULTS, TIME_FORMAT, epoch_seconds, iso, now_text
+from edge.store.database import transaction
+from edge.store.schema import TABLE
 
-log = logging.getLogger("fdedge.alarms")
+log = logging.getLogger(__name__)
 
-__all__ = ["AlarmChange", "AlarmEngine", "Conflict", "Rule", "Rules", "Webhook", "alarm_columns_sql",
-           "get_alarm", "list_alarms", "load_rules"]
-
-ALARMS = "fdedge_alarms"
-OUTBOX = "fdedge_alarm_outbox"
-SCHEMA_VERSION = "1"
 N_FAULTS = len(FAULTS)
-STATES = ("active", "cleared", "all")
 MAX_BY, MAX_NOTE = 100, 2000
 REPLAY_CAP = 200_000  # most stored readings per machine replayed at start (long min_duration rules)
 FUTURE_S = 86400.0  # a reading dated further ahead of our clock does not move its machine's clock
 
-COLUMNS: tuple[str, ...] = (
-    "id", "machine", "fault", "category", "severity", "raised_severity", "since", "raised_at",
-    "raised_reading", "raised_value", "peak", "peak_at", "peak_reading", "escalated_at",
-    "escalated_reading", "cleared_at", "cleared_reading", "acked_at", "acked_by", "ack_note",
-)
-SELECT = ", ".join(COLUMNS)
-_TIMES = ("since", "raised_at", "peak_at", "escalated_at", "cleared_at", "acked_at")
-
-DDL: tuple[str, ...] = (
-    f"""CREATE TABLE IF NOT EXISTS {ALARMS} (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        machine TEXT NOT NULL,
-        fault TEXT NOT NULL,
-        category TEXT NOT NULL DEFAULT '',
-        severity TEXT NOT NULL CHECK (severity IN ('warning', 'alarm')),
-        raised_severity TEXT NOT NULL CHECK (raised_severity IN ('warning', 'alarm')),
-        since TEXT NOT NULL,
-        raised_at TEXT NOT NULL,
-        raised_reading INTEGER NOT NULL,
-        raised_value REAL NOT NULL,
-        peak REAL NOT NULL,
-        peak_at TEXT NOT NULL,
-        peak_reading INTEGER NOT NULL,
-        escalated_at TEXT,
-        escalated_reading INTEGER,
-        cleared_at TEXT,
-        cleared_reading INTEGER,
-        acked_at TEXT,
-        acked_by TEXT,
-        ack_note TEXT)""",
-    # The database itself refuses two overlapping alarms for one machine and fault.
-    f"CREATE UNIQUE INDEX IF NOT EXISTS {ALARMS}_one_active ON {ALARMS}(machine, fault) WHERE cleared_at IS NULL",
-    f"CREATE INDEX IF NOT EXISTS {ALARMS}_timeline ON {ALARMS}(machine, fault, raised_at)",
-    # AUTOINCREMENT: a delivery id is never reused, even after pruning, so receivers can dedupe on it.
-    f"""CREATE TABLE IF NOT EXISTS {OUTBOX} (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        hook TEXT NOT NULL,
-        event TEXT NOT NULL,
-        alarm_id INTEGER NOT NULL,
-        body TEXT NOT NULL,
-        created TEXT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_try REAL NOT NULL DEFAULT 0,
-        delivered_at TEXT,
-        last_error TEXT)""",
-    f"CREATE INDEX IF NOT EXISTS {OUTBOX}_pending ON {OUTBOX}(hook, id) WHERE delivered_at IS NULL",
-)
-
-_INSERT = (f"INSERT INTO {ALARMS} ({', '.join(COLUMNS[1:])}) "
-           f"VALUES ({', '.join('?' * (len(COLUMNS) - 1))})")
-_INSERT_OUTBOX = f"INSERT INTO {OUTBOX} (hook, event, alarm_id, body, created) VALUES (?, ?, ?, ?, ?)"
-
 
 class Conflict(FDEdgeError):
     status, code = 409, "conflict"
-
-
-def iso(stored: str | None) -> str | None:
-    """Stored `YYYY-MM-DD HH:MM:SS` (UTC) -> ISO 8601 with Z, as every JSON answer has it."""
-    if not stored:
-        return stored
-    return stored.replace(" ", "T", 1) + ("" if stored.endswith("Z") or "+" in stored else "Z")
-
-
-def now_text(ahead_s: float = 0.0) -> str:
-    now = datetime.now(UTC) + timedelta(seconds=ahead_s)
-    return now.strftime("%Y-%m-%d %H:%M:%S") + (f".{now.microsecond:06d}".rstrip("0") if now.microsecond else "")
-
-
-@lru_cache(maxsize=8192)
-def seconds(stored: str) -> float:
-    """Stored time text -> epoch seconds (only rules with a minimum duration need it)."""
-    text = stored.strip().replace("T", " ").removesuffix("Z")
-    base, _, fraction = text.partition(".")
-    try:
-        dt = datetime.strptime(base, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
-        return dt.timestamp() + (float("0." + fraction) if fraction.isdigit() else 0.0)
-    except ValueError:
-        return 0.0
-
-
-def alarm_json(rec: dict[str, Any]) -> dict[str, Any]:
-    """A stored alarm as the API shows it: ISO times, `state`, `acked`."""
-    out = dict(rec)
-    for key in _TIMES:
-        out[key] = iso(out[key])
-    out["state"] = "active" if rec["cleared_at"] is None else "cleared"
-    out["acked"] = rec["acked_at"] is not None
-    return out
 
 
 @dataclass(frozen=True)
@@ -176,73 +94,86 @@ class AlarmChange:
         return cls("ack", alarm, None, alarm["acked_at"])
 
 
-class _Machine:
+class MachineRuns:
     """Run lengths per fault for one machine, as flat lists: the hot path reads plain floats."""
 
-    __slots__ = ("name", "w", "a", "c", "n", "nc", "d", "dc", "min_w", "last", "busy", "n_active",
-                 "rw", "rw_t", "pk", "ra", "ra_t", "rc", "rc_t", "active")
+    __slots__ = ("name", "warning_at", "alarm_at", "clear_below", "consecutive", "clear_consecutive",
+                 "min_duration_s", "clear_min_duration_s", "lowest_warning", "last", "busy", "n_active",
+                 "warning_run", "warning_since", "run_peak", "alarm_run", "alarm_since", "clear_run",
+                 "clear_since", "active")
 
     def __init__(self, name: str, rules: list[Rule]) -> None:
         inf = float("inf")
         self.name = name
         # A disabled rule never starts a run, so it can never raise or escalate; it can still clear.
-        self.w = [r.warning if r.enabled else inf for r in rules]
-        self.a = [r.alarm if r.enabled else inf for r in rules]
-        self.c = [r.clear for r in rules]
-        self.n = [r.consecutive for r in rules]
-        self.nc = [r.clear_consecutive for r in rules]
-        self.d = [r.min_duration_s for r in rules]
-        self.dc = [r.clear_min_duration_s for r in rules]
-        self.min_w = min(self.w)
+        self.warning_at = [r.warning if r.enabled else inf for r in rules]
+        self.alarm_at = [r.alarm if r.enabled else inf for r in rules]
+        self.clear_below = [r.clear for r in rules]
+        self.consecutive = [r.consecutive for r in rules]
+        self.clear_consecutive = [r.clear_consecutive for r in rules]
+        self.min_duration_s = [r.min_duration_s for r in rules]
+        self.clear_min_duration_s = [r.clear_min_duration_s for r in rules]
+        self.lowest_warning = min(self.warning_at)
         self.last = ""  # time of the last evaluated reading: older ones arrive too late to count
         self.busy = False  # any run or active alarm: False means a reading below min_w changes nothing
         self.n_active = 0
-        self.rw = [0] * N_FAULTS  # readings in a row >= warning
-        self.rw_t: list[str] = [""] * N_FAULTS  # time of the first of them
-        self.pk: list[tuple[float, str, int]] = [(0.0, "", 0)] * N_FAULTS  # run's peak (value, time, id)
-        self.ra = [0] * N_FAULTS  # readings in a row >= alarm
-        self.ra_t: list[str] = [""] * N_FAULTS
-        self.rc = [0] * N_FAULTS  # readings in a row < clear (kept while an alarm is active)
-        self.rc_t: list[str] = [""] * N_FAULTS
+        self.warning_run = [0] * N_FAULTS  # readings in a row >= warning
+        self.warning_since: list[str] = [""] * N_FAULTS  # time of the first of them
+        self.run_peak: list[tuple[float, str, int]] = [(0.0, "", 0)] * N_FAULTS  # run's peak (value, time, id)
+        self.alarm_run = [0] * N_FAULTS  # readings in a row >= alarm
+        self.alarm_since: list[str] = [""] * N_FAULTS
+        self.clear_run = [0] * N_FAULTS  # readings in a row < clear (kept while an alarm is active)
+        self.clear_since: list[str] = [""] * N_FAULTS
         self.active: list[dict[str, Any] | None] = [None] * N_FAULTS  # replaced, never mutated
 
     def snapshot(self) -> tuple:
-        return (self.last, self.busy, self.n_active, self.rw[:], self.rw_t[:], self.pk[:], self.ra[:],
-                self.ra_t[:], self.rc[:], self.rc_t[:], self.active[:])
+        return (self.last, self.busy, self.n_active, self.warning_run[:], self.warning_since[:], self.run_peak[:],
+                self.alarm_run[:], self.alarm_since[:], self.clear_run[:], self.clear_since[:], self.active[:])
 
     def restore(self, snap: tuple) -> None:
-        (self.last, self.busy, self.n_active, self.rw, self.rw_t, self.pk, self.ra, self.ra_t, self.rc,
-         self.rc_t, self.active) = snap
+        (self.last, self.busy, self.n_active, self.warning_run, self.warning_since, self.run_peak, self.alarm_run,
+         self.alarm_since, self.clear_run, self.clear_since, self.active) = snap
+
+    def warning_held(self, i: int, t: str) -> bool:
+        """Fault i has been at warning level for its rule's readings and duration, as of time t."""
+        return self.warning_run[i] >= self.consecutive[i] and _held(self.warning_since[i], t, self.min_duration_s[i])
+
+    def alarm_held(self, i: int, t: str) -> bool:
+        return self.alarm_run[i] >= self.consecutive[i] and _held(self.alarm_since[i], t, self.min_duration_s[i])
+
+    def clear_held(self, i: int, t: str) -> bool:
+        return (self.clear_run[i] >= self.clear_consecutive[i]
+                and _held(self.clear_since[i], t, self.clear_min_duration_s[i]))
 
     def advance(self, i: int, v: float, t: str, rid: int) -> None:
         """Extend or break the runs of fault i with one reading."""
-        if v >= self.w[i]:
-            if self.rw[i]:
-                self.rw[i] += 1
-                if v > self.pk[i][0]:
-                    self.pk[i] = (v, t, rid)
+        if v >= self.warning_at[i]:
+            if self.warning_run[i]:
+                self.warning_run[i] += 1
+                if v > self.run_peak[i][0]:
+                    self.run_peak[i] = (v, t, rid)
             else:
-                self.rw[i], self.rw_t[i], self.pk[i] = 1, t, (v, t, rid)
-            if v >= self.a[i]:
-                if self.ra[i]:
-                    self.ra[i] += 1
+                self.warning_run[i], self.warning_since[i], self.run_peak[i] = 1, t, (v, t, rid)
+            if v >= self.alarm_at[i]:
+                if self.alarm_run[i]:
+                    self.alarm_run[i] += 1
                 else:
-                    self.ra[i], self.ra_t[i] = 1, t
+                    self.alarm_run[i], self.alarm_since[i] = 1, t
             else:
-                self.ra[i] = 0
+                self.alarm_run[i] = 0
         else:
-            self.rw[i] = self.ra[i] = 0
-        if v < self.c[i]:
-            if self.rc[i]:
-                self.rc[i] += 1
+            self.warning_run[i] = self.alarm_run[i] = 0
+        if v < self.clear_below[i]:
+            if self.clear_run[i]:
+                self.clear_run[i] += 1
             else:
-                self.rc[i], self.rc_t[i] = 1, t
+                self.clear_run[i], self.clear_since[i] = 1, t
         else:
-            self.rc[i] = 0
+            self.clear_run[i] = 0
 
 
 def _held(start: str, now: str, min_s: float) -> bool:
-    return min_s <= 0 or seconds(now) - seconds(start) >= min_s
+    return min_s <= 0 or epoch_seconds(now) - epoch_seconds(start) >= min_s
 
 
 _NEW = object()  # journal mark: the machine appeared in this transaction
@@ -255,8 +186,8 @@ class AlarmEngine:
     def __init__(self, rules: Rules, catalogue: Iterable[dict[str, str]] = CATALOGUE) -> None:
         self.rules = rules
         self.categories = {c["fault"]: c.get("category", "") for c in catalogue}
-        self._machines: dict[str, _Machine] = {}
-        self._undo: dict[_Machine, Any] = {}  # machine -> its state before this transaction
+        self._machines: dict[str, MachineRuns] = {}
+        self._undo: dict[MachineRuns, Any] = {}  # machine -> its state before this transaction
         self._savepoint = False
         self._active_delta = 0
         self._stale_delta = 0
@@ -277,21 +208,11 @@ class AlarmEngine:
     def setup(self, conn: sqlite3.Connection) -> None:
         """Create the tables if needed, then rebuild the state: active alarms from their table, run
         lengths by replaying each machine's last stored readings. Call with no transaction open."""
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for ddl in DDL:
-                conn.execute(ddl)
-            conn.execute("INSERT OR REPLACE INTO fdedge_meta(key, value) VALUES ('alarms_schema_version', ?)",
-                         (SCHEMA_VERSION,))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        create(conn)
         self._machines.clear()
         self._undo.clear()
-        active = [dict(zip(COLUMNS, row)) for row in
-                  conn.execute(f"SELECT {SELECT} FROM {ALARMS} WHERE cleared_at IS NULL ORDER BY id").fetchall()]
-        names = {rec["machine"] for rec in active} | set(_machines_in(conn))
+        active = active_alarms(conn)
+        names = {rec["machine"] for rec in active} | set(machines_in(conn))
         for name in sorted(names):
             st = self._machine(name)
             self._replay(conn, st)
@@ -304,7 +225,7 @@ class AlarmEngine:
         log.info("alarm rules from %s; %d active alarm(s) on %d machine(s)", self.rules.source,
                  self.active_count, len(names))
 
-    def _replay(self, conn: sqlite3.Connection, st: _Machine) -> None:
+    def _replay(self, conn: sqlite3.Connection, st: MachineRuns) -> None:
         """Rebuild run lengths from the stored readings, in evaluation order (time, then id). Runs
         only depend on their tail, so the last few readings reconstruct them; a rule with a minimum
         duration needs that much time of readings as well."""
@@ -315,8 +236,8 @@ class AlarmEngine:
                             (st.name, count)).fetchall()
         span = max(max(r.min_duration_s, r.clear_min_duration_s) for r in rules)
         if rows and span > 0:
-            newest = max(seconds(r[1] or "") for r in rows)
-            cutoff = datetime.fromtimestamp(newest - span - 1, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            newest = max(epoch_seconds(r[1] or "") for r in rows)
+            cutoff = datetime.fromtimestamp(newest - span - 1, UTC).strftime(TIME_FORMAT)
             older = conn.execute(f"SELECT id, time, {cols} FROM {TABLE} WHERE machine = ? AND time >= ? "
                                  "ORDER BY id DESC LIMIT ?", (st.name, cutoff, REPLAY_CAP)).fetchall()
             rows = list({r[0]: r for r in (*older, *rows)}.values())
@@ -331,10 +252,10 @@ class AlarmEngine:
             for i in range(N_FAULTS):
                 v = row[2 + i]
                 st.advance(i, float("nan") if v is None else v, t, rid)
-        st.busy = any(st.rw)
+        st.busy = any(st.warning_run)
 
-    def _machine(self, name: str) -> _Machine:
-        st = _Machine(name, [self.rules.rule(name, f) for f in FAULTS])
+    def _machine(self, name: str) -> MachineRuns:
+        st = MachineRuns(name, [self.rules.rule(name, f) for f in FAULTS])
         self._machines[name] = st
         return st
 
@@ -352,7 +273,7 @@ class AlarmEngine:
         ordered = sorted(rows, key=_order) if len(rows) > 1 else rows
         horizon = self._horizon()
         changes: list[AlarmChange] = []
-        peaks: dict[int, tuple[_Machine, int, int, str]] = {}
+        peaks: dict[int, tuple[MachineRuns, int, int, str]] = {}
         machines, undo = self._machines, self._undo
         try:
             for rid, t, name, values in ordered:
@@ -367,15 +288,15 @@ class AlarmEngine:
                     continue
                 if t <= horizon:  # a sensor with a wrong clock must not make every later reading "late"
                     st.last = t
-                if st.busy or not max(values) < st.min_w:  # `not <`: a NaN takes the careful path
+                if st.busy or not max(values) < st.lowest_warning:  # `not <`: a NaN takes the careful path
                     self._step(conn, st, rid, t, values, changes, peaks)
-            for alarm_id, (st, i, rid, t) in peaks.items():
+            for st, i, rid, t in peaks.values():
                 self._write_peak(conn, st, i, rid, t, changes)
         except sqlite3.Error as exc:
             if isinstance(exc, sqlite3.IntegrityError):  # our state disagrees with the table: a bug
                 return self._abandon(conn)
             raise
-        except Exception:  # noqa: BLE001 - an alarm bug must not cost the readings
+        except Exception:  # an alarm bug must not cost the readings
             return self._abandon(conn)
         return changes
 
@@ -415,7 +336,7 @@ class AlarmEngine:
             conn.execute("SAVEPOINT fdedge_alarms")
             self._savepoint = True
 
-    def _step(self, conn: sqlite3.Connection, st: _Machine, rid: int, t: str, values: list[float],
+    def _step(self, conn: sqlite3.Connection, st: MachineRuns, rid: int, t: str, values: list[float],
               changes: list[AlarmChange], peaks: dict) -> None:
         """One reading of a machine that is near or in an alarm."""
         active = st.active
@@ -424,41 +345,41 @@ class AlarmEngine:
             st.advance(i, v, t, rid)
             rec = active[i]
             if rec is None:
-                if st.rw[i] >= st.n[i] and _held(st.rw_t[i], t, st.d[i]):
+                if st.warning_held(i, t):
                     self._raise(conn, st, i, rid, t, v, changes)
                 continue
             if v > rec["peak"]:
                 active[i] = rec = {**rec, "peak": v, "peak_at": t, "peak_reading": rid}
                 peaks[rec["id"]] = (st, i, rid, t)
-            if rec["severity"] == "warning" and st.ra[i] >= st.n[i] and _held(st.ra_t[i], t, st.d[i]):
+            if rec["severity"] == "warning" and st.alarm_held(i, t):
                 peaks.pop(rec["id"], None)
                 self._change(conn, st, i, "escalate", rid, t, changes, severity="alarm", escalated_at=t,
                              escalated_reading=rid)
-            elif st.rc[i] >= st.nc[i] and _held(st.rc_t[i], t, st.dc[i]):
+            elif st.clear_held(i, t):
                 peaks.pop(rec["id"], None)
                 self._change(conn, st, i, "clear", rid, t, changes, cleared_at=t, cleared_reading=rid)
-        st.busy = st.n_active > 0 or any(st.rw)
+        st.busy = st.n_active > 0 or any(st.warning_run)
 
-    def _raise(self, conn: sqlite3.Connection, st: _Machine, i: int, rid: int, t: str, v: float,
+    def _raise(self, conn: sqlite3.Connection, st: MachineRuns, i: int, rid: int, t: str, v: float,
                changes: list[AlarmChange]) -> None:
-        severity = "alarm" if st.ra[i] >= st.n[i] and _held(st.ra_t[i], t, st.d[i]) else "warning"
+        severity = "alarm" if st.alarm_held(i, t) else "warning"
         fault = FAULTS[i]
-        peak, peak_at, peak_reading = st.pk[i]
+        peak, peak_at, peak_reading = st.run_peak[i]
         rec: dict[str, Any] = {
             "id": None, "machine": st.name, "fault": fault, "category": self.categories.get(fault, ""),
-            "severity": severity, "raised_severity": severity, "since": st.rw_t[i], "raised_at": t,
+            "severity": severity, "raised_severity": severity, "since": st.warning_since[i], "raised_at": t,
             "raised_reading": rid, "raised_value": v, "peak": peak, "peak_at": peak_at, "peak_reading": peak_reading,
             "escalated_at": None, "escalated_reading": None, "cleared_at": None, "cleared_reading": None,
             "acked_at": None, "acked_by": None, "ack_note": None,
         }
         self._writes(conn)
-        rec["id"] = conn.execute(_INSERT, [rec[k] for k in COLUMNS[1:]]).lastrowid
+        rec["id"] = conn.execute(INSERT, [rec[k] for k in COLUMNS[1:]]).lastrowid
         st.active[i] = rec
         st.n_active += 1
         self._active_delta += 1
         self._record(conn, AlarmChange("raise", alarm_json(rec), rid, iso(t)), changes)
 
-    def _change(self, conn: sqlite3.Connection, st: _Machine, i: int, kind: str, rid: int, t: str,
+    def _change(self, conn: sqlite3.Connection, st: MachineRuns, i: int, kind: str, rid: int, t: str,
                 changes: list[AlarmChange], **fields: Any) -> None:
         """Escalate or clear; the peak so far is written with it."""
         rec = {**st.active[i], **fields}  # type: ignore[dict-item]
@@ -474,7 +395,7 @@ class AlarmEngine:
             st.active[i] = rec
         self._record(conn, AlarmChange(kind, alarm_json(rec), rid, iso(t)), changes)
 
-    def _write_peak(self, conn: sqlite3.Connection, st: _Machine, i: int, rid: int, t: str,
+    def _write_peak(self, conn: sqlite3.Connection, st: MachineRuns, i: int, rid: int, t: str,
                     changes: list[AlarmChange]) -> None:
         """At most one peak update per alarm per transaction, however many readings raised it."""
         rec = st.active[i]
@@ -495,25 +416,22 @@ class AlarmEngine:
         if not hooks:
             return
         body, created = change.json(), now_text()
-        conn.executemany(_INSERT_OUTBOX, [(h.key, change.kind, change.alarm_id, body, created) for h in hooks])
+        conn.executemany(INSERT_OUTBOX, [(h.key, change.kind, change.alarm_id, body, created) for h in hooks])
 
-    # -- acknowledgement (run through Writer.run, between commits) ---------------------------------
+    # -- acknowledgement (run through Writer.call, between commits) --------------------------------
 
     def ack(self, conn: sqlite3.Connection, alarm_id: int, by: Any, note: Any = None) -> dict[str, Any]:
         """Acknowledge an alarm (active or cleared) in its own transaction. Answers
         `{"alarm": ..., "replayed": bool}`: repeating the same ack is harmless (replayed=true, nothing
         changes); a different ack of an acknowledged alarm is a Conflict."""
         by, note = _ack_text(by, "by", MAX_BY, required=True), _ack_text(note, "note", MAX_NOTE) or ""
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            found = conn.execute(f"SELECT {SELECT} FROM {ALARMS} WHERE id = ?", (alarm_id,)).fetchall()
-            if not found:  # fetchall: never leave a statement open on the writer's connection
+        with transaction(conn):
+            rec = stored_alarm(conn, alarm_id)
+            if rec is None:
                 raise NotFound(f"no alarm with id {alarm_id}", field="id")
-            rec = dict(zip(COLUMNS, found[0]))
             if rec["acked_at"] is not None:
                 if rec["acked_by"] == by and (rec["ack_note"] or "") == note:
-                    conn.execute("ROLLBACK")
-                    return {"alarm": alarm_json(rec), "replayed": True}
+                    return {"alarm": alarm_json(rec), "replayed": True}  # nothing written: commits nothing
                 raise Conflict(f"alarm {alarm_id} was already acknowledged by {rec['acked_by']!r} at "
                                f"{iso(rec['acked_at'])}", acked_by=rec["acked_by"], acked_at=iso(rec["acked_at"]))
             rec.update(acked_at=now_text(), acked_by=by, ack_note=note)
@@ -521,11 +439,6 @@ class AlarmEngine:
                          (rec["acked_at"], by, note, alarm_id))
             alarm = alarm_json(rec)
             self._outbox(conn, AlarmChange.for_ack(alarm))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         st = self._machines.get(rec["machine"])
         if st is not None:
             i = FAULTS.index(rec["fault"])
@@ -550,61 +463,3 @@ def _ack_text(value: Any, field: str, limit: int, required: bool = False) -> str
     return value
 
 
-def _machines_in(conn: sqlite3.Connection) -> list[str]:
-    """Distinct machines by skip-scan on the (machine, id) index: one probe per machine, not a table scan."""
-    rows = conn.execute(
-        f"""WITH RECURSIVE m(name) AS (
-                SELECT min(machine) FROM {TABLE}
-                UNION ALL
-                SELECT (SELECT min(machine) FROM {TABLE} WHERE machine > m.name) FROM m WHERE m.name IS NOT NULL)
-            SELECT name FROM m WHERE name IS NOT NULL""").fetchall()
-    return [r[0] for r in rows]
-
-
-# -- read side: API queries and the CSV report --------------------------------------------------------
-
-def list_alarms(conn: sqlite3.Connection, state: str = "all", machine: str | None = None,
-                fault: str | None = None, limit: int = 100, before: int | None = None) -> list[dict[str, Any]]:
-    """Newest first; `before` (an alarm id) pages further back."""
-    if state not in STATES:
-        raise BadRequest(f"state must be one of {', '.join(STATES)}", field="state", valid=list(STATES))
-    if fault is not None and fault not in FAULTS:
-        raise BadRequest(f"unknown fault {fault[:40]!r}", field="fault", valid=list(FAULTS))
-    where, args = ["1"], []
-    if state != "all":
-        where.append("cleared_at IS NULL" if state == "active" else "cleared_at IS NOT NULL")
-    for column, value in (("machine", machine), ("fault", fault)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            args.append(value)
-    if before is not None:
-        where.append("id < ?")
-        args.append(before)
-    rows = conn.execute(f"SELECT {SELECT} FROM {ALARMS} WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
-                        (*args, limit)).fetchall()
-    return [alarm_json(dict(zip(COLUMNS, r))) for r in rows]
-
-
-def get_alarm(conn: sqlite3.Connection, alarm_id: int) -> dict[str, Any]:
-    row = conn.execute(f"SELECT {SELECT} FROM {ALARMS} WHERE id = ?", (alarm_id,)).fetchone()
-    if row is None:
-        raise NotFound(f"no alarm with id {alarm_id}", field="id")
-    return alarm_json(dict(zip(COLUMNS, row)))
-
-
-def alarm_columns_sql(table: str = TABLE) -> str:
-    """SQL for an `alarms` column on rows of `table`: the alarms active at each reading's time, as
-    `fault2:alarm;fault5:warning` ('' when none), with the severity each had at that time.
-
-    Per fault it takes the latest alarm raised at or before the reading and keeps it if it had
-    not cleared yet: alarms of one machine and fault never overlap, so that is the only candidate,
-    and it is one probe of the (machine, fault, raised_at) index per fault and row."""
-    parts = []
-    for fault in FAULTS:  # our own constants, never input
-        parts.append(
-            f"coalesce((SELECT CASE WHEN a.cleared_at IS NULL OR a.cleared_at > {table}.time "
-            f"THEN '{fault}:' || CASE WHEN a.escalated_at IS NOT NULL AND a.escalated_at <= {table}.time "
-            f"THEN 'alarm' ELSE a.raised_severity END || ';' END "
-            f"FROM {ALARMS} a WHERE a.machine = {table}.machine AND a.fault = '{fault}' "
-            f"AND a.raised_at <= {table}.time ORDER BY a.raised_at DESC, a.id DESC LIMIT 1), '')")
-    return f"rtrim({' || '.join(parts)}, ';') AS alarms"

@@ -15,7 +15,6 @@ and holds the write lock only for one short UPDATE.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import http.client
@@ -30,11 +29,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from edge.alarms.engine import OUTBOX, now_text
 from edge.alarms.rules import Webhook
+from edge.alarms.tables import OUTBOX
+from edge.fdrest import now_text
 from edge.store.database import connect
 
-log = logging.getLogger("fdedge.notify")
+log = logging.getLogger(__name__)
 
 USER_AGENT = "FD-Edge-Webhook/1"
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -59,11 +59,12 @@ def post(hook: Webhook, delivery: int, event: str, body: bytes) -> str | None:
     """POST one notification; None when the receiver answered 2xx, else a short reason that never
     contains the URL (its path may be a credential). Redirects are not followed."""
     parts = urlsplit(hook.url)
+    host = parts.hostname or ""  # never empty: the rules file refuses a URL without a host
     if parts.scheme == "https":
         conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-            parts.hostname, parts.port, timeout=hook.timeout_s, context=ssl.create_default_context())
+            host, parts.port, timeout=hook.timeout_s, context=ssl.create_default_context())
     else:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=hook.timeout_s)
+        conn = http.client.HTTPConnection(host, parts.port, timeout=hook.timeout_s)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
         conn.request("POST", target, body=body, headers=headers(hook, delivery, event, body))
@@ -142,7 +143,7 @@ class Notifier:
                     wakeup.wait(self.poll_s)
                 elif delay > 0:
                     self._stop.wait(delay)  # backing off: a wake-up must not hammer a dead receiver
-        except Exception:  # noqa: BLE001 - logged; the other webhooks keep going
+        except Exception:  # logged; the other webhooks keep going
             log.exception("webhook %s: delivery thread failed", hook.label)
         finally:
             if conn is not None:
@@ -192,14 +193,3 @@ class Notifier:
     def _count(self, result: str) -> None:
         if self.metrics is not None:
             self.metrics.webhook_deliveries.labels(result=result).inc()
-
-
-async def deliver_forever(db_path: Path, webhooks: tuple[Webhook, ...] | list[Webhook], metrics: Any = None,
-                          **options: Any) -> None:
-    """The notifier as an asyncio task: runs until cancelled."""
-    notifier = Notifier(db_path, webhooks, metrics=metrics, **options)
-    notifier.start()
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await asyncio.to_thread(notifier.stop)

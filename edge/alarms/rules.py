@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edge.errors import StartupError
-from edge.fdrest import FAULTS
+from edge.fdrest import FAULTS, MAX_MACHINE_LEN
 
 EVENTS: tuple[str, ...] = ("raise", "escalate", "clear", "ack")
 DEFAULT_EVENTS: frozenset[str] = frozenset({"raise", "escalate", "clear"})
@@ -30,7 +30,6 @@ COUNT_FIELDS = ("consecutive", "clear_consecutive")
 DURATION_FIELDS = ("min_duration_s", "clear_min_duration_s")
 RULE_FIELDS = (*NUMBER_FIELDS, *COUNT_FIELDS, *DURATION_FIELDS, "enabled")
 WEBHOOK_FIELDS = ("url", "secret", "secret_env", "events", "timeout_s", "name", "comment")
-MAX_MACHINE_LEN = 64
 
 
 @dataclass(frozen=True)
@@ -87,9 +86,6 @@ class Rules:
     def rule(self, machine: str, fault: str) -> Rule:
         per_machine = self.by_machine.get(machine)
         return per_machine[fault] if per_machine is not None else self.by_fault[fault]
-
-    def all_rules(self) -> list[Rule]:
-        return [*self.by_fault.values(), *(r for rules in self.by_machine.values() for r in rules.values())]
 
 
 class _Problem(Exception):
@@ -221,7 +217,8 @@ def _layer(obj: Any, where: str, targeted: bool) -> dict[str, Any]:
         if key in obj:
             value = obj[key]
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CONSECUTIVE:
-                raise _Problem(where, key, f"must be a whole number of readings from 1 to {MAX_CONSECUTIVE}, got {value!r:.40}")
+                raise _Problem(where, key, f"must be a whole number of readings from 1 to {MAX_CONSECUTIVE}, "
+                                           f"got {value!r:.40}")
             values[key] = value
     for key in DURATION_FIELDS:
         if key in obj:
@@ -290,7 +287,7 @@ def _url(value: Any, where: str) -> str:
         raise _Problem(where, "url", "must be at most 2048 characters without spaces or control characters")
     try:
         parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
+        _ = parts.port  # raises ValueError for a bad port
     except ValueError:
         raise _Problem(where, "url", "is not a valid URL") from None
     if parts.scheme not in ("http", "https"):

@@ -13,7 +13,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from edge.alarms.engine import STATES, AlarmChange, get_alarm, list_alarms
+from edge.alarms.engine import AlarmChange
+from edge.alarms.tables import STATES, get_alarm, list_alarms
 from edge.errors import BadRequest, InvalidJSON, NotFound, PayloadTooLarge
 from edge.http.params import int_param
 
@@ -62,7 +63,7 @@ async def ack(request: Request) -> Response:
         raise BadRequest(f"unknown field {unknown[0][:40]!r}; valid fields: by, note", field=unknown[0][:40])
     by, note = body.get("by"), body.get("note")
     engine = app.alarms
-    result = await app.writer.run(lambda conn: engine.ack(conn, alarm_id, by, note))
+    result = await app.writer.call(lambda conn: engine.ack(conn, alarm_id, by, note))
     if not result["replayed"]:
         app.publish_alarms([AlarmChange.for_ack(result["alarm"])])
     return JSONResponse(result)

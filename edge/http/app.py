@@ -19,18 +19,14 @@ from starlette.types import Receive, Scope, Send
 
 from edge.appliance import Appliance
 from edge.errors import FDEdgeError
-from edge.http import alarm_routes, openapi
-from edge.http import event_routes as events
-from edge.http import ingest_routes as ingest
-from edge.http import ops_routes as ops
-from edge.http import read_routes as reads
+from edge.http import alarm_routes, event_routes, ingest_routes, openapi, ops_routes, read_routes
 from edge.http.auth import TokenAuth
 from edge.http.hosts import HostCheck
 from edge.http.responses import EXCEPTION_HANDLERS, error_response, internal_error
 from edge.settings import Settings
 from edge.store import retention
 
-log = logging.getLogger("fdedge")
+log = logging.getLogger(__name__)
 
 
 class App(Starlette):
@@ -53,10 +49,10 @@ class App(Starlette):
             return
         scope["app"] = self
         try:
-            await ingest.send(scope, receive, send)
+            await ingest_routes.send_endpoint(scope, receive, send)
         except FDEdgeError as exc:
             await error_response(exc)(scope, receive, send)
-        except Exception:  # noqa: BLE001 - as ServerErrorMiddleware: logged, a JSON 500, no traceback out
+        except Exception:  # as ServerErrorMiddleware: logged, a JSON 500, no traceback out
             await internal_error("POST", "/send")(scope, receive, send)
 
 
@@ -90,25 +86,25 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
         return JSONResponse(spec)
 
     routes = [
-        Route("/send", ingest.send, methods=["POST"]),
-        Route("/history", reads.history),
-        Route("/generate_csv", reads.generate_csv),
-        Route("/events", events.events),
-        Route("/api/latest", reads.latest),
-        Route("/api/machines", reads.machines),
-        Route("/api/series", reads.series),
-        Route("/api/count", reads.count),
+        Route("/send", ingest_routes.send_endpoint, methods=["POST"]),
+        Route("/history", read_routes.history),
+        Route("/generate_csv", read_routes.generate_csv),
+        Route("/events", event_routes.events),
+        Route("/api/latest", read_routes.latest),
+        Route("/api/machines", read_routes.machines),
+        Route("/api/series", read_routes.series),
+        Route("/api/count", read_routes.count),
         Route("/api/alarms", alarm_routes.alarms),
         Route("/api/alarms/{alarm_id:int}", alarm_routes.alarm),
         Route("/api/alarms/{alarm_id:int}/ack", alarm_routes.ack, methods=["POST"]),
-        Route("/api/model", ops.model),
-        Route("/healthz", ops.healthz),
-        Route("/readyz", ops.readyz),
-        Route("/metrics", ops.metrics),
+        Route("/api/model", ops_routes.model),
+        Route("/healthz", ops_routes.healthz),
+        Route("/readyz", ops_routes.readyz),
+        Route("/metrics", ops_routes.metrics),
         Route("/openapi.json", openapi_json),
-        Route("/", ops.page("index.html")),
-        Route("/report", ops.page("report.html")),
-        Route("/dashboard", ops.page("dashboard.html")),
+        Route("/", ops_routes.page("index.html")),
+        Route("/report", ops_routes.page("report.html")),
+        Route("/dashboard", ops_routes.page("dashboard.html")),
         Mount("/static", app=StaticFiles(directory=settings.web_dir / "static", check_dir=False), name="static"),
     ]
     tokens = settings.token or settings.read_token

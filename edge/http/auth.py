@@ -14,7 +14,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from edge.errors import Unauthorized
 
 COOKIE = "fdedge_token"
-OPEN_PATHS = frozenset({"/", "/report", "/dashboard", "/healthz", "/readyz", "/openapi.json", "/api/model", "/favicon.ico"})
+OPEN_PATHS = frozenset({"/", "/report", "/dashboard", "/healthz", "/readyz", "/openapi.json", "/api/model",
+                        "/favicon.ico"})
 
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -43,7 +44,7 @@ def presented(scope: Scope, cookie_ok: bool = True) -> str | None:
             jar: SimpleCookie = SimpleCookie()
             try:
                 jar.load(value.decode("latin-1"))
-            except Exception:  # noqa: BLE001 - a malformed cookie is simply no token
+            except Exception:  # a malformed cookie is simply no token
                 continue
             if COOKIE in jar:
                 cookie = jar[COOKIE].value

@@ -126,7 +126,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._answer()
 
     def _log_refusal(self) -> None:
-        client = "%s:%d" % self.client if self.client else "a client"
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
         self.logger.warning("%s sent a request head over %d bytes: answered 431", client, self.max_head_bytes)
 
     def _answer(self) -> None:

@@ -66,7 +66,7 @@ def _headers(scope: Scope) -> tuple[int | None, str | None, str | None]:
     return length, ctype, key
 
 
-class Ingest:
+class SendEndpoint:
     """POST /send as a plain ASGI app (Starlette routes to instances as they are): the hottest path
     skips Request/Response objects. Errors raise FDEdgeError like every route and become JSON in
     edge.http.responses."""
@@ -84,16 +84,16 @@ async def _ingest(scope: Scope, receive: Receive, send_message: Send) -> None:
             batch = await run_in_threadpool(parse, content_type, data)
         else:
             batch = parse(content_type, data)
-        if len(batch) > app.settings.max_batch_rows:
-            raise PayloadTooLarge(f"{len(batch)} readings exceed the limit of {app.settings.max_batch_rows} per request",
-                                  limit=app.settings.max_batch_rows)
+        limit = app.settings.max_batch_rows
+        if len(batch) > limit:
+            raise PayloadTooLarge(f"{len(batch)} readings exceed the limit of {limit} per request", limit=limit)
         if key is not None and not 0 < len(key) <= 200:
             raise BadRequest("Idempotency-Key must be 1-200 characters", field="Idempotency-Key")
         stored = await app.writer.ingest(batch, key)
     except FDEdgeError as exc:
         app.metrics.rejected.labels(reason=str(exc.details.get("reason", exc.code))).inc()
         raise
-    body = dumps([dict(zip(FAULTS, row)) for row in stored.faults.tolist()])
+    body = dumps([dict(zip(FAULTS, row, strict=True)) for row in stored.faults.tolist()])
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
                (b"x-fdedge-first-id", b"%d" % stored.first_id)]
     if stored.replayed:
@@ -105,4 +105,4 @@ async def _ingest(scope: Scope, receive: Receive, send_message: Send) -> None:
     await send_message({"type": "http.response.body", "body": body})
 
 
-send = Ingest()
+send_endpoint = SendEndpoint()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge.fdrest import FAULTS, FEATURES
+from edge.fdrest import DEFAULT_MACHINE, FAULTS, FEATURES, MAX_MACHINE_LEN
 from edge.store.reading_queries import METRICS
 
 
@@ -13,8 +13,15 @@ def _q(name: str, schema: dict[str, Any], required: bool = False, description: s
     return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
 
 
+def ok_json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": "OK", "content": {"application/json": {"schema": schema}}}
+
+
 def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
 
 
 def build(version: str) -> dict[str, Any]:
@@ -22,8 +29,11 @@ def build(version: str) -> dict[str, Any]:
         "type": "object",
         "required": list(FEATURES),
         "properties": {
-            "Time": {"type": "string", "description": "YYYY-MM-DD HH:MM:SS (UTC) or ISO 8601 with offset; default: receive time"},
-            "machine": {"type": "string", "minLength": 1, "maxLength": 64, "default": "default"},
+            "Time": {
+                "type": "string",
+                "description": "YYYY-MM-DD HH:MM:SS (UTC) or ISO 8601 with offset; default: receive time",
+            },
+            "machine": {"type": "string", "minLength": 1, "maxLength": MAX_MACHINE_LEN, "default": DEFAULT_MACHINE},
             **{name: {"type": "number"} for name in FEATURES},
         },
     }
@@ -38,87 +48,207 @@ def build(version: str) -> dict[str, Any]:
     ]
     common = {"400": _error("bad input"), "401": _error("token required")}
     alarm_id = {"name": "alarm_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
-    ok_json = lambda schema: {"description": "OK", "content": {"application/json": {"schema": schema}}}  # noqa: E731
     return {
         "openapi": "3.0.3",
-        "info": {"title": "FD-Edge", "version": version,
-                 "description": "Machine fault detection appliance; FD-REST compatible."},
+        "info": {
+            "title": "FD-Edge",
+            "version": version,
+            "description": "Machine fault detection appliance; FD-REST compatible.",
+        },
         "paths": {
-            "/send": {"post": {
-                "summary": "Score and store one reading (FD-REST) or a batch",
-                "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": {"oneOf": [
-                        {"$ref": "#/components/schemas/Reading"},
-                        {"type": "array", "items": {"$ref": "#/components/schemas/Reading"}, "minItems": 1}]}},
-                    "application/x-ndjson": {"schema": {"type": "string"}},
-                    "text/csv": {"schema": {"type": "string"}},
-                }},
-                "responses": {"200": ok_json({"type": "array", "items": {"$ref": "#/components/schemas/Faults"}}),
-                              **common, "413": _error("too large"), "415": _error("content type"),
-                              "422": _error("invalid reading"), "503": _error("storage unavailable")},
-            }},
-            "/history": {"get": {
-                "summary": "One column's latest values, oldest first (FD-REST)",
-                "parameters": [_q("metric", {"type": "string", "enum": list(METRICS)}, True),
-                               _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000000}), machine],
-                "responses": {"200": ok_json({"type": "object", "properties": {
-                    "timestamps": {"type": "array", "items": {"type": "string"}},
-                    "values": {"type": "array", "items": {"type": "number", "nullable": True}}}}), **common},
-            }},
-            "/generate_csv": {"get": {
-                "summary": "CSV export of a date range (FD-REST), streamed",
-                "parameters": report,
-                "responses": {"200": {"description": "CSV", "content": {"text/csv": {"schema": {"type": "string"}}}},
-                              **common, "404": _error("nothing matches")},
-            }},
-            "/api/count": {"get": {"summary": "Rows an export would hold", "parameters": report,
-                                   "responses": {"200": ok_json({"type": "object", "properties": {"count": {"type": "integer"}}}), **common}}},
-            "/api/latest": {"get": {"summary": "Newest readings first",
-                                    "parameters": [_q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}), machine],
-                                    "responses": {"200": ok_json({"type": "object"}), **common}}},
-            "/api/machines": {"get": {"summary": "Machines seen", "responses": {"200": ok_json({"type": "object"}), **common}}},
-            "/api/series": {"get": {
-                "summary": "Downsampled time series for charts",
-                "parameters": [_q("start", {"type": "string"}), _q("end", {"type": "string"}),
-                               _q("metrics", {"type": "string"}), _q("points", {"type": "integer", "minimum": 10, "maximum": 5000}), machine],
-                "responses": {"200": ok_json({"type": "object"}), **common}}},
-            "/api/alarms": {"get": {
-                "summary": "Alarms, newest first (docs/ALARMS.md)",
-                "parameters": [_q("state", {"type": "string", "enum": ["active", "cleared", "all"]}), machine,
-                               _q("fault", {"type": "string", "enum": list(FAULTS)}),
-                               _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
-                               _q("before", {"type": "integer", "minimum": 1}, description="page back: alarms with a smaller id")],
-                "responses": {"200": ok_json({"type": "object"}), **common}}},
-            "/api/alarms/{alarm_id}": {"get": {
-                "summary": "One alarm", "parameters": [alarm_id],
-                "responses": {"200": ok_json({"type": "object"}), **common, "404": _error("no such alarm")}}},
-            "/api/alarms/{alarm_id}/ack": {"post": {
-                "summary": "Acknowledge an alarm (needs the ingest token)", "parameters": [alarm_id],
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["by"], "additionalProperties": False,
-                    "properties": {"by": {"type": "string", "minLength": 1, "maxLength": 100},
-                                   "note": {"type": "string", "maxLength": 2000}}}}}},
-                "responses": {"200": ok_json({"type": "object"}), **common, "404": _error("no such alarm"),
-                              "409": _error("already acknowledged by someone else"), "413": _error("too large"),
-                              "503": _error("storage unavailable")}}},
-            "/api/model": {"get": {"summary": "Model manifest, catalogue and thresholds", "responses": {"200": ok_json({"type": "object"})}}},
-            "/events": {"get": {"summary": "Server-Sent Events of every stored reading",
-                                "parameters": [machine, _q("last_event_id", {"type": "integer"}),
-                                               _q("shape", {"type": "string", "enum": ["objects", "arrays"],
-                                                            "default": "objects"},
-                                                  description="reading events as reading objects, or as "
-                                                              "x/y arrays named by the hello event")],
-                                "responses": {"200": {"description": "text/event-stream"}, **common}}},
+            "/send": {
+                "post": {
+                    "summary": "Score and store one reading (FD-REST) or a batch",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": [
+                                        {"$ref": "#/components/schemas/Reading"},
+                                        {
+                                            "type": "array",
+                                            "items": {"$ref": "#/components/schemas/Reading"},
+                                            "minItems": 1,
+                                        },
+                                    ]
+                                }
+                            },
+                            "application/x-ndjson": {"schema": {"type": "string"}},
+                            "text/csv": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "responses": {
+                        "200": ok_json({"type": "array", "items": {"$ref": "#/components/schemas/Faults"}}),
+                        **common,
+                        "413": _error("too large"),
+                        "415": _error("content type"),
+                        "422": _error("invalid reading"),
+                        "503": _error("storage unavailable"),
+                    },
+                }
+            },
+            "/history": {
+                "get": {
+                    "summary": "One column's latest values, oldest first (FD-REST)",
+                    "parameters": [
+                        _q("metric", {"type": "string", "enum": list(METRICS)}, True),
+                        _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000000}),
+                        machine,
+                    ],
+                    "responses": {
+                        "200": ok_json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "timestamps": {"type": "array", "items": {"type": "string"}},
+                                    "values": {"type": "array", "items": {"type": "number", "nullable": True}},
+                                },
+                            }
+                        ),
+                        **common,
+                    },
+                }
+            },
+            "/generate_csv": {
+                "get": {
+                    "summary": "CSV export of a date range (FD-REST), streamed",
+                    "parameters": report,
+                    "responses": {
+                        "200": {"description": "CSV", "content": {"text/csv": {"schema": {"type": "string"}}}},
+                        **common,
+                        "404": _error("nothing matches"),
+                    },
+                }
+            },
+            "/api/count": {
+                "get": {
+                    "summary": "Rows an export would hold",
+                    "parameters": report,
+                    "responses": {
+                        "200": ok_json({"type": "object", "properties": {"count": {"type": "integer"}}}),
+                        **common,
+                    },
+                }
+            },
+            "/api/latest": {
+                "get": {
+                    "summary": "Newest readings first",
+                    "parameters": [_q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}), machine],
+                    "responses": {"200": ok_json({"type": "object"}), **common},
+                }
+            },
+            "/api/machines": {
+                "get": {"summary": "Machines seen", "responses": {"200": ok_json({"type": "object"}), **common}}
+            },
+            "/api/series": {
+                "get": {
+                    "summary": "Downsampled time series for charts",
+                    "parameters": [
+                        _q("start", {"type": "string"}),
+                        _q("end", {"type": "string"}),
+                        _q("metrics", {"type": "string"}),
+                        _q("points", {"type": "integer", "minimum": 10, "maximum": 5000}),
+                        machine,
+                    ],
+                    "responses": {"200": ok_json({"type": "object"}), **common},
+                }
+            },
+            "/api/alarms": {
+                "get": {
+                    "summary": "Alarms, newest first (docs/ALARMS.md)",
+                    "parameters": [
+                        _q("state", {"type": "string", "enum": ["active", "cleared", "all"]}),
+                        machine,
+                        _q("fault", {"type": "string", "enum": list(FAULTS)}),
+                        _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                        _q(
+                            "before",
+                            {"type": "integer", "minimum": 1},
+                            description="page back: alarms with a smaller id",
+                        ),
+                    ],
+                    "responses": {"200": ok_json({"type": "object"}), **common},
+                }
+            },
+            "/api/alarms/{alarm_id}": {
+                "get": {
+                    "summary": "One alarm",
+                    "parameters": [alarm_id],
+                    "responses": {"200": ok_json({"type": "object"}), **common, "404": _error("no such alarm")},
+                }
+            },
+            "/api/alarms/{alarm_id}/ack": {
+                "post": {
+                    "summary": "Acknowledge an alarm (needs the ingest token)",
+                    "parameters": [alarm_id],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["by"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "by": {"type": "string", "minLength": 1, "maxLength": 100},
+                                        "note": {"type": "string", "maxLength": 2000},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": ok_json({"type": "object"}),
+                        **common,
+                        "404": _error("no such alarm"),
+                        "409": _error("already acknowledged by someone else"),
+                        "413": _error("too large"),
+                        "503": _error("storage unavailable"),
+                    },
+                }
+            },
+            "/api/model": {
+                "get": {
+                    "summary": "Model manifest, catalogue and thresholds",
+                    "responses": {"200": ok_json({"type": "object"})},
+                }
+            },
+            "/events": {
+                "get": {
+                    "summary": "Server-Sent Events of every stored reading",
+                    "parameters": [
+                        machine,
+                        _q("last_event_id", {"type": "integer"}),
+                        _q(
+                            "shape",
+                            {"type": "string", "enum": ["objects", "arrays"], "default": "objects"},
+                            description="reading events as reading objects, or as x/y arrays named by the hello event",
+                        ),
+                    ],
+                    "responses": {"200": {"description": "text/event-stream"}, **common},
+                }
+            },
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": ok_json({"type": "object"})}}},
-            "/readyz": {"get": {"summary": "Readiness", "responses": {"200": ok_json({"type": "object"}), "503": {"description": "not ready"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}, **common}}},
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness",
+                    "responses": {"200": ok_json({"type": "object"}), "503": {"description": "not ready"}},
+                }
+            },
+            "/metrics": {
+                "get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}, **common}}
+            },
         },
         "components": {
             "schemas": {
                 "Reading": reading,
                 "Faults": faults,
-                "Error": {"type": "object", "required": ["error", "message"],
-                          "properties": {"error": {"type": "string"}, "message": {"type": "string"}}},
+                "Error": {
+                    "type": "object",
+                    "required": ["error", "message"],
+                    "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+                },
             },
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },

@@ -52,7 +52,7 @@ async def readyz(request: Request) -> Response:
         problems.append("the writer thread is not running")
     else:
         try:
-            full = await asyncio.wait_for(app.writer.run(_probe), 3.0)
+            full = await asyncio.wait_for(app.writer.call(_probe), 3.0)
             if full:
                 problems.append(full)
         except TimeoutError:

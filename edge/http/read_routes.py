@@ -14,8 +14,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from edge.appliance import Appliance
 from edge.errors import BadRequest, NotFound
-from edge.fdrest import FAULTS
-from edge.http.params import int_param
+from edge.http.params import instant_param, int_param
+from edge.store import export
 from edge.store import reading_queries as queries
 from edge.store.database import connect
 
@@ -55,12 +55,12 @@ async def machines(request: Request) -> Response:
 async def series(request: Request) -> Response:
     params = request.query_params
     now = datetime.now(UTC)
-    end = queries.parse_instant(params.get("end"), "end", now)
+    end = instant_param(params, "end", now)
     try:
         hour_before = end - timedelta(hours=1)
     except OverflowError:
         raise BadRequest("end is too early for the default one-hour range; give a start", field="end") from None
-    start = queries.parse_instant(params.get("start"), "start", hour_before)
+    start = instant_param(params, "start", hour_before)
     names = [n.strip() for n in (params.get("metrics") or "temperature").split(",") if n.strip()]
     if len(names) > len(queries.METRICS):
         raise BadRequest("too many metrics", field="metrics")
@@ -70,14 +70,14 @@ async def series(request: Request) -> Response:
 
 
 async def count(request: Request) -> Response:
-    flt = queries.ReportFilter.parse(dict(request.query_params))
-    return JSONResponse({"count": await _query(request, queries.count, flt)})
+    flt = export.ReportFilter.parse(dict(request.query_params))
+    return JSONResponse({"count": await _query(request, export.count, flt)})
 
 
 async def generate_csv(request: Request) -> Response:
     """Streams from its own connection, so millions of rows cost constant memory."""
-    flt = queries.ReportFilter.parse(dict(request.query_params))
-    if not await _query(request, queries.first_match, flt):
+    flt = export.ReportFilter.parse(dict(request.query_params))
+    if not await _query(request, export.first_match, flt):
         what = f" with a fault >= {flt.threshold:g}" if flt.threshold is not None else ""
         raise NotFound(f"no readings between {flt.start} and {flt.end}{what}")
     db_path = _app(request).settings.db_path
@@ -85,7 +85,7 @@ async def generate_csv(request: Request) -> Response:
     def rows():
         conn = connect(db_path, readonly=True)
         try:
-            yield from queries.export_csv(conn, flt)
+            yield from export.export_csv(conn, flt)
         finally:
             conn.close()
 
@@ -93,5 +93,3 @@ async def generate_csv(request: Request) -> Response:
     return StreamingResponse(rows(), media_type="text/csv; charset=utf-8",
                              headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
-
-__all__ = ["history", "latest", "machines", "series", "count", "generate_csv", "FAULTS"]

@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 
 from edge.errors import FDEdgeError
 
-log = logging.getLogger("fdedge")
+log = logging.getLogger(__name__)
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}

@@ -14,16 +14,13 @@ import operator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import numpy as np
 import orjson
 
 from edge.errors import BadRequest, InvalidJSON, InvalidReading, UnsupportedMediaType
-from edge.fdrest import FAULTS, FEATURES
+from edge.fdrest import DEFAULT_MACHINE, FAULTS, FEATURES, MAX_MACHINE_LEN, format_time, now_text
 
 TIME_KEY = "Time"
 MACHINE_KEY = "machine"
-DEFAULT_MACHINE = "default"
-MAX_MACHINE_LEN = 64
 KNOWN_KEYS = frozenset(FEATURES) | {TIME_KEY, MACHINE_KEY}
 
 JSON_TYPES = {"application/json", "text/json"}
@@ -36,32 +33,10 @@ class Batch:
     times: list[str]
     machines: list[str]
     rows: list[list]  # 35 finite numbers per reading, FD-REST feature order
-    single: bool = False
     ignored: set[str] = field(default_factory=set)
 
     def __len__(self) -> int:
         return len(self.times)
-
-    @property
-    def x(self) -> np.ndarray:
-        return np.array(self.rows, dtype=np.float64)
-
-
-def format_time(dt: datetime) -> str:
-    """FD-REST's `YYYY-MM-DD HH:MM:SS` in UTC, plus a fraction only when there is one.
-
-    Text keeps FD-REST's column type and sorts chronologically, which the range queries rely on.
-    """
-    if dt.tzinfo is not None:
-        dt = dt.astimezone(UTC).replace(tzinfo=None)
-    text = dt.strftime("%Y-%m-%d %H:%M:%S")
-    if dt.microsecond:
-        text += f".{dt.microsecond:06d}".rstrip("0")
-    return text
-
-
-def now_text() -> str:
-    return format_time(datetime.now(UTC))
 
 
 def parse_time(value: object, row: int = 0, key: str = TIME_KEY) -> str:
@@ -132,11 +107,11 @@ def _values(obj: dict, row: int) -> list:
                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
                              row=row, field=missing[0], missing=missing) from None
     if not _PLAIN_NUMBERS.issuperset(map(type, values)):
-        return [_number(v, row, k) for k, v in zip(FEATURES, values)]
+        return [_number(v, row, k) for k, v in zip(FEATURES, values, strict=True)]
     return values
 
 
-def from_objects(objects: list, single: bool, received: str | None, ignore: frozenset[str] = frozenset()) -> Batch:
+def from_objects(objects: list, received: str | None, ignore: frozenset[str] = frozenset()) -> Batch:
     if not objects:
         raise BadRequest("the body holds no readings")
     times: list[str] = []
@@ -165,8 +140,8 @@ def from_objects(objects: list, single: bool, received: str | None, ignore: froz
         except OverflowError:  # an int too large for a float
             total = math.inf
         if total - total != 0.0:
-            rows[index] = [_number(v, index, k) for k, v in zip(FEATURES, values)]
-    return Batch(times=times, machines=machines, rows=rows, single=single, ignored=ignored)
+            rows[index] = [_number(v, index, k) for k, v in zip(FEATURES, values, strict=True)]
+    return Batch(times=times, machines=machines, rows=rows, ignored=ignored)
 
 
 def _json(data: bytes) -> object:
@@ -187,9 +162,9 @@ def _json(data: bytes) -> object:
 def parse_json(data: bytes, received: str | None) -> Batch:
     body = _json(data)
     if isinstance(body, dict):
-        return from_objects([body], single=True, received=received)
+        return from_objects([body], received=received)
     if isinstance(body, list):
-        return from_objects(body, single=False, received=received)
+        return from_objects(body, received=received)
     raise InvalidReading("the body must be a JSON object (one reading) or an array of objects", row=None, field=None)
 
 
@@ -202,7 +177,7 @@ def parse_ndjson(data: bytes, received: str | None) -> Batch:
             objects.append(_json(line))
         except InvalidJSON as exc:
             raise InvalidJSON(f"row {len(objects)} (line {number + 1}): {exc.message}", row=len(objects)) from None
-    return from_objects(objects, single=False, received=received)
+    return from_objects(objects, received=received)
 
 
 def parse_csv(data: bytes, received: str | None) -> Batch:
@@ -222,7 +197,7 @@ def parse_csv(data: bytes, received: str | None) -> Batch:
     missing = [key for key in FEATURES if key not in header]
     if missing:
         raise InvalidReading(f"CSV header lacks column {missing[0]!r}", row=None, field=missing[0], missing=missing)
-    objects = []
+    objects: list[dict[str, str]] = []
     try:
         for line in reader:
             if not line or all(not cell.strip() for cell in line):
@@ -230,13 +205,13 @@ def parse_csv(data: bytes, received: str | None) -> Batch:
             if len(line) != len(header):
                 raise InvalidReading(f"row {len(objects)}: {len(line)} cells for {len(header)} columns",
                                      row=len(objects), field=None)
-            obj: dict = dict(zip(header, line))
+            obj: dict = dict(zip(header, line, strict=False))
             if obj.get(TIME_KEY, "").strip() == "":
                 obj.pop(TIME_KEY, None)
             objects.append(obj)
     except csv.Error as exc:
         raise BadRequest(f"the CSV body is malformed at row {len(objects)}: {exc}") from None
-    return from_objects(objects, single=False, received=received, ignore=frozenset(FAULTS))
+    return from_objects(objects, received=received, ignore=frozenset(FAULTS))
 
 
 def parse(content_type: str | None, data: bytes, received: str | None = None) -> Batch:

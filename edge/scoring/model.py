@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# onnxruntime (1.32 on Linux) otherwise writes a device id and an event database under
+# ~/.cache/Microsoft and tries to reach Microsoft's telemetry host on first use; an appliance on
+# a factory network must do neither. It reads the variable when it initialises, so before the
+# import: everything in FD-Edge (the build step and the benchmarks too) imports onnxruntime from
+# here.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 import onnxruntime as ort
 
 from edge import fdrest
@@ -100,7 +109,7 @@ def load(model_dir: Path, threads: int = 1) -> Model:
     try:
         with np.load(scalers_path) as npz:
             params = {k: np.asarray(npz[k], dtype=np.float64) for k in ("x_scale", "x_offset", "y_scale", "y_offset")}
-    except Exception as exc:  # noqa: BLE001 - numpy/zipfile raise BadZipFile, EOFError, zlib.error, ... for damaged files
+    except Exception as exc:  # numpy/zipfile raise BadZipFile, EOFError, zlib.error, ... for damaged files
         raise StartupError(f"scaler file {scalers_path} is missing or corrupt: {exc}") from None
     for key, size in (("x_scale", 35), ("x_offset", 35), ("y_scale", 8), ("y_offset", 8)):
         if params[key].shape != (size,) or not np.isfinite(params[key]).all():

@@ -11,10 +11,11 @@ from datetime import UTC, datetime, timedelta
 from edge import memory
 from edge.appliance import Appliance
 from edge.errors import Unavailable
-from edge.ingest.bodies import format_time
-from edge.store.database import TABLE
+from edge.fdrest import format_time
+from edge.store.database import transaction
+from edge.store.schema import TABLE
 
-log = logging.getLogger("fdedge.retention")
+log = logging.getLogger(__name__)
 CHUNK = 5000
 KEY_DAYS = 2  # idempotency keys outlive any sensor's retry window
 
@@ -22,8 +23,7 @@ KEY_DAYS = 2  # idempotency keys outlive any sensor's retry window
 def prune_chunk(conn: sqlite3.Connection, days: float, keep_rows: int) -> int:
     """Age is measured from min(clock, newest reading), inside the same transaction as the delete,
     so a clock that jumps years ahead (dead RTC battery, bad NTP) cannot wipe the history."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         deleted = 0
         if days > 0:
             now = datetime.now(UTC)
@@ -42,10 +42,6 @@ def prune_chunk(conn: sqlite3.Connection, days: float, keep_rows: int) -> int:
                     (row[0], CHUNK)).rowcount
         key_cutoff = format_time(datetime.now(UTC) - timedelta(days=KEY_DAYS))
         conn.execute("DELETE FROM fdedge_ingest_keys WHERE created < ?", (key_cutoff,))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return deleted
 
 
@@ -62,7 +58,8 @@ async def prune_once(app: Appliance) -> int:
     settings = app.settings
     total = 0
     while True:
-        deleted = await app.writer.run(lambda conn: prune_chunk(conn, settings.retention_days, settings.retention_rows))
+        deleted = await app.writer.call(
+            lambda conn: prune_chunk(conn, settings.retention_days, settings.retention_rows))
         total += deleted
         if deleted < CHUNK:
             break
@@ -71,7 +68,7 @@ async def prune_once(app: Appliance) -> int:
         app.metrics.pruned.inc(total)
         # fetchall: a cursor handed back to the loop keeps its statement open on the writer's
         # connection until the loop drops it, and the next group's COMMIT fails meanwhile.
-        await app.writer.run(lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
+        await app.writer.call(lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
         log.info("retention removed %d readings", total)
     return total
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("fdedge.writer")
+log = logging.getLogger(__name__)
 
 Settlement = tuple[Any, Any, BaseException | None]  # (future, result, error), as the writer collects them
 
@@ -77,7 +77,7 @@ class WalSyncer:
             if settlements:
                 try:
                     self.deliver(settlements, error)
-                except Exception:  # noqa: BLE001 - the thread must outlive a bug in delivery
+                except Exception:  # the thread must outlive a bug in delivery
                     log.exception("delivering %d answers after a sync failed", len(settlements))
 
     def _sync(self) -> None:

@@ -23,13 +23,14 @@ import numpy as np
 from edge import memory
 from edge.alarms.engine import AlarmChange, AlarmEngine
 from edge.errors import InvalidReading, StartupError, Unavailable
-from edge.fdrest import FAULTS
-from edge.ingest.bodies import Batch, now_text
+from edge.fdrest import FAULTS, now_text
+from edge.ingest.bodies import Batch
 from edge.scoring.model import Model
-from edge.store.database import TABLE, insert_rows, open_database
+from edge.store.database import transaction
+from edge.store.schema import TABLE, insert_rows, open_database
 from edge.store.walsync import WalSyncer
 
-log = logging.getLogger("fdedge.writer")
+log = logging.getLogger(__name__)
 
 MAX_GROUP_ROWS = 20_000
 TRIM_AFTER_ROWS = 1000  # a group this large leaves megabytes of freed heap behind
@@ -77,7 +78,8 @@ def storage_error(exc: sqlite3.Error) -> Unavailable:
     if "full" in text:
         return Unavailable("the disk holding the database is full; nothing was stored", reason="disk_full")
     if "locked" in text or "busy" in text:
-        return Unavailable("the database is locked by another process; nothing was stored, retry", reason="database_locked")
+        return Unavailable("the database is locked by another process; nothing was stored, retry",
+                           reason="database_locked")
     if "readonly" in text or "read-only" in text:
         return Unavailable("the database is read-only; nothing was stored", reason="read_only")
     return Unavailable(f"storage error ({text}); nothing was stored", reason="storage_error")
@@ -120,7 +122,7 @@ class Writer:
         self._loop = loop
         if self.durable:
             self._syncer = WalSyncer(self.wal_path, self._deliver)
-        self._thread = threading.Thread(target=self._run, name="fdedge-writer", daemon=True)
+        self._thread = threading.Thread(target=self._work, name="fdedge-writer", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -152,7 +154,7 @@ class Writer:
         gathered, self._gathered = self._gathered, []
         self._queue.put(gathered)
 
-    async def run(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    async def call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run maintenance (retention, readiness probe) in the writer thread, between commits."""
         future = asyncio.get_running_loop().create_future()
         self._queue.put(_Task(fn, future))
@@ -170,7 +172,8 @@ class Writer:
             memory.trim(min_interval=0)
             return self._queue.get()
 
-    def _run(self) -> None:
+    def _work(self) -> None:
+        """The writer thread: take everything queued, commit it as one group, run tasks between groups."""
         while True:
             item = self._next()
             if item is _STOP:
@@ -196,7 +199,7 @@ class Writer:
             if group:
                 try:
                     self._commit_group(group)
-                except Exception:  # noqa: BLE001 - a bug must cost one group, never the writer thread
+                except Exception:  # a bug must cost one group, never the writer thread
                     self._fail_group(group)
                 if rows >= TRIM_AFTER_ROWS:
                     self._trim_due = True
@@ -311,7 +314,7 @@ class Writer:
         started = time.perf_counter()
         try:
             y = self.model.predict(np.array(x_rows, dtype=np.float64))
-        except Exception as exc:  # noqa: BLE001 - reported per request, the writer keeps running
+        except Exception as exc:  # reported per request, the writer keeps running
             log.error("inference failed: %s", exc)
             for job in fresh:
                 self._settle(job.future, error=Unavailable(f"inference failed: {exc}", reason="model_error"))
@@ -331,31 +334,25 @@ class Writer:
         stored: list[Stored] = []
         changes: list[AlarmChange] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            last = insert_rows(conn, times, x_rows, y_rows, machines)
-            first = last - len(times) + 1
-            offset = 0
-            created = now_text() if any(job.key for job in fresh) else ""  # only idempotency keys need it
-            for job in fresh:
-                n = len(job.batch)
-                stored.append(Stored(first + offset, y[offset:offset + n], job.batch))
-                if job.key:
-                    conn.execute("INSERT INTO fdedge_ingest_keys(key, first_id, last_id, created) VALUES (?, ?, ?, ?)",
-                                 (job.key, first + offset, first + offset + n - 1, created))
-                offset += n
-            if self.alarms is not None:
-                # Alarm and outbox rows go into this transaction: committed with their readings or not at all.
-                changes = self.alarms.evaluate(conn, [(first + k, times[k], machines[k], y_rows[k])
-                                                      for k in range(len(times))])
-            conn.execute("COMMIT")
+            with transaction(conn):
+                last = insert_rows(conn, times, x_rows, y_rows, machines)
+                first = last - len(times) + 1
+                offset = 0
+                created = now_text() if any(job.key for job in fresh) else ""  # only idempotency keys need it
+                for job in fresh:
+                    n = len(job.batch)
+                    stored.append(Stored(first + offset, y[offset:offset + n], job.batch))
+                    if job.key:
+                        conn.execute("INSERT INTO fdedge_ingest_keys(key, first_id, last_id, created) "
+                                     "VALUES (?, ?, ?, ?)", (job.key, first + offset, first + offset + n - 1, created))
+                    offset += n
+                if self.alarms is not None:
+                    # Alarm and outbox rows go into this transaction: committed with their readings or not at all.
+                    changes = self.alarms.evaluate(conn, [(first + k, times[k], machines[k], y_rows[k])
+                                                          for k in range(len(times))])
             if self.alarms is not None:
                 self.alarms.commit()
         except sqlite3.Error as exc:
-            try:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
             if self.alarms is not None:
                 self.alarms.rollback()
             error = storage_error(exc)
@@ -364,7 +361,7 @@ class Writer:
                 self._settle(job.future, error=error)
             return [], []
         self.observe("commit", time.perf_counter() - started)
-        for job, result in zip(fresh, stored):
+        for job, result in zip(fresh, stored, strict=True):
             self._settle(job.future, result)
         return stored, changes
 
@@ -373,12 +370,12 @@ class Writer:
         if stored and self.on_commit is not None:
             try:
                 self.on_commit(stored)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("publishing committed readings failed")
         if changes and self.on_alarms is not None:
             try:
                 self.on_alarms(changes)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("publishing alarm changes failed")
 
     def _refuse_non_finite(self, jobs: list[_Ingest], x_rows: list, y: np.ndarray

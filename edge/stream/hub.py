@@ -12,7 +12,7 @@ cursor writes the same bytes: a tick costs a client O(1), not a pass over every 
 A reading is encoded once per event *shape* (`GET /events?shape=`), and only for the shapes some
 connected client asked for: the hub counts its clients per shape. A client whose shape was not
 built for a commit connected after that commit was stored, so it read the commit's rows from the
-database when it started (edge/http/event_routes.py relies on, and still checks, exactly that).
+database when it started (edge/stream/subscriber.py relies on, and still checks, exactly that).
 """
 
 from __future__ import annotations
@@ -22,34 +22,8 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from edge.store.reading_queries import SHAPES, iso, reading_json
-
-SEP = b"\r\n"  # sse_starlette's separator: frames built here are byte-identical to ServerSentEvent's
-
-
-def frame(event: str, data: bytes | str, id_: int | None = None) -> bytes:
-    """One SSE frame, as ServerSentEvent(data=..., event=..., id=...).encode() writes it.
-
-    `data` with a line break is split into several `data:` lines as the SSE format requires;
-    orjson's output never has one, so readings take `reading_frame`'s direct path."""
-    if isinstance(data, str):
-        data = data.encode()
-    head = (b"id: %d\r\nevent: " % id_ if id_ is not None else b"event: ") + event.encode() + SEP
-    if b"\n" in data or b"\r" in data:
-        lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-        return head + b"".join(b"data: " + line + SEP for line in lines) + SEP
-    return head + b"data: " + data + SEP + SEP
-
-
-def reading_wire(id_: int, data: bytes) -> bytes:
-    """A reading event around its JSON (orjson's, which never has a line break, so it goes into
-    one data line as it is). The live stream and the database catch-up both frame readings here."""
-    return b"id: %d\r\nevent: reading\r\ndata: %b\r\n\r\n" % (id_, data)
-
-
-def reading_frame(shape: str, id_: int, time: str, machine: str, x, y) -> bytes:
-    """A reading's frame in `shape` (`time` ISO 8601)."""
-    return reading_wire(id_, reading_json(shape, id_, time, machine, x, y))
+from edge.fdrest import iso
+from edge.stream.wire import SHAPES, frame, reading_frame
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,129 @@
+"""FD-REST's report: the export filter, the matching row count, and the streamed CSV.
+
+Cells a spreadsheet would run as formulas are neutralised here (OWASP CSV injection)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from edge.alarms.tables import alarm_columns_sql
+from edge.errors import BadRequest
+from edge.fdrest import COLUMNS, FAULTS
+from edge.store.schema import TABLE
+
+MAX_FAULT_SQL = f"max({', '.join(FAULTS)})"
+EXPORT_HEADER: tuple[str, ...] = ("id", "time", *COLUMNS, *FAULTS, "max_fault", "machine", "alarms")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+@dataclass(frozen=True)
+class ReportFilter:
+    """FD-REST's export filter: dates inclusive at both ends, optional threshold on the largest
+    fault (or on one fault), optional machine."""
+
+    start: date
+    end: date
+    threshold: float | None = None
+    fault: str | None = None
+    machine: str | None = None
+
+    @classmethod
+    def parse(cls, params: dict[str, str]) -> ReportFilter:
+        start, end = _date(params, "start"), _date(params, "end")
+        if end < start:
+            raise BadRequest("end date is before start date", field="end")
+        threshold = params.get("threshold")
+        value: float | None = None
+        if threshold not in (None, ""):
+            try:
+                value = float(threshold)
+            except ValueError:
+                value = math.nan
+            if not math.isfinite(value):
+                raise BadRequest(f"threshold must be a number, got {threshold[:40]!r}", field="threshold")
+        fault = params.get("fault") or None
+        if fault is not None and fault not in FAULTS:
+            raise BadRequest(f"unknown fault {fault[:40]!r}", field="fault", valid=list(FAULTS))
+        return cls(start, end, value, fault, params.get("machine") or None)
+
+    def where(self) -> tuple[str, tuple]:
+        sql = "time >= ? AND time < ?"
+        args: list[Any] = [self.start.isoformat(), _day_after(self.end)]
+        if self.threshold is not None:
+            sql += f" AND {self.fault or MAX_FAULT_SQL} >= ?"
+            args.append(self.threshold)
+        if self.machine:
+            sql += " AND machine = ?"
+            args.append(self.machine)
+        return sql, tuple(args)
+
+
+def _day_after(day: date) -> str:
+    """Exclusive upper bound of a day as stored text; 9999-12-31 has no next day, so its bound is
+    a text after every time of that day ('~' sorts after ' ', 'T' and digits)."""
+    return (day + timedelta(days=1)).isoformat() if day < date.max else day.isoformat() + "~"
+
+
+def _date(params: dict[str, str], key: str) -> date:
+    text = params.get(key)
+    if not text:
+        raise BadRequest(f"{key} date is required (YYYY-MM-DD)", field=key)
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise BadRequest(f"{key} must be a date like 2023-11-06, got {text[:40]!r}", field=key) from None
+
+
+def count(conn: sqlite3.Connection, flt: ReportFilter) -> int:
+    where, args = flt.where()
+    return conn.execute(f"SELECT count(*) FROM {TABLE} WHERE {where}", args).fetchone()[0]
+
+
+def first_match(conn: sqlite3.Connection, flt: ReportFilter) -> bool:
+    where, args = flt.where()
+    return conn.execute(f"SELECT 1 FROM {TABLE} WHERE {where} LIMIT 1", args).fetchone() is not None
+
+
+def safe_cell(value: Any) -> Any:
+    """Text a spreadsheet would run as a formula gets a leading apostrophe (OWASP CSV injection).
+
+    A bare CR inside a text cell would be written unquoted (the writer's line end is "\n") and a
+    spreadsheet would start a new row there, whose first cell escapes this check: line breaks in
+    text become "\n", which the writer quotes."""
+    if isinstance(value, str):
+        if "\r" in value:
+            value = value.replace("\r\n", "\n").replace("\r", "\n")
+        if value.startswith(_FORMULA_START):
+            return "'" + value
+    return value
+
+
+def export_csv(conn: sqlite3.Connection, flt: ReportFilter, chunk_rows: int = 2000) -> Iterator[str]:
+    """Stream CSV text in chunks: memory stays constant however many rows match."""
+    where, args = flt.where()
+    cursor = conn.execute(
+        f"SELECT id, time, {', '.join(COLUMNS)}, {', '.join(FAULTS)}, {MAX_FAULT_SQL}, machine, "
+        f"{alarm_columns_sql(TABLE)} "
+        f"FROM {TABLE} WHERE {where} ORDER BY time, id", args)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(EXPORT_HEADER)
+    while True:
+        rows = cursor.fetchmany(chunk_rows)
+        if not rows:
+            break
+        for row in rows:
+            writer.writerow([safe_cell(v) for v in row])
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    rest = buffer.getvalue()
+    if rest:
+        yield rest

@@ -1,0 +1,136 @@
+"""SQLite layout: FD-REST's `sensor_data` table, migrated in place, opened for a single writer.
+
+The table and column names are FD-REST's so that an existing `sensor_data.db` keeps working;
+FD-Edge only adds columns and tables next to them.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from pathlib import Path
+
+from edge.errors import StartupError
+from edge.fdrest import COLUMNS, DEFAULT_MACHINE, FAULTS
+from edge.store.database import connect, transaction
+
+SCHEMA_VERSION = "1"
+TABLE = "sensor_data"
+DATA_COLUMNS: tuple[str, ...] = COLUMNS + FAULTS
+INSERT_COLUMNS: tuple[str, ...] = ("time", *DATA_COLUMNS, "machine")
+# Rows per multi-row INSERT: one sqlite3_step per chunk instead of one per row, which matters
+# because Python's sqlite3 releases and re-takes the GIL around every step.
+INSERT_CHUNK = 256
+_ROW_MARKS = "(" + ", ".join("?" * len(INSERT_COLUMNS)) + ")"
+
+
+def insert_sql(rows: int) -> str:
+    return f"INSERT INTO {TABLE} ({', '.join(INSERT_COLUMNS)}) VALUES " + ", ".join([_ROW_MARKS] * rows)
+
+
+def insert_rows(conn: sqlite3.Connection, times: list[str], x_rows: list[list], y_rows: list[list],
+                machines: list[str]) -> int:
+    """Insert readings in order; returns the id of the last one (ids are consecutive: one writer)."""
+    last = 0
+    for start in range(0, len(times), INSERT_CHUNK):
+        end = min(start + INSERT_CHUNK, len(times))
+        params: list = []
+        for i in range(start, end):  # flat parameter list, built in one pass
+            params.append(times[i])
+            params.extend(x_rows[i])
+            params.extend(y_rows[i])
+            params.append(machines[i])
+        last = conn.execute(insert_sql(end - start), params).lastrowid or 0
+    return last
+SELECT_COLUMNS: tuple[str, ...] = ("id", "time", "machine", *DATA_COLUMNS)
+SELECT_LIST = ", ".join(SELECT_COLUMNS)
+
+CREATE_TABLE = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time TEXT,
+    {', '.join(f'{c} REAL' for c in DATA_COLUMNS)},
+    machine TEXT NOT NULL DEFAULT '{DEFAULT_MACHINE}'
+)"""
+
+EXTRA_DDL = (
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_time ON {TABLE}(time)",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_machine_id ON {TABLE}(machine, id)",
+    # Idempotency keys let a sensor re-send a batch after a timeout without storing it twice.
+    """CREATE TABLE IF NOT EXISTS fdedge_ingest_keys (
+        key TEXT PRIMARY KEY, first_id INTEGER, last_id INTEGER, created TEXT NOT NULL)""",
+    "CREATE TABLE IF NOT EXISTS fdedge_meta (key TEXT PRIMARY KEY, value TEXT)",
+)
+
+MARKER_SUFFIX = ".fdedge"
+
+
+def _marker(path: Path) -> Path:
+    return path.with_name(path.name + MARKER_SUFFIX)
+
+
+def open_database(path: Path, *, sync: str = "full", init: bool = False, max_mb: float = 0.0) -> sqlite3.Connection:
+    """Open (or create) and migrate the database; refuse to silently replace a lost one.
+
+    A marker file beside the database records that it existed: if the database later vanishes
+    (deleted, wrong mount), starting again would quietly begin an empty history, so that needs
+    `--init-db`.
+    """
+    path = Path(path)
+    marker = _marker(path)
+    if marker.exists() and not init:
+        # An empty file is as lost as a missing one (truncated by a failed copy or a bad card):
+        # SQLite would quietly take it for a new database. FD-Edge's own file is never empty, since
+        # switching it to WAL writes its first page.
+        lost = "missing" if not path.exists() else "empty (0 bytes)" if path.stat().st_size == 0 else None
+        if lost:
+            raise StartupError(
+                f"database {path} is {lost}, but this data directory held one before ({marker} exists). "
+                "Restore the file, or start with --init-db (FDEDGE_INIT_DB=1) to begin a new empty database."
+            )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(f"cannot create data directory {path.parent}: {exc}") from None
+    try:
+        conn = connect(path, sync=sync, busy_ms=5000)
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        check = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise StartupError(f"database {path} is corrupt (quick_check: {check}); restore a backup or move it away")
+        if str(mode).lower() != "wal":
+            raise StartupError(f"database {path} could not switch to WAL mode (got {mode})")
+        migrate(conn)
+        if max_mb > 0:
+            page = conn.execute("PRAGMA page_size").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count = {max(int(max_mb * 1024 * 1024 // page), 1)}")
+    except sqlite3.DatabaseError as exc:
+        raise StartupError(f"database {path} cannot be opened: {exc} "
+                           "(is it an SQLite file? is the disk full or read-only?)") from None
+    try:
+        marker.write_text(f"FD-Edge database marker; the database {path.name} was created here.\n")
+    except OSError:
+        pass  # a read-only data directory is reported by /readyz, not fatal here
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Create FD-REST's table, or add FD-Edge's columns and indexes to an existing one."""
+    with transaction(conn):
+        conn.execute(CREATE_TABLE)
+    have = {row[1] for row in conn.execute(f"PRAGMA table_info({TABLE})")}
+    missing = [c for c in ("id", "time", *DATA_COLUMNS) if c not in have]
+    if missing:
+        raise StartupError(f"table {TABLE} lacks FD-REST columns {missing}; this is not an FD-REST/FD-Edge database")
+    if "machine" not in have:
+        conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN machine TEXT NOT NULL DEFAULT '{DEFAULT_MACHINE}'")
+    for ddl in EXTRA_DDL:
+        conn.execute(ddl)
+    conn.execute("INSERT OR REPLACE INTO fdedge_meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+    # Lets a page tell a replaced database from the one it was showing, whatever the row ids.
+    conn.execute("INSERT OR IGNORE INTO fdedge_meta(key, value) VALUES ('database_id', ?)", (secrets.token_hex(8),))
+
+
+def database_id(conn: sqlite3.Connection) -> str:
+    rows = conn.execute("SELECT value FROM fdedge_meta WHERE key = 'database_id'").fetchall()
+    return rows[0][0] if rows else ""
