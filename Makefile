@@ -5,11 +5,12 @@ BIN     := $(VENV)/bin
 MODEL   ?= models/default
 PIP     := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: help install install-build install-test demo serve convert train train-tiny test soak bench bench-quick browser image image-arm64 clean
+.PHONY: help install install-build install-test demo serve convert train train-tiny lint test soak bench bench-quick browser image image-arm64 clean
 
 help:
 	@echo "make demo     install, convert if stale, serve on :5000 and stream simulated readings (MODEL=dir: your own model)"
-	@echo "make test     install everything and run the test suite"
+	@echo "make test     install everything, run make lint, then the test suite"
+	@echo "make lint     ruff and mypy over edge/, convert/, simulator/, bench/"
 	@echo "make serve    run the appliance (runtime only)"
 	@echo "make convert  Keras + scalers in $(MODEL) -> ONNX + scalers.npz + manifest.json (only if a source changed)"
 	@echo "make train    train the default model on simulated data (slow); train-tiny for a smoke run"
@@ -30,7 +31,7 @@ $(VENV)/.build: $(VENV)/.runtime
 	$(PIP) -e '.[build]'
 	@touch $@
 $(VENV)/.test: $(VENV)/.build
-	$(PIP) -e '.[build,test]'
+	$(PIP) -e '.[build,test,lint]'
 	@touch $@
 
 install: $(VENV)/.runtime
@@ -58,7 +59,13 @@ demo: convert
 examples: $(VENV)/.runtime
 	$(BIN)/python examples/make_examples.py
 
-test: $(VENV)/.test
+# Lint and types first: a ruff or mypy error fails `make test` (and so CI) before any test runs.
+LINTED := edge convert simulator bench tests/test_layers.py
+lint: $(VENV)/.test
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -m "not soak" $(PYTEST_ARGS)
 
 soak: $(VENV)/.test

@@ -109,12 +109,11 @@ def main(argv: list[str] | None = None) -> int:
                 failed = True
                 results[name] = {"error": str(exc)}
                 print(f"  {name} failed: {exc}", file=sys.stderr, flush=True)
-            except Exception as exc:  # noqa: BLE001 - report, keep the other sections
+            except Exception as exc:  # report, keep the other sections
                 failed = True
                 results[name] = {"error": f"{type(exc).__name__}: {exc}"}
                 traceback.print_exc()
 
-        log = lambda text: print(text, flush=True)  # noqa: E731
         from bench import http, inference, resources, sse
         try:
             section("inference", lambda: inference.run(model_dir, keras_path, plan.rounds, plan.quick))
@@ -132,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         text = report.table(results)
-    except Exception as exc:  # noqa: BLE001 - a failed section must not hide the JSON
+    except Exception as exc:  # a failed section must not hide the JSON
         text = f"(table unavailable: {type(exc).__name__}: {exc})"
         failed = True
     print()
@@ -141,3 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in report.write(results, args.out, stem):
         print(f"wrote {path}")
     return 1 if failed else 0
+
+
+def log(text: str) -> None:
+    """Progress lines go out at once: a section runs for minutes."""
+    print(text, flush=True)

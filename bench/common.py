@@ -149,7 +149,7 @@ def machine(data_root: Path) -> dict[str, Any]:
         try:
             from importlib.metadata import version
             versions[name] = version(name.replace("_", "-"))
-        except Exception:  # noqa: BLE001 - a missing package is just not listed
+        except Exception:  # a missing package is just not listed
             continue
     info["versions"] = versions
     return info

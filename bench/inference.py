@@ -43,7 +43,7 @@ def measure(model_dir: Path, keras_path: Path | None, rounds: int, quick: bool) 
             tf_version = tf.__version__
         except ImportError as exc:
             keras_skip = f"build extra not importable ({exc.name or exc})"
-        except Exception as exc:  # noqa: BLE001 - e.g. BuildExtraMissing, a corrupt file
+        except Exception as exc:  # e.g. BuildExtraMissing, a corrupt file
             keras_skip = f"{type(exc).__name__}: {exc}"
 
     def keras_round(x: np.ndarray) -> dict[str, float]:

@@ -205,7 +205,6 @@ async def _open_loop(port: int, body: bytes, rate: float, duration: float, conne
     cpu = time.process_time() - cpu0
     latencies.sort()
     lags.sort()
-    ms = lambda v: None if v is None else v * 1000  # noqa: E731
     return {
         "rate": rate,
         "scheduled": total,
@@ -213,14 +212,14 @@ async def _open_loop(port: int, body: bytes, rate: float, duration: float, conne
         "achieved_rps": sum(statuses.values()) / wall if wall else 0.0,
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "errors": errors,
-        "p50_ms": ms(percentile(latencies, 50)),
-        "p90_ms": ms(percentile(latencies, 90)),
-        "p99_ms": ms(percentile(latencies, 99)),
-        "p999_ms": ms(percentile(latencies, 99.9)),
-        "max_ms": ms(latencies[-1] if latencies else None),
+        "p50_ms": _ms(percentile(latencies, 50)),
+        "p90_ms": _ms(percentile(latencies, 90)),
+        "p99_ms": _ms(percentile(latencies, 99)),
+        "p999_ms": _ms(percentile(latencies, 99.9)),
+        "max_ms": _ms(latencies[-1] if latencies else None),
         # how late the generator itself sent (dispatch jitter + waiting for a free connection)
-        "send_lag_p50_ms": ms(percentile(lags, 50)),
-        "send_lag_p99_ms": ms(percentile(lags, 99)),
+        "send_lag_p50_ms": _ms(percentile(lags, 50)),
+        "send_lag_p99_ms": _ms(percentile(lags, 99)),
         "generator_cpu_fraction": cpu / wall if wall else None,
         "samples": len(latencies),
     }
@@ -235,3 +234,7 @@ def open_loop(port: int, body: bytes, rate: float, duration: float, connections:
     are sent but not recorded (connection set-up, warm-up).
     """
     return run_async(_open_loop(port, body, rate, duration, connections, discard))
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000

@@ -8,6 +8,7 @@ model and FD-REST's original alike; then converts, benchmarks and writes MODEL_C
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -135,7 +136,7 @@ def train(settings: Settings, log: Callable[[str], None] = say) -> dict[str, Any
 
     try:
         import joblib
-        import sklearn  # noqa: F401
+        importlib.import_module("sklearn")  # present, or the build extra is missing: say so now
     except ImportError as exc:
         raise BuildExtraMissing(exc.name or "scikit-learn") from None
     from convert import network

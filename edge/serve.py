@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
+from types import FrameType
 
 import uvicorn
 
@@ -35,7 +36,25 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(settings, appliance)
     loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
     # http: uvicorn's httptools protocol, with a bound on the request head (431 past 64 KiB)
-    uvicorn.run(app, host=settings.host, port=settings.port, loop=loop, http=BoundedHttpToolsProtocol,
-                log_level=settings.log_level, access_log=settings.access_log, server_header=False,
-                timeout_keep_alive=30, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, loop=loop, http=BoundedHttpToolsProtocol,
+                            log_level=settings.log_level, access_log=settings.access_log, server_header=False,
+                            timeout_keep_alive=30, timeout_graceful_shutdown=5)
+    Server(config, appliance).run()
     return 0
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, except that Ctrl-C or SIGTERM first ends every SSE stream cleanly.
+
+    Otherwise sse-starlette cancels each open stream mid-response and uvicorn logs an ERROR
+    ("ASGI callable returned without completing response") for every dashboard connected."""
+
+    def __init__(self, config: uvicorn.Config, appliance: Appliance) -> None:
+        super().__init__(config)
+        self.appliance = appliance
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        loop = self.appliance.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.appliance.hub.close)  # signal-safe: the loop's self-pipe
+        super().handle_exit(sig, frame)

@@ -24,6 +24,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 try:
     import fcntl
@@ -88,7 +89,7 @@ class Outbox:
             self.close()
             raise
 
-    def _take_lock(self):  # noqa: ANN202 - an open file or None
+    def _take_lock(self) -> IO[str] | None:
         if fcntl is None:
             return None
         handle = open(self.path.with_name(self.path.name + ".lock"), "a")
@@ -100,7 +101,7 @@ class Outbox:
                                "give each sensor its own --buffer") from None
         return handle
 
-    def _transaction(self):  # noqa: ANN202 - a context manager
+    def _transaction(self) -> _Transaction:
         return _Transaction(self.conn)
 
     def close(self) -> None:
@@ -232,7 +233,7 @@ class _Transaction:
         self.conn.execute("BEGIN IMMEDIATE")
         return self.conn
 
-    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if exc_type is None:
             self.conn.execute("COMMIT")
         elif self.conn.in_transaction:

@@ -420,7 +420,7 @@ def run(args: argparse.Namespace, source: Iterator[dict] | None, outbox: Outbox,
     def send_loop() -> None:
         try:
             sender.run()
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+        except BaseException as exc:  # reported by the main thread
             failure.append(exc)
             sender.stop.set()
 

@@ -4,7 +4,7 @@ uvicorn's `HttpToolsProtocol` accumulates the URL, and httptools the header bein
 any limit: one client sending a 48 MB header grew the server by about that much.
 `BoundedHttpToolsProtocol` answers `431 Request Header Fields Too Large` (JSON, in the appliance's
 error shape) once a head is over `MAX_HEAD_BYTES`, and closes the connection; the request never
-reaches the app. `edge.serve` passes it to `uvicorn.run(http=...)`.
+reaches the app. `edge.serve` passes it to `uvicorn.Config(http=...)`.
 
 Cost on the hot path: a few attribute reads and writes per read and per request; no work per
 header, none per byte. The size is known without per-header callbacks:

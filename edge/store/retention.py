@@ -9,11 +9,13 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 
 from edge import memory
-from edge.appliance import Appliance
 from edge.errors import Unavailable
 from edge.fdrest import format_time
+from edge.metrics import Metrics
+from edge.settings import Settings
 from edge.store.database import transaction
 from edge.store.schema import TABLE
+from edge.store.writer import Writer
 
 log = logging.getLogger(__name__)
 CHUNK = 5000
@@ -54,30 +56,32 @@ def newest_time(conn: sqlite3.Connection) -> datetime | None:
         return None
 
 
-async def prune_once(app: Appliance) -> int:
-    settings = app.settings
+async def prune_once(writer: Writer, settings: Settings, metrics: Metrics) -> int:
+    """One pass: chunks of at most CHUNK rows, each its own transaction in the writer thread, so
+    ingest commits between them."""
     total = 0
     while True:
-        deleted = await app.writer.call(
+        deleted = await writer.call(
             lambda conn: prune_chunk(conn, settings.retention_days, settings.retention_rows))
         total += deleted
         if deleted < CHUNK:
             break
         await asyncio.sleep(0)  # let queued ingest commit between chunks
     if total:
-        app.metrics.pruned.inc(total)
+        metrics.pruned.inc(total)
         # fetchall: a cursor handed back to the loop keeps its statement open on the writer's
         # connection until the loop drops it, and the next group's COMMIT fails meanwhile.
-        await app.writer.call(lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
+        await writer.call(lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
         log.info("retention removed %d readings", total)
     return total
 
 
-async def run(app: Appliance) -> None:
+async def run(writer: Writer, settings: Settings, metrics: Metrics) -> None:
+    """Prune every `retention_interval` seconds until cancelled; a failed pass is logged, not fatal."""
     while True:
         try:
-            await prune_once(app)
+            await prune_once(writer, settings, metrics)
         except Unavailable as exc:
             log.warning("retention pass failed: %s", exc.message)
         memory.trim(min_interval=0)  # hand back what bursts of large batches left behind
-        await asyncio.sleep(app.settings.retention_interval)
+        await asyncio.sleep(settings.retention_interval)

@@ -80,6 +80,7 @@ class Hub:
         self.clients: dict[str, int] = dict.fromkeys(SHAPES, 0)  # connected clients per shape
         self._shapes: tuple[str, ...] = ()
         self._changed = asyncio.Event()
+        self.closed = False  # the server is shutting down: every stream ends cleanly
         self._joined: dict[tuple[int, str], Joined] = {}  # valid until the next publication
 
     def __len__(self) -> int:
@@ -118,8 +119,15 @@ class Hub:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
+    def close(self) -> None:
+        """Wake every client to end its stream (runs on the event loop)."""
+        self.closed = True
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
     async def wait_beyond(self, cursor: int) -> None:
-        while self.next_seq <= cursor:
+        """Until a commit beyond `cursor` is published, or the hub closes."""
+        while self.next_seq <= cursor and not self.closed:
             await self._changed.wait()
 
     def since(self, cursor: int) -> list[Published] | None:

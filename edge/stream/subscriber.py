@@ -47,7 +47,7 @@ class Subscriber:
         self.cursor = self.hub.next_seq  # taken before reading the database: nothing can slip between
         try:
             yield await self.hello()
-            while True:
+            while not self.hub.closed:
                 async for chunk in self.catch_up():
                     yield chunk
                 async for chunk in self.follow():
@@ -81,10 +81,12 @@ class Subscriber:
 
     async def follow(self) -> AsyncIterator[bytes]:
         """Live frames from the hub, one write per coalescing tick. Returns when the client fell
-        off the ring; the caller then catches up from the database."""
+        off the ring (the caller then catches up from the database) or when the hub closes."""
         hub, machine, shape = self.hub, self.machine, self.shape
         while True:
             await hub.wait_beyond(self.cursor)
+            if hub.closed:
+                return
             await asyncio.sleep(COALESCE_SECONDS)
             if machine is None:
                 shared = hub.joined(self.cursor, shape)
