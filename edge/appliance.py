@@ -11,7 +11,7 @@ import orjson
 from edge.alarms.engine import AlarmChange, AlarmEngine
 from edge.alarms.notifier import Notifier
 from edge.alarms.rules import load_rules
-from edge.fdrest import CATALOGUE
+from edge.fdrest import CATALOGUE, FEATURE_COLUMNS
 from edge.http.body_deadlines import BodyDeadlines
 from edge.metrics import Metrics
 from edge.scoring import model as model_module
@@ -22,6 +22,7 @@ from edge.store.writer import Stored, Writer
 from edge.stream.hub import Event, Hub
 
 log = logging.getLogger(__name__)
+COLUMN_OF = dict(FEATURE_COLUMNS)
 
 
 @dataclass
@@ -106,6 +107,8 @@ class Appliance:
             "name": self.model.name,
             "version": self.model.version,
             "features": list(self.model.features),
+            # the database column of each feature, in the same order: what /history and /api/series take
+            "columns": [COLUMN_OF[name] for name in self.model.features],
             "faults": list(self.model.faults),
             "catalogue": m.get("catalogue", []),
             "thresholds": {"warning": self.settings.warning_threshold, "alarm": self.settings.alarm_threshold},

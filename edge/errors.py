@@ -36,6 +36,14 @@ class NotFound(FDEdgeError):
     status, code = 404, "not_found"
 
 
+class Conflict(FDEdgeError):
+    status, code = 409, "conflict"
+
+
+class Gone(FDEdgeError):
+    status, code = 410, "gone"
+
+
 class PayloadTooLarge(FDEdgeError):
     status, code = 413, "payload_too_large"
 

@@ -39,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     config = uvicorn.Config(app, host=settings.host, port=settings.port, loop=loop, http=BoundedHttpToolsProtocol,
                             log_level=settings.log_level, access_log=settings.access_log, server_header=False,
                             timeout_keep_alive=30, timeout_graceful_shutdown=5)
-    Server(config, appliance).run()
+    try:
+        Server(config, appliance).run()
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down: the exit code says it
+        return 130
     return 0
 
 

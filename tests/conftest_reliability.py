@@ -1,10 +1,10 @@
 """pytest plugin for the reliability, security, fuzz and soak tests.
 
-Loaded with `pytest_plugins = ["tests.conftest_reliability"]` from those modules (tests/conftest.py
-stays untouched). It provides the `report` fixture, records each test's outcome under its module's
-REPORT_SECTION (`<section>_soak` for soak-marked tests when that section exists), and writes
-test-output/reliability.{json,md} when the session ends. Shared helpers are in
-tests/reliability_helpers.py.
+Loaded for the whole suite by `pytest_plugins` in tests/conftest.py (the root conftest, the one
+place pytest allows it). It provides the `report` fixture, records each test's outcome under its
+module's REPORT_SECTION (`<section>_soak` for soak-marked tests when that section exists; modules
+without one are not recorded), and writes test-output/reliability.{json,md} when the session ends
+if any test recorded something. Shared helpers are in tests/reliability_helpers.py.
 """
 
 from __future__ import annotations

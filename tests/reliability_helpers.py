@@ -1,6 +1,6 @@
 """Helpers shared by the reliability, security, fuzz and soak tests: raw HTTP on http.client (no
-client library between the test and the socket), an in-process uvicorn server (for knobs a
-subprocess cannot reach, such as the body deadline), process memory, polling."""
+client library between the test and the socket), raw sockets, process memory, polling. The
+servers they talk to come from tests/harness.py (`Server`, in a subprocess or in process)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import socket
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
-
+from typing import Any
 
 # -- small helpers ----------------------------------------------------------------------------------
 
@@ -90,54 +90,6 @@ def metric_value(text: str, name: str) -> float | None:
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     return None
-
-
-# -- an in-process server -------------------------------------------------------------------------
-
-@dataclass
-class InProcessServer:
-    """The app under real uvicorn (httptools) in a thread of the test process, so a test can reach
-    into the running appliance (shorter deadlines, the hub) while clients use real sockets."""
-
-    settings: Any
-    port: int = 0
-    app: Any = None
-    _server: Any = None
-    _thread: threading.Thread | None = None
-    log_level: str = "warning"
-    extra: dict = field(default_factory=dict)
-
-    def __enter__(self) -> "InProcessServer":
-        import uvicorn
-        from edge.http.app import create_app
-        from tests.conftest import free_port
-        self.port = self.port or free_port()
-        self.app = create_app(self.settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, loop="asyncio", http="httptools",
-                                log_level=self.log_level, access_log=False, lifespan="on", **self.extra)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="uvicorn-test", daemon=True)
-        self._thread.start()
-        wait_for(lambda: self._server.started or not self._thread.is_alive(), 30, "the in-process server")
-        assert self._server.started, "the in-process server did not start"
-        return self
-
-    @property
-    def appliance(self):
-        return self.app.state.appliance
-
-    def call(self, fn: Callable[[], Any], timeout: float = 10) -> Any:
-        """Run fn on the server's event loop (for its asyncio objects) and return the result."""
-        import asyncio
-        async def run():
-            return fn()
-        return asyncio.run_coroutine_threadsafe(run(), self.appliance.loop).result(timeout)
-
-    def __exit__(self, *exc) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(15)
 
 
 # -- raw sockets ------------------------------------------------------------------------------------

@@ -13,10 +13,8 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,12 +286,6 @@ def test_local_base_script_is_optional() -> None:
 
 # --------------------------------------------------------------------------- slow: what the images rely on
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _pypi_reachable() -> bool:
     try:
         with urllib.request.urlopen("https://pypi.org/simple/onnxruntime/", timeout=10) as r:
@@ -304,7 +296,7 @@ def _pypi_reachable() -> bool:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_runtime_only_venv_serves_the_committed_model(tmp_path: Path) -> None:
+def test_runtime_only_venv_serves_the_committed_model(tmp_path: Path, server_factory) -> None:
     if not (BUNDLED / "manifest.json").is_file():
         pytest.skip("models/default has no converted model yet")
     # The same context the images get: sources, pins, model, pages.
@@ -332,26 +324,12 @@ def test_runtime_only_venv_serves_the_committed_model(tmp_path: Path) -> None:
     assert found["found"] == [], f"build-extra packages importable in a runtime install: {found['found']}"
     assert str(venv) in found["edge"], found["edge"]
 
-    port = _free_port()
-    log = open(tmp_path / "serve.log", "wb")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FDEDGE_")}
-    server = subprocess.Popen([str(venv / "bin" / "fdedge"), "serve", "--host", "127.0.0.1", "--port", str(port),
-                               "--data-dir", str(tmp_path / "data"), "--model-dir", str(BUNDLED),
-                               "--web-dir", str(REPO / "web")],
-                              cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
-            try:
-                with urllib.request.urlopen(url + "/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-2000:]
-                time.sleep(0.1)
-        from tests.conftest import reading
+    # the installed `fdedge serve`, run from outside the checkout, without the test's FDEDGE_ settings
+    server = server_factory(BUNDLED, command=[str(venv / "bin" / "fdedge")], cwd=tmp_path, clean_env=True,
+                            args=["--web-dir", str(REPO / "web")])
+    with server.start(timeout=60):
+        url = server.url
+        from tests.harness import reading
         body = json.dumps({"Time": "2023-11-06 15:00:00", **reading(1)}).encode()
         request = urllib.request.Request(url + "/send", data=body, headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=10) as r:
@@ -365,14 +343,6 @@ def test_runtime_only_venv_serves_the_committed_model(tmp_path: Path) -> None:
             assert json.loads(r.read())["version"] == json.loads((BUNDLED / "manifest.json").read_text())["version"]
         with urllib.request.urlopen(url + "/", timeout=5) as r:
             assert r.status == 200 and b"<html" in r.read().lower()
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(10)
-        log.close()
 
 
 def runtime_pins() -> dict[str, str]:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.fdrest import FAULTS, FEATURES
-from tests.conftest import BUNDLED, FDREST, reading
+from edge.fdrest import FAULTS
+from tests.harness import BUNDLED, FDREST, reading
 
 pytestmark = pytest.mark.slow
 

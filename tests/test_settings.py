@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+from pathlib import Path
+
 import pytest
 
 from edge.settings import Settings
@@ -60,17 +63,72 @@ def test_help_shows_real_defaults_and_the_variables(capsys):
     assert "default: None" not in out
 
 
-def test_a_token_from_a_file_guards_ingest(tmp_path, linear_model):
-    from starlette.testclient import TestClient
-
-    from edge.http.app import create_app
-    from tests.conftest import reading
+def test_a_token_from_a_file_guards_ingest(tmp_path, linear_model, make_client):
+    from tests.harness import reading
 
     path = tmp_path / "token"
     path.write_text("from-a-file\n")
     settings = Settings.from_args(["--data-dir", str(tmp_path / "data"), "--model-dir", str(linear_model[0]),
                                    "--token-file", str(path)], environ={})
-    with TestClient(create_app(settings)) as client:
+    with make_client(settings) as client:
         assert client.post("/send", json=reading(1)).status_code == 401
         ok = client.post("/send", json=reading(1), headers={"Authorization": "Bearer from-a-file"})
         assert ok.status_code == 200
+
+
+# One valid text per setting, as an operator would write it, and what it must become.
+EVERY_SETTING = {
+    "host": ("127.0.0.1", "127.0.0.1"),
+    "port": ("5050", 5050),
+    "data_dir": ("/var/lib/fdedge", Path("/var/lib/fdedge")),
+    "db": ("/var/lib/fdedge/plant.db", Path("/var/lib/fdedge/plant.db")),
+    "model_dir": ("models/mine", Path("models/mine")),
+    "web_dir": ("/opt/fdedge/web", Path("/opt/fdedge/web")),
+    "token": ("ingest-secret", "ingest-secret"),
+    "read_token": ("read-secret", "read-secret"),
+    "token_file": None,  # read by its own test above: the value becomes `token`
+    "read_token_file": None,
+    "allowed_hosts": ("fdedge.plant.local, *.plant.local", "fdedge.plant.local, *.plant.local"),
+    "max_body_bytes": ("1048576", 1_048_576),
+    "max_batch_rows": ("500", 500),
+    "warning_threshold": ("25.5", 25.5),
+    "alarm_threshold": ("70", 70.0),
+    "alarm_rules": ("/etc/fdedge/alarms.json", Path("/etc/fdedge/alarms.json")),
+    "retention_days": ("90", 90.0),
+    "retention_rows": ("1000000", 1_000_000),
+    "max_db_mb": ("512", 512.0),
+    "retention_interval": ("30", 30.0),
+    "sync": ("normal", "normal"),
+    "threads": ("2", 2),
+    "sse_buffer": ("1024", 1024),
+    "sse_replay_max": ("500", 500),
+    "init_db": ("yes", True),
+    "log_level": ("warning", "warning"),
+    "access_log": ("on", True),
+}
+
+
+def test_every_setting_is_parsed_from_its_flag_and_its_variable():
+    assert set(EVERY_SETTING) == {f.name for f in fields(Settings)}, "a new setting needs a line here"
+    for name, case in EVERY_SETTING.items():
+        if case is None:
+            continue
+        text, expected = case
+        from_env = Settings.from_args([], environ={"FDEDGE_" + name.upper(): text})
+        assert getattr(from_env, name) == expected, name
+        option = "--" + name.replace("_", "-")
+        argv = [option] if expected is True else [option, text]
+        from_flag = Settings.from_args(argv, environ={})
+        assert getattr(from_flag, name) == expected, name
+
+
+@pytest.mark.parametrize("name, text", [
+    ("port", "fifty"), ("max_batch_rows", "1.5"), ("warning_threshold", "high"), ("init_db", "perhaps"),
+    ("sync", "sometimes"),
+])
+def test_a_bad_value_names_its_setting(capsys, name, text):
+    with pytest.raises(SystemExit) as exit_:
+        Settings.from_args([], environ={"FDEDGE_" + name.upper(): text})
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert name.replace("_", "-") in err and text in err

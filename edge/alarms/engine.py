@@ -32,7 +32,7 @@ from edge.alarms.tables import (
     machines_in,
     stored_alarm,
 )
-from edge.errors import BadRequest, FDEdgeError, NotFound
+from edge.errors import BadRequest, Conflict, NotFound
 from edge.fdrest import CATALOGUE, FAULTS, TIME_FORMAT, epoch_seconds, iso, now_text
 from edge.store.database import transaction
 from edge.store.schema import TABLE
@@ -43,10 +43,6 @@ N_FAULTS = len(FAULTS)
 MAX_BY, MAX_NOTE = 100, 2000
 REPLAY_CAP = 200_000  # most stored readings per machine replayed at start (long min_duration rules)
 FUTURE_S = 86400.0  # a reading dated further ahead of our clock does not move its machine's clock
-
-
-class Conflict(FDEdgeError):
-    status, code = 409, "conflict"
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
@@ -89,7 +90,8 @@ async def _ingest(scope: Scope, receive: Receive, send_message: Send) -> None:
             raise PayloadTooLarge(f"{len(batch)} readings exceed the limit of {limit} per request", limit=limit)
         if key is not None and not 0 < len(key) <= 200:
             raise BadRequest("Idempotency-Key must be 1-200 characters", field="Idempotency-Key")
-        stored = await app.writer.ingest(batch, key)
+        digest = hashlib.sha256(data).hexdigest() if key is not None else None
+        stored = await app.writer.ingest(batch, key, digest)
     except FDEdgeError as exc:
         app.metrics.rejected.labels(reason=str(exc.details.get("reason", exc.code))).inc()
         raise

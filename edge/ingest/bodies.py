@@ -11,6 +11,8 @@ import io
 import json
 import math
 import operator
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -22,6 +24,10 @@ from edge.fdrest import DEFAULT_MACHINE, FAULTS, FEATURES, MAX_MACHINE_LEN, form
 TIME_KEY = "Time"
 MACHINE_KEY = "machine"
 KNOWN_KEYS = frozenset(FEATURES) | {TIME_KEY, MACHINE_KEY}
+
+# FD-REST's `YYYY-MM-DD HH:MM:SS`, stored as sent once its ranges check out. Anything else that
+# Python reads as a time ("2023-11-06 15+01:00", an ISO week date) is converted to it first.
+_STORED_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", re.ASCII)
 
 JSON_TYPES = {"application/json", "text/json"}
 NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/jsonlines"}
@@ -41,8 +47,8 @@ class Batch:
 
 def parse_time(value: object, row: int = 0, key: str = TIME_KEY) -> str:
     """Naive times (FD-REST's format) are taken as UTC; ISO 8601 with an offset is converted."""
-    if type(value) is str and len(value) == 19 and value[10] == " " and "1970" <= value[:4]:
-        try:  # FD-REST's own format is already the stored form: validate, keep as is
+    if type(value) is str and len(value) == 19 and "1970" <= value[:4] and _STORED_TIME.match(value):
+        try:  # FD-REST's own format is already the stored form: validate the ranges, keep as is
             datetime.fromisoformat(value)
             return value
         except ValueError:
@@ -66,8 +72,15 @@ def parse_time(value: object, row: int = 0, key: str = TIME_KEY) -> str:
 
 
 def parse_machine(value: object, row: int = 0) -> str:
+    """A machine's name as stored: NFC-normalised and stripped, so names that only look alike are
+    one machine."""
     if value is None:
         return DEFAULT_MACHINE
+    if isinstance(value, str):
+        if not value.isascii():  # ASCII is NFC already
+            value = unicodedata.normalize("NFC", value)
+        if value.isprintable():  # control characters are refused, not stripped away
+            value = value.strip(" ")
     if not isinstance(value, str) or not 0 < len(value) <= MAX_MACHINE_LEN or not value.isprintable():
         raise InvalidReading(f"row {row}: field 'machine' must be printable text of 1-{MAX_MACHINE_LEN} characters",
                              row=row, field=MACHINE_KEY)
@@ -79,6 +92,8 @@ def _number(value: object, row: int, key: str) -> float:
         raise InvalidReading(f"row {row}: feature {key!r} must be a number, got {type(value).__name__}",
                              row=row, field=key)
     try:
+        if isinstance(value, str) and (not value.isascii() or "_" in value):
+            raise ValueError(value)  # float() also reads "٣٣" and "1_000"; a sensor sends ASCII decimals
         number = float(value)
     except (ValueError, OverflowError):
         raise InvalidReading(f"row {row}: feature {key!r} is not a number: {str(value)[:64]!r}",

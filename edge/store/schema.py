@@ -57,8 +57,9 @@ EXTRA_DDL = (
     f"CREATE INDEX IF NOT EXISTS {TABLE}_time ON {TABLE}(time)",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_machine_id ON {TABLE}(machine, id)",
     # Idempotency keys let a sensor re-send a batch after a timeout without storing it twice.
+    # body_sha256 tells a re-sent request from a different one that reuses its key.
     """CREATE TABLE IF NOT EXISTS fdedge_ingest_keys (
-        key TEXT PRIMARY KEY, first_id INTEGER, last_id INTEGER, created TEXT NOT NULL)""",
+        key TEXT PRIMARY KEY, first_id INTEGER, last_id INTEGER, created TEXT NOT NULL, body_sha256 TEXT)""",
     "CREATE TABLE IF NOT EXISTS fdedge_meta (key TEXT PRIMARY KEY, value TEXT)",
 )
 
@@ -118,17 +119,20 @@ def migrate(conn: sqlite3.Connection) -> None:
     """Create FD-REST's table, or add FD-Edge's columns and indexes to an existing one."""
     with transaction(conn):
         conn.execute(CREATE_TABLE)
-    have = {row[1] for row in conn.execute(f"PRAGMA table_info({TABLE})")}
-    missing = [c for c in ("id", "time", *DATA_COLUMNS) if c not in have]
-    if missing:
-        raise StartupError(f"table {TABLE} lacks FD-REST columns {missing}; this is not an FD-REST/FD-Edge database")
-    if "machine" not in have:
-        conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN machine TEXT NOT NULL DEFAULT '{DEFAULT_MACHINE}'")
-    for ddl in EXTRA_DDL:
-        conn.execute(ddl)
-    conn.execute("INSERT OR REPLACE INTO fdedge_meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
-    # Lets a page tell a replaced database from the one it was showing, whatever the row ids.
-    conn.execute("INSERT OR IGNORE INTO fdedge_meta(key, value) VALUES ('database_id', ?)", (secrets.token_hex(8),))
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({TABLE})")}
+        missing = [c for c in ("id", "time", *DATA_COLUMNS) if c not in have]
+        if missing:
+            raise StartupError(f"table {TABLE} lacks FD-REST columns {missing}; "
+                               "this is not an FD-REST/FD-Edge database")
+        if "machine" not in have:
+            conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN machine TEXT NOT NULL DEFAULT '{DEFAULT_MACHINE}'")
+        for ddl in EXTRA_DDL:
+            conn.execute(ddl)
+        if "body_sha256" not in {row[1] for row in conn.execute("PRAGMA table_info(fdedge_ingest_keys)")}:
+            conn.execute("ALTER TABLE fdedge_ingest_keys ADD COLUMN body_sha256 TEXT")  # keys of older versions
+        conn.execute("INSERT OR REPLACE INTO fdedge_meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        # Lets a page tell a replaced database from the one it was showing, whatever the row ids.
+        conn.execute("INSERT OR IGNORE INTO fdedge_meta(key, value) VALUES ('database_id', ?)", (secrets.token_hex(8),))
 
 
 def database_id(conn: sqlite3.Connection) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 
 from edge import memory
 from edge.alarms.engine import AlarmChange, AlarmEngine
-from edge.errors import InvalidReading, StartupError, Unavailable
+from edge.errors import Conflict, Gone, InvalidReading, StartupError, Unavailable
 from edge.fdrest import FAULTS, now_text
 from edge.ingest.bodies import Batch
 from edge.scoring.model import Model
@@ -52,6 +52,16 @@ class _Ingest:
     batch: Batch
     key: str | None
     future: asyncio.Future
+    digest: str | None = None  # sha256 of the request body, kept with its idempotency key
+
+
+@dataclass(frozen=True)
+class _Key:
+    """An idempotency key stored earlier: its rows and the digest of the body that stored them."""
+
+    first_id: int
+    last_id: int
+    digest: str | None  # None: stored by a version that kept no digest
 
 
 @dataclass
@@ -71,6 +81,11 @@ def _settle_all(pending: list[tuple[asyncio.Future, Any, BaseException | None]])
             future.set_exception(error)
         else:
             future.set_result(result)
+
+
+def _key_reused(key: str) -> Conflict:
+    return Conflict(f"Idempotency-Key {key[:64]!r} was used before for a different body; "
+                    "send each new request with a new key", reason="idempotency_key_reused", key=key[:200])
 
 
 def storage_error(exc: sqlite3.Error) -> Unavailable:
@@ -140,10 +155,12 @@ class Writer:
         return (self._thread is not None and self._thread.is_alive()
                 and (self._syncer is None or self._syncer.alive))
 
-    async def ingest(self, batch: Batch, key: str | None = None) -> Stored:
+    async def ingest(self, batch: Batch, key: str | None = None, digest: str | None = None) -> Stored:
+        """Score and store `batch`; answered once committed (and synced with --sync full). A `key`
+        seen before answers what it stored then, if `digest` (of the request body) matches."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._gathered.append(_Ingest(batch, key, future))
+        self._gathered.append(_Ingest(batch, key, future, digest))
         if len(self._gathered) == 1:
             # Hand over everything gathered in this loop iteration at once: one wake-up of the
             # writer per iteration instead of one per request.
@@ -263,13 +280,14 @@ class Writer:
         else:
             self._settle(task.future, result)
 
-    def _known_keys(self, group: list[_Ingest]) -> dict[str, int]:
+    def _known_keys(self, group: list[_Ingest]) -> dict[str, _Key]:
         keys = [job.key for job in group if job.key]
         if not keys:
             return {}
         marks = ",".join("?" * len(keys))
-        return dict(self.conn.execute(
-            f"SELECT key, first_id FROM fdedge_ingest_keys WHERE key IN ({marks})", keys).fetchall())
+        rows = self.conn.execute(f"SELECT key, first_id, last_id, body_sha256 FROM fdedge_ingest_keys "
+                                 f"WHERE key IN ({marks})", keys).fetchall()
+        return {key: _Key(first, last, digest) for key, first, last, digest in rows}
 
     def _commit_group(self, group: list[_Ingest]) -> None:
         """Score and store one group in one transaction, answer its requests, then publish."""
@@ -283,13 +301,16 @@ class Writer:
             fresh, x_rows, y = self._score(fresh)
         if fresh:
             stored, changes = self._store(fresh, x_rows, y)
-        for job, first_id in replays:
-            self._settle(job.future, self._replay(job, first_id))
+        for job, known in replays:
+            try:
+                self._settle(job.future, self._replay(job, known))
+            except (Conflict, Gone) as exc:
+                self._settle(job.future, error=exc)
         self._publish(stored, changes)
 
-    def _split_replays(self, group: list[_Ingest]) -> tuple[list[_Ingest], list[tuple[_Ingest, int]]] | None:
+    def _split_replays(self, group: list[_Ingest]) -> tuple[list[_Ingest], list[tuple[_Ingest, _Key | None]]] | None:
         """Requests to store, and those whose idempotency key was stored before (or earlier in this
-        group: first id -1). None when the keys could not be looked up; every request is answered."""
+        group: None). None when the keys could not be looked up; every request is answered."""
         try:
             known = self._known_keys(group)
         except sqlite3.Error as exc:
@@ -297,15 +318,20 @@ class Writer:
                 self._settle(job.future, error=storage_error(exc))
             return None
         fresh: list[_Ingest] = []
-        replays: list[tuple[_Ingest, int]] = []
-        seen: set[str] = set()
+        replays: list[tuple[_Ingest, _Key | None]] = []
+        seen: dict[str, str | None] = {}  # key -> digest, for keys first sent in this group
         for job in group:
-            if job.key and (job.key in known or job.key in seen):
-                replays.append((job, known.get(job.key, -1)))
+            if job.key and job.key in known:
+                replays.append((job, known[job.key]))
+            elif job.key and job.key in seen:
+                if seen[job.key] != job.digest:
+                    self._settle(job.future, error=_key_reused(job.key))
+                else:
+                    replays.append((job, None))
             else:
                 fresh.append(job)
                 if job.key:
-                    seen.add(job.key)
+                    seen[job.key] = job.digest
         return fresh, replays
 
     def _score(self, fresh: list[_Ingest]) -> tuple[list[_Ingest], list, np.ndarray]:
@@ -343,8 +369,9 @@ class Writer:
                     n = len(job.batch)
                     stored.append(Stored(first + offset, y[offset:offset + n], job.batch))
                     if job.key:
-                        conn.execute("INSERT INTO fdedge_ingest_keys(key, first_id, last_id, created) "
-                                     "VALUES (?, ?, ?, ?)", (job.key, first + offset, first + offset + n - 1, created))
+                        conn.execute("INSERT INTO fdedge_ingest_keys(key, first_id, last_id, created, body_sha256) "
+                                     "VALUES (?, ?, ?, ?, ?)",
+                                     (job.key, first + offset, first + offset + n - 1, created, job.digest))
                     offset += n
                 if self.alarms is not None:
                     # Alarm and outbox rows go into this transaction: committed with their readings or not at all.
@@ -400,16 +427,28 @@ class Writer:
             offset += n
         return keep, [x_rows[i] for i in keep_rows], y[keep_rows]
 
-    def _replay(self, job: _Ingest, first_id: int) -> Stored:
-        """Answer a repeated idempotency key with the faults stored the first time."""
+    def _replay(self, job: _Ingest, known: _Key | None) -> Stored:
+        """Answer a repeated idempotency key with the faults stored the first time. A different body
+        under the key is a Conflict; rows retention has removed since are Gone, never an empty answer."""
         n = len(job.batch)
         try:
-            if first_id < 0:  # same key twice in one group: the first is being stored right now
-                first_id = self.conn.execute("SELECT first_id FROM fdedge_ingest_keys WHERE key = ?",
-                                             (job.key,)).fetchall()[0][0]
+            if known is None:  # same key twice in one group: the first has just been stored
+                first, last, digest = self.conn.execute(
+                    "SELECT first_id, last_id, body_sha256 FROM fdedge_ingest_keys WHERE key = ?",
+                    (job.key,)).fetchall()[0]
+                known = _Key(first, last, digest)
             rows = self.conn.execute(
-                f"SELECT {', '.join(FAULTS)} FROM {TABLE} WHERE id >= ? AND id < ? ORDER BY id",
-                (first_id, first_id + n)).fetchall()
-        except (sqlite3.Error, TypeError):
+                f"SELECT {', '.join(FAULTS)} FROM {TABLE} WHERE id >= ? AND id <= ? ORDER BY id",
+                (known.first_id, known.last_id)).fetchall()
+        except (sqlite3.Error, IndexError):
             rows = []
-        return Stored(first_id, np.array(rows, dtype=np.float64).reshape(-1, 8), job.batch, replayed=True)
+            known = known or _Key(0, -1, None)
+        key = job.key or ""
+        stored = known.last_id - known.first_id + 1
+        if stored != n or (known.digest is not None and job.digest is not None and known.digest != job.digest):
+            raise _key_reused(key)
+        if len(rows) != stored:
+            raise Gone(f"Idempotency-Key {key[:64]!r} stored {stored} reading(s) before, "
+                       f"{stored - len(rows)} of them since removed by retention; nothing was stored again",
+                       reason="replay_gone", key=key[:200])
+        return Stored(known.first_id, np.array(rows, dtype=np.float64).reshape(-1, 8), job.batch, replayed=True)

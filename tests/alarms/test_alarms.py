@@ -24,16 +24,18 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from edge.alarms.rules import Rule, parse_rules
-from edge.alarms.engine import AlarmChange, AlarmEngine, Conflict, alarm_columns_sql, get_alarm, list_alarms, load_rules
-from edge.errors import BadRequest, NotFound, StartupError
-from edge.fdrest import FAULTS
+from edge.alarms.engine import AlarmChange, AlarmEngine, Conflict
 from edge.alarms.notifier import Notifier, signature
-from edge.ingest.bodies import format_time
-from edge.store.database import TABLE, insert_rows, open_database
-from tests.conftest import free_port
+from edge.alarms.rules import Rule, load_rules, parse_rules
+from edge.alarms.tables import alarm_columns_sql, get_alarm, list_alarms
+from edge.errors import BadRequest, NotFound, StartupError
+from edge.fdrest import FAULTS, format_time
+from edge.store.schema import TABLE, insert_rows, open_database
+from tests.harness import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2024, 3, 1, 8, 0, tzinfo=timezone.utc)
@@ -381,7 +383,7 @@ def test_an_alarm_bug_costs_no_readings(bench, monkeypatch, caplog):
 
     bench.feed(readings([40, 40]))
     monkeypatch.setattr(bench.engine, "_outbox", broken)  # fails after the alarm row was inserted
-    with caplog.at_level(logging.ERROR, "fdedge.alarms"):
+    with caplog.at_level(logging.ERROR, "edge.alarms"):
         assert bench.feed(readings([40, 40], start=2)) == []
     assert "alarm evaluation failed" in caplog.text and bench.engine.errors == 1
     assert bench.conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0] == 4
@@ -472,17 +474,16 @@ def test_ack_is_stored_idempotent_and_conflicts_with_a_different_ack(tmp_path):
 # -- routes -------------------------------------------------------------------------------------------
 
 @pytest.fixture
-def api(bench):
+def api(bench, make_client):
     from starlette.applications import Starlette
     from starlette.routing import Route
-    from starlette.testclient import TestClient
 
     from edge.http import alarm_routes
     from edge.http.responses import EXCEPTION_HANDLERS
     from edge.store.database import Readers
 
-    class Writer:  # Writer.run runs a function on the writer's connection
-        async def run(self, fn):
+    class Writer:  # Writer.call runs a function on the writer's connection
+        async def call(self, fn):
             return await asyncio.to_thread(fn, bench.conn)
 
     published: list[AlarmChange] = []
@@ -494,7 +495,7 @@ def api(bench):
     ], exception_handlers=EXCEPTION_HANDLERS)
     app.state.appliance = SimpleNamespace(alarms=bench.engine, writer=Writer(), readers=readers,
                                           publish_alarms=published.extend)
-    with TestClient(app) as client:
+    with make_client(app=app) as client:
         yield client, published
     readers.close()
 
@@ -583,7 +584,7 @@ def test_a_receiver_that_was_down_gets_every_notification_once_in_order_signed(t
     bench.engine.ack(bench.conn, 1, "ana", None)
     notifier = Notifier(bench.path, rules.webhooks, poll_s=0.05, backoff_s=0.05, backoff_cap_s=0.2)
     receiver = Receiver(port, failures=2)
-    caplog.set_level(logging.DEBUG, "fdedge")
+    caplog.set_level(logging.DEBUG, "edge")
     notifier.start()
     try:
         pending = lambda: bench.conn.execute(  # noqa: E731
@@ -725,8 +726,8 @@ integration = pytest.mark.skipif(not _integrated(), reason="alarms are not wired
 def drive(tmp_path: Path, linear_model, receiver_port: int, secret: str) -> tuple[Path, dict, dict, str]:
     """A rules file for the linear test model: reading `hi` puts one fault above warning (not alarm),
     reading `lo` puts it below clear; the other faults are disabled."""
-    from tests.conftest import linear_expected, reading
     from edge.fdrest import FEATURES
+    from tests.harness import linear_expected, reading
 
     params = linear_model[1]
     hi, lo = reading(1), reading(2)
@@ -748,21 +749,15 @@ def drive(tmp_path: Path, linear_model, receiver_port: int, secret: str) -> tupl
 
 
 @integration
-def test_alarms_through_the_app_survive_a_restart_and_reach_the_webhook(tmp_path, settings, linear_model):
+def test_alarms_through_the_app_survive_a_restart_and_reach_the_webhook(tmp_path, linear_model, make_client):
     import csv
-    import dataclasses
     import io
-
-    from starlette.testclient import TestClient
-
-    from edge.http.app import create_app
 
     secret = "integration-secret"
     receiver = Receiver(free_port()).start()
     rules, hi, lo, fault = drive(tmp_path, linear_model, receiver.port, secret)
-    configured = dataclasses.replace(settings, alarm_rules=rules)
     try:
-        with TestClient(create_app(configured)) as client:
+        with make_client(alarm_rules=rules) as client:
             hub = client.app.state.appliance.hub
             hub.subscribe("objects")  # as a connected /events client: the writer publishes only then
             cursor = hub.next_seq
@@ -783,7 +778,7 @@ def test_alarms_through_the_app_survive_a_restart_and_reach_the_webhook(tmp_path
             report = client.get("/generate_csv", params={"start": "2024-03-01", "end": "2024-03-01"})
             rows = list(csv.DictReader(io.StringIO(report.text)))
             assert [row["alarms"] for row in rows] == ["", "", f"{fault}:warning"]
-        with TestClient(create_app(configured)) as client:  # a restart keeps the alarm, then clears it
+        with make_client(alarm_rules=rules) as client:  # a restart keeps the alarm, then clears it
             assert [a["id"] for a in client.get("/api/alarms?state=active").json()["alarms"]] == [1]
             client.post("/send", json=[dict(lo, machine="m1", Time=stamp(3 + k)) for k in range(3)])
             assert client.get("/api/alarms?state=active").json()["alarms"] == []
@@ -797,14 +792,8 @@ def test_alarms_through_the_app_survive_a_restart_and_reach_the_webhook(tmp_path
 
 
 @integration
-def test_ack_needs_the_ingest_token(settings):
-    import dataclasses
-
-    from starlette.testclient import TestClient
-
-    from edge.http.app import create_app
-
-    with TestClient(create_app(dataclasses.replace(settings, token="ingest-token", read_token="read-token"))) as client:
+def test_ack_needs_the_ingest_token(make_client):
+    with make_client(token="ingest-token", read_token="read-token") as client:
         assert client.post("/api/alarms/1/ack", json={"by": "x"}).status_code == 401
         read = {"Authorization": "Bearer read-token"}
         assert client.post("/api/alarms/1/ack", json={"by": "x"}, headers=read).status_code == 401

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BUNDLED, make_linear_model
+from tests.harness import BUNDLED, make_linear_model
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -87,17 +87,15 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("fdedge-bench-*")), "the temporary work dir was not removed"
 
 
-def test_durable_yardstick_stores_each_body_before_answering(tmp_path: Path, monkeypatch) -> None:
+def test_durable_yardstick_stores_each_body_before_answering(tmp_path: Path, monkeypatch, make_client) -> None:
     """The durable bare app is a yardstick only if it does the work: every answered body is in its log."""
-    from starlette.testclient import TestClient
-
     from bench.bare_app import durable
     from bench.common import DURABLE_LOG
 
     log = tmp_path / "durable.log"
     monkeypatch.setenv(DURABLE_LOG, str(log))
     bodies = [b'{"n": %d}' % i for i in range(5)]
-    with TestClient(durable) as client:
+    with make_client(app=durable) as client:
         for body in bodies:
             answer = client.post("/send", content=body, headers={"Content-Type": "application/json"})
             assert answer.status_code == 200 and len(answer.json()[0]) == 8

@@ -78,6 +78,7 @@ def test_fdrest_reference_predictions_reproduced_by_runtime_path(fdrest_converte
 @needs_fdrest
 def test_fdrest_manifest_follows_contract(fdrest_converted: Path) -> None:
     import onnxruntime as ort
+
     from edge.fdrest import CATALOGUE
 
     m = json.loads((fdrest_converted / "manifest.json").read_text())

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from edge.fdrest import COLUMNS, FAULTS, FEATURES
-from tests.conftest import linear_expected, reading
+from tests.harness import SSE, first_event, linear_expected, reading, readings_at_least
+from tests.reliability_helpers import metric_value, wait_for
 
 
 def rows(settings) -> int:
@@ -139,12 +140,8 @@ def test_malformed_bodies_get_clear_json_errors(client, settings, body, ctype, s
     assert rows(settings) == 0
 
 
-def test_body_over_the_limit_is_413(tmp_path, linear_model):
-    from starlette.testclient import TestClient
-    from edge.http.app import create_app
-    from edge.settings import Settings
-    settings = Settings(data_dir=tmp_path, model_dir=linear_model[0], max_body_bytes=4096, max_batch_rows=3)
-    with TestClient(create_app(settings)) as client:
+def test_body_over_the_limit_is_413(make_client):
+    with make_client(max_body_bytes=4096, max_batch_rows=3) as client:
         r = client.post("/send", json=[reading(i) for i in range(10)])
         assert r.status_code == 413
         r = client.post("/send", json=[reading(0)] * 4)
@@ -249,12 +246,8 @@ def test_unknown_paths_and_methods_answer_json(client):
     assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
 
 
-def test_tokens_guard_ingest_and_reads(tmp_path, linear_model):
-    from starlette.testclient import TestClient
-    from edge.http.app import create_app
-    from edge.settings import Settings
-    settings = Settings(data_dir=tmp_path, model_dir=linear_model[0], token="in-secret", read_token="read-secret")
-    with TestClient(create_app(settings)) as client:
+def test_tokens_guard_ingest_and_reads(make_client):
+    with make_client(token="in-secret", read_token="read-secret") as client:
         assert client.post("/send", json=reading(0)).status_code == 401
         assert client.post("/send", json=reading(0), headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert client.post("/send", json=reading(0), headers={"Authorization": "Bearer read-secret"}).status_code == 401
@@ -262,8 +255,12 @@ def test_tokens_guard_ingest_and_reads(tmp_path, linear_model):
         for path in ("/history?metric=temperature", "/generate_csv?start=2020-01-01&end=2030-01-01",
                      "/events", "/api/latest", "/api/series", "/metrics"):
             assert client.get(path).status_code == 401, path
-            r = client.get(path, headers={"Authorization": "Bearer read-secret"}) if path != "/events" else None
-            assert r is None or r.status_code == 200, path
+            if path == "/events":  # endless: opened, its first frame read, then closed
+                stream = SSE(client, path, {"Authorization": "Bearer read-secret"}, want=first_event, timeout=5)
+                stream.result()
+                assert stream.status == 200 and stream.events[0]["event"] == "hello", (path, stream.status, stream.body)
+            else:
+                assert client.get(path, headers={"Authorization": "Bearer read-secret"}).status_code == 200, path
         client.cookies.set("fdedge_token", "read-secret")
         assert client.get("/api/latest").status_code == 200
         client.cookies.clear()
@@ -271,17 +268,14 @@ def test_tokens_guard_ingest_and_reads(tmp_path, linear_model):
             assert client.get(path).status_code == 200, path
 
 
-def test_existing_fdrest_database_is_migrated_in_place(tmp_path, linear_model):
-    from starlette.testclient import TestClient
-    from edge.http.app import create_app
-    from edge.settings import Settings
+def test_existing_fdrest_database_is_migrated_in_place(tmp_path, make_client):
     db = tmp_path / "sensor_data.db"
     with sqlite3.connect(db) as conn:  # FD-REST's own DDL
         conn.execute("CREATE TABLE sensor_data (id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT, "
                      + ", ".join(f"{c} REAL" for c in (*COLUMNS, *FAULTS)) + ")")
         conn.execute(f"INSERT INTO sensor_data (time, {', '.join(COLUMNS)}, {', '.join(FAULTS)}) VALUES "
                      f"(?, {', '.join('?' * 43)})", ("2023-11-06 15:00:00", *range(35), *range(8)))
-    with TestClient(create_app(Settings(db=db, model_dir=linear_model[0]))) as client:
+    with make_client(db=db) as client:
         assert client.get("/history?metric=temperature").json()["values"] == [1.0]
         assert client.post("/send", json=reading(0)).status_code == 200
         assert client.get("/api/latest?limit=5").json()["readings"][1]["machine"] == "default"
@@ -303,30 +297,25 @@ def test_locked_database_answers_503_and_recovers(client, settings):
     assert rows(settings) == 1
 
 
-def test_retention_keeps_the_newest_rows(tmp_path, linear_model):
+def test_retention_keeps_the_newest_rows(make_client):
     import asyncio
+
     from edge.store import retention
-    from starlette.testclient import TestClient
-    from edge.http.app import create_app
-    from edge.settings import Settings
-    settings = Settings(data_dir=tmp_path, model_dir=linear_model[0], retention_rows=50, retention_days=1,
-                        retention_interval=3600)
-    with TestClient(create_app(settings)) as client:
+    with make_client(retention_rows=50, retention_days=1) as client:
         client.post("/send", json=[reading(i, Time="2020-01-01 00:00:00") for i in range(10)])
         client.post("/send", json=[reading(i) for i in range(100)])
         app = client.app.state.appliance
-        asyncio.run_coroutine_threadsafe(retention.prune_once(app), app.loop).result(10)
-        assert app.metrics.pruned._value.get() == 60  # the background pass may have done it first
+        asyncio.run_coroutine_threadsafe(retention.prune_once(app.writer, app.settings, app.metrics), app.loop).result(10)
+        # counted once, whichever pass deleted them (the background one may have done it first)
+        wait_for(lambda: app.metrics.registry.get_sample_value("fdedge_readings_pruned_total") == 60, 10,
+                 "60 pruned readings counted")
+        assert metric_value(client.get("/metrics").text, "fdedge_readings_pruned_total") == 60
         ids = [r["id"] for r in client.get("/api/latest?limit=1000").json()["readings"]]
         assert len(ids) == 50 and min(ids) == 61
 
 
-def test_full_database_answers_503_and_keeps_serving(tmp_path, linear_model):
-    from starlette.testclient import TestClient
-    from edge.http.app import create_app
-    from edge.settings import Settings
-    settings = Settings(data_dir=tmp_path, model_dir=linear_model[0], max_db_mb=0.3)
-    with TestClient(create_app(settings)) as client:
+def test_full_database_answers_503_and_keeps_serving(make_client, settings):
+    with make_client(max_db_mb=0.3) as client:
         stored = 0
         for i in range(200):
             r = client.post("/send", json=[reading(i) for _ in range(50)])
@@ -339,17 +328,14 @@ def test_full_database_answers_503_and_keeps_serving(tmp_path, linear_model):
         assert client.get("/api/latest?limit=1").status_code == 200
 
 
-def test_retention_by_age_ignores_a_clock_far_ahead_of_the_data(tmp_path, linear_model):
+def test_retention_by_age_ignores_a_clock_far_ahead_of_the_data(make_client):
     import asyncio
+
     from edge.store import retention
-    from starlette.testclient import TestClient
-    from edge.http.app import create_app
-    from edge.settings import Settings
-    settings = Settings(data_dir=tmp_path, model_dir=linear_model[0], retention_days=1, retention_interval=3600)
-    with TestClient(create_app(settings)) as client:
+    with make_client(retention_days=1) as client:
         client.post("/send", json=[reading(0, Time="2020-01-01 00:00:00"), reading(1, Time="2020-01-03 00:00:00")])
         app = client.app.state.appliance
-        asyncio.run_coroutine_threadsafe(retention.prune_once(app), app.loop).result(10)
+        asyncio.run_coroutine_threadsafe(retention.prune_once(app.writer, app.settings, app.metrics), app.loop).result(10)
         # measured from the newest reading (2020-01-03), not from today
         assert client.get("/history?metric=temperature").json()["timestamps"] == ["2020-01-03 00:00:00"]
 
@@ -383,68 +369,7 @@ def test_an_unexpected_writer_error_costs_one_request_not_the_writer(client, set
 
 # -- GET /events: the event shapes ---------------------------------------------------------------
 
-class SSE:
-    """GET /events on the test client's own event loop (the one the writer publishes to), parsed
-    into events, until `want(events)` holds; then the client disconnects. The test client itself
-    cannot read an endless response."""
-
-    def __init__(self, client, path: str, headers: dict | None = None, want=lambda events: False):
-        import threading
-        self.client, self.path, self.want = client, path, want
-        self.headers = [(k.lower().encode(), v.encode()) for k, v in {"accept": "text/event-stream", **(headers or {})}.items()]
-        self.status: int | None = None
-        self.events: list[dict] = []
-        self.body = b""
-        self.started = threading.Event()  # the first bytes (hello, or an error) arrived
-        self.future = client.portal.start_task_soon(self._run)
-        assert self.started.wait(10), "no answer from /events"
-
-    async def _run(self) -> None:
-        import anyio
-        done = anyio.Event()
-        rest = b""
-
-        async def receive():
-            await done.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(message):
-            nonlocal rest
-            if message["type"] == "http.response.start":
-                self.status = message["status"]
-                if self.status != 200:
-                    self.started.set()
-                return
-            self.body += message.get("body", b"")
-            rest += message.get("body", b"")
-            *frames, rest = rest.split(b"\r\n\r\n")
-            for text in frames:
-                fields = dict(line.split(": ", 1) for line in text.decode().split("\r\n") if not line.startswith(":"))
-                if "data" in fields:
-                    fields["data"] = json.loads(fields["data"])
-                self.events.append(fields)
-            if self.events:
-                self.started.set()
-            if self.status != 200 or self.want(self.events):
-                done.set()
-
-        path, _, query = self.path.partition("?")
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
-                 "root_path": "", "headers": self.headers, "client": ("127.0.0.1", 1), "server": ("test", 80)}
-        with anyio.fail_after(10):
-            await self.client.app(scope, receive, send)
-
-    def result(self) -> list[dict]:
-        self.future.result(timeout=15)
-        return self.events
-
-    def readings(self) -> list[dict]:
-        return [e for e in self.result() if e.get("event") == "reading"]
-
-
-def readings_at_least(n: int):
-    return lambda events: sum(e.get("event") == "reading" for e in events) >= n
+# SSE (tests/harness.py) reads GET /events on the test client's own event loop.
 
 
 def test_events_arrays_shape_carries_the_stored_values_named_by_hello(client):

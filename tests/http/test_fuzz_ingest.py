@@ -18,16 +18,17 @@ import io
 import json
 import math
 import sqlite3
+import unicodedata
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edge.fdrest import COLUMNS, FAULTS, FEATURES
-from tests.conftest import reading
-from tests.reliability_helpers import InProcessServer, Reply, request
+from tests.harness import Server, reading
+from tests.reliability_helpers import Reply, request
 
-pytest_plugins = ["tests.conftest_reliability"]
 REPORT_SECTION = "bad_input"
 
 MAX_BODY = 64 * 1024
@@ -49,7 +50,7 @@ def app_client(tmp_path_factory, linear_model):
     data = tmp_path_factory.mktemp("fuzz")
     settings = Settings(data_dir=data, model_dir=linear_model[0], max_body_bytes=MAX_BODY, max_batch_rows=MAX_ROWS,
                         retention_interval=3600)
-    with InProcessServer(settings, extra={"timeout_graceful_shutdown": 2}) as server:
+    with Server(settings=settings, uvicorn={"timeout_graceful_shutdown": 2}) as server:
         yield server, settings.db_path
 
 
@@ -118,6 +119,8 @@ def feature_ok(value) -> bool | None:
     """True/False when the rule is clear, None when it depends on the model (huge magnitudes)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return False
+    if isinstance(value, str) and (not value.isascii() or "_" in value):
+        return False  # ASCII decimal notation only: float() would read "١٢٣" and "1_000"
     try:
         number = float(value)
     except (ValueError, OverflowError):
@@ -144,7 +147,16 @@ def time_ok(value) -> bool | None:
 
 
 def machine_ok(value) -> bool:
-    return value is None or (isinstance(value, str) and 0 < len(value) <= 64 and value.isprintable())
+    """Printable text, NFC-normalised and stripped of spaces, of 1-64 characters."""
+    if value is None:
+        return True
+    if not isinstance(value, str):
+        return False
+    name = unicodedata.normalize("NFC", value)
+    if not name.isprintable():
+        return False
+    name = name.strip(" ")
+    return 0 < len(name) <= 64
 
 
 def reading_ok(obj) -> bool | None:

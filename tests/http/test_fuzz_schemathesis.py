@@ -19,9 +19,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode, checks
 
 from edge.http import openapi
-from tests.conftest import reading
+from tests.harness import reading
 
-pytest_plugins = ["tests.conftest_reliability"]
 REPORT_SECTION = "bad_input"
 
 EXAMPLES = 30
@@ -30,9 +29,10 @@ STREAM_TIMEOUT = 1  # /events never ends: schemathesis keeps what arrived before
 
 @pytest.fixture(scope="module")
 def api_schema(tmp_path_factory, linear_model):
+    from schemathesis.python import asgi
+
     from edge.http.app import create_app
     from edge.settings import Settings
-    from schemathesis.python import asgi
     settings = Settings(data_dir=tmp_path_factory.mktemp("schemathesis"), model_dir=linear_model[0],
                         retention_interval=3600)
     app = create_app(settings)

@@ -26,10 +26,9 @@ import pytest
 from starlette.routing import Mount, Route
 
 from edge.http.head_limit import MAX_HEAD_BYTES
-from tests.conftest import BUNDLED, REPO, reading
+from tests.harness import BUNDLED, REPO, SSE, Server, first_event, reading
 from tests.reliability_helpers import count_rows, get, open_socket, post, read_response, request, rss_mb
 
-pytest_plugins = ["tests.conftest_reliability"]
 REPORT_SECTION = "security"
 
 INGEST = "ingest-Secr3t-4f9c2a"
@@ -49,15 +48,9 @@ def model_dir(linear_model) -> Path:
 
 
 @pytest.fixture
-def guarded(tmp_path, linear_model):
+def guarded(make_client):
     """An app with both tokens set, through Starlette's test client."""
-    from starlette.testclient import TestClient
-    from edge.http.app import create_app
-    from edge.settings import Settings
-    settings = Settings(data_dir=tmp_path / "data", model_dir=linear_model[0], token=INGEST, read_token=READ,
-                        retention_interval=3600)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        yield client
+    return make_client(token=INGEST, read_token=READ, raise_server_exceptions=False)
 
 
 def concrete_paths(app) -> list[tuple[str, set[str]]]:
@@ -148,17 +141,19 @@ def test_every_route_and_method_refuses_requests_without_the_right_token(guarded
                                                ({}, {"fdedge_token": READ}, "the read cookie")]:
                     r = call(guarded, method, path, headers, cookies)
                     assert r.status_code != 401, f"{method} {path} refused {what}"
+                    if method == "GET" and path.startswith("/events"):  # call() sent HEAD: open the stream too
+                        cookie = {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())} if cookies else {}
+                        stream = SSE(guarded, path, {**headers, **cookie}, want=first_event, timeout=5)
+                        stream.result()
+                        assert stream.status == 200 and stream.events[0]["event"] == "hello", \
+                            f"GET {path} with {what}: {stream.status} {stream.body[:200]!r}"
     report.put("security", "routes", len(routes))
     report.put("security", "refusals", refused)
     report.put("security", "open_paths", sorted(OPEN_PATHS | {"/static/*"}))
 
 
-def test_with_only_the_ingest_token_reads_are_open_and_writes_are_not(tmp_path, linear_model):
-    from starlette.testclient import TestClient
-    from edge.http.app import create_app
-    from edge.settings import Settings
-    settings = Settings(data_dir=tmp_path, model_dir=linear_model[0], token=INGEST, retention_interval=3600)
-    with TestClient(create_app(settings)) as client:
+def test_with_only_the_ingest_token_reads_are_open_and_writes_are_not(make_client):
+    with make_client(token=INGEST) as client:
         assert client.post("/send", json=reading(0)).status_code == 401
         assert client.post("/send", json=reading(0), headers={"Authorization": f"Bearer {INGEST}"}).status_code == 200
         assert client.get("/api/latest").status_code == 200
@@ -166,6 +161,7 @@ def test_with_only_the_ingest_token_reads_are_open_and_writes_are_not(tmp_path, 
 
 def test_tokens_are_compared_in_constant_time(guarded, monkeypatch, report):
     import hmac
+
     from edge.http import auth
     calls: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest
@@ -259,11 +255,8 @@ class TracingConnection(_Traces, sqlite3.Connection):
         return super().cursor(TracingCursor)
 
 
-def test_no_sql_text_is_built_from_query_parameters(tmp_path, linear_model, monkeypatch, report):
-    from starlette.testclient import TestClient
+def test_no_sql_text_is_built_from_query_parameters(make_client, monkeypatch, report):
     from edge.http import openapi
-    from edge.http.app import create_app
-    from edge.settings import Settings
     real_connect = sqlite3.connect
 
     def traced_connect(*args, **kwargs):
@@ -273,10 +266,9 @@ def test_no_sql_text_is_built_from_query_parameters(tmp_path, linear_model, monk
     monkeypatch.setattr(sqlite3, "connect", traced_connect)
     _Traces.statements = []
     version = sqlite3.sqlite_version
-    settings = Settings(data_dir=tmp_path, model_dir=linear_model[0], retention_interval=3600)
     spec = openapi.build("x")
     attempts = 0
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+    with make_client(raise_server_exceptions=False) as client:
         assert client.post("/send", json=[reading(i, Time="2023-11-08 10:00:00", machine="m1") for i in range(5)]
                            ).status_code == 200
         baseline = {"start": "2023-11-01", "end": "2023-11-30", "metric": "temperature", "metrics": "temperature"}
@@ -319,33 +311,34 @@ def test_machine_names_with_sql_are_stored_verbatim_as_values(client, settings):
 # Every interpolation into SQL text in edge/, and why it cannot carry input. A new one fails the
 # scan below until it is added here, with its reason.
 SQL_INTERPOLATIONS = {
-    "TABLE": "storage.TABLE constant",
-    "ALARMS": "alarms table name constant",
-    "OUTBOX": "notify outbox table name constant",
-    "SELECT": "alarms column list constant",
-    "SELECT_LIST": "storage column list constant",
-    "MAX_FAULT_SQL": "queries constant over FAULTS",
+    "TABLE": "store.schema.TABLE constant",
+    "ALARMS": "alarms.tables: table name constant",
+    "OUTBOX": "alarms.tables: outbox table name constant",
+    "SELECT": "alarms.tables: column list constant",
+    "SELECT_LIST": "store.schema: column list constant",
+    "MAX_FAULT_SQL": "store.export: constant over FAULTS",
+    "DEFAULT_MACHINE": "fdrest constant: the machine's column default",
     "', '.join(COLUMNS)": "fdrest constants",
     "', '.join(FAULTS)": "fdrest constants",
-    "cols": "', '.join(FAULTS) in alarms._replay",
+    "cols": "', '.join(FAULTS) in alarms.engine._replay",
     "alarm_columns_sql(TABLE)": "built from FAULTS and table constants",
-    "column": "queries.metric(): one of METRICS, matched by equality",
-    "clause": "queries.machine_clause(): a constant text, the machine is bound",
+    "column": "reading_queries.metric(): one of METRICS, matched by equality",
+    "clause": "reading_queries.machine_clause(): a constant text, the machine is bound",
     "where": "ReportFilter.where()/list_alarms: constant fragments, values bound",
     "' AND '.join(where)": "list_alarms: constant fragments, values bound",
-    "aggregates": "series(): avg/max over columns from queries.metric()",
+    "aggregates": "series(): avg/max over columns from reading_queries.metric()",
     "marks": "'?' placeholders, one per key",
     "','.join('?' * len(keys))": "'?' placeholders",
-    "', '.join((f'{k} = ?' for k in names))": "alarms._change: keyword names of internal calls",
+    "', '.join((f'{k} = ?' for k in names))": "alarms.engine._change: keyword names of internal calls",
     "int(busy_ms)": "an int",
     "'FULL' if sync == 'full' else 'NORMAL'": "one of two constants",
     "max(int(max_mb * 1024 * 1024 // page), 1)": "an int",
 }
 SQL_NAMES = {  # statements passed as a variable or built by a call
-    "CREATE_TABLE": "storage constant", "ddl": "loop over a tuple of DDL constants", "_INSERT": "alarms constant",
-    "_INSERT_OUTBOX": "alarms constant", "insert_sql(end - start)": "placeholders for n rows",
-    "insert_sql(len(chunk))": "placeholders for n rows", "sql": "a local built from the entries above",
-    "INSERT_SQL": "storage constant",
+    "CREATE_TABLE": "store.schema constant", "ddl": "loop over a tuple of DDL constants",
+    "INSERT": "alarms.tables constant", "INSERT_OUTBOX": "alarms.tables constant",
+    "insert_sql(end - start)": "placeholders for n rows", "insert_sql(len(chunk))": "placeholders for n rows",
+    "sql": "a local built from the entries above",
 }
 
 
@@ -479,9 +472,7 @@ def test_pages_carry_a_strict_content_security_policy(client, report):
 
 
 def test_static_files_cannot_climb_out_of_web_static_and_errors_show_no_internals(server_factory, linear_model,
-                                                                                  monkeypatch, settings, report):
-    from starlette.testclient import TestClient
-    from edge.http.app import create_app
+                                                                                  monkeypatch, make_client, report):
     server = server_factory(model_dir(linear_model), env={"FDEDGE_TOKEN": INGEST, "FDEDGE_READ_TOKEN": READ}).start()
     for path in ("/static/../edge/http/auth.py", "/static/%2e%2e/%2e%2e/pyproject.toml", "/static/..%2f..%2fedge%2fauth.py",
                  "/static/../api/latest", "/static//etc/passwd", "/static/%2e%2e%2fsensor_data.db"):
@@ -496,7 +487,7 @@ def test_static_files_cannot_climb_out_of_web_static_and_errors_show_no_internal
         raise RuntimeError("secret internals at /srv/x.py line 12")
 
     monkeypatch.setattr(queries, "machines", broken)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+    with make_client(raise_server_exceptions=False) as client:
         r = client.get("/api/machines")
     assert r.status_code == 500 and r.json()["error"] == "internal"
     assert "Traceback" not in r.text and "secret internals" not in r.text
@@ -657,11 +648,8 @@ def test_a_head_refused_behind_a_slow_pipelined_request_is_answered_after_it():
     """The 431 for a head still arriving waits for the response owed before it, and the app never
     sees the refused request (a tiny app under uvicorn with the protocol `fdedge serve` uses)."""
     import asyncio
-    import threading
-    import time
-    import uvicorn
+
     from edge.http.head_limit import BoundedHttpToolsProtocol
-    from tests.conftest import free_port
 
     seen: list[str] = []
 
@@ -677,15 +665,8 @@ def test_a_head_refused_behind_a_slow_pipelined_request_is_answered_after_it():
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, loop="asyncio",
-                                           http=BoundedHttpToolsProtocol, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    try:
+    with Server(app=app, uvicorn={"http": BoundedHttpToolsProtocol, "log_level": "error"}) as server:
+        port = server.port
         c = RawConnection(port)
         c.sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /refused HTTP/1.1\r\nHost: x\r\nX-Big: ")
         for _ in range(8):
@@ -697,9 +678,6 @@ def test_a_head_refused_behind_a_slow_pipelined_request_is_answered_after_it():
         c.close()
         assert get(port, "/after").status == 200
         assert seen == ["/slow", "/after"]
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_allowed_hosts_refuse_a_rebound_name_on_every_path(server_factory, linear_model, report):

@@ -29,10 +29,9 @@ from pathlib import Path
 import pytest
 
 from edge.fdrest import FEATURES
-from tests.conftest import BUNDLED, reading
+from tests.harness import BUNDLED, reading
 from tests.reliability_helpers import post, wait_for
 
-pytest_plugins = ["tests.conftest_reliability"]
 REPORT_SECTION = "crash"
 
 FORMATS = ("json-single", "json-array", "ndjson", "csv")

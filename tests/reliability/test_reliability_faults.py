@@ -24,11 +24,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import BUNDLED, REPO, free_port, reading
-from tests.reliability_helpers import (InProcessServer, count_rows, drain, get, metric_value, open_socket, post,
-                                       read_response, rss_mb, wait_for)
+from tests.harness import BUNDLED, Server, reading
+from tests.reliability_helpers import (
+    count_rows,
+    drain,
+    get,
+    metric_value,
+    open_socket,
+    post,
+    read_response,
+    rss_mb,
+    wait_for,
+)
 
-pytest_plugins = ["tests.conftest_reliability"]
 REPORT_SECTION = "faults"
 
 
@@ -48,17 +56,7 @@ def batch(n: int, seed: int = 0, **extra) -> list[dict]:
 
 def failed_start(data_dir: Path, model: Path, *args: str, timeout: float = 60) -> tuple[int, str]:
     """`fdedge serve` that must refuse to start: its exit code and output."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge", "serve", "--host", "127.0.0.1", "--port", str(free_port()),
-         "--data-dir", str(data_dir), "--model-dir", str(model), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-        raise AssertionError(f"the server started although it should have refused: {out[-2000:]}") from None
-    return proc.returncode, out
+    return Server(data_dir, model, args=args).refused_start(timeout)
 
 
 def assert_clear_refusal(code: int, out: str, *words: str) -> str:
@@ -230,7 +228,6 @@ def small_filesystem(tmp_path):
 
 
 def test_full_filesystem_answers_503_and_recovers_when_space_returns(small_filesystem, linear_model, report):
-    from tests.conftest import Server
     server = Server(small_filesystem / "data", model_dir(linear_model))
     try:
         server.start()
@@ -462,19 +459,16 @@ PAST, Y2020, NOON, ELEVEN, FUTURE = ("1970-01-01 00:00:00", "2020-01-01 00:00:00
     # the clock fell back to 1971 (dead RTC battery): nothing later than 1970-12-31 is deleted
     (datetime(1971, 1, 1, tzinfo=timezone.utc), [PAST, Y2020, NOON, ELEVEN, FUTURE], [Y2020, NOON, ELEVEN, FUTURE]),
 ], ids=["reading-stamped-9999", "clock-10-years-ahead", "clock-back-in-1971"])
-def test_retention_age_is_measured_from_min_of_clock_and_newest_reading(tmp_path, linear_model, monkeypatch, report,
+def test_retention_age_is_measured_from_min_of_clock_and_newest_reading(make_client, monkeypatch, report,
                                                                        clock, times, kept):
-    from starlette.testclient import TestClient
     from edge.store import retention
-    from edge.http.app import create_app
-    from edge.settings import Settings
-    settings = Settings(data_dir=tmp_path, model_dir=linear_model[0], retention_days=1, retention_interval=3600)
-    with TestClient(create_app(settings)) as client:
+    # frozen before the app starts: its own first retention pass may run after the post below
+    FrozenClock.now_value = clock
+    monkeypatch.setattr(retention, "datetime", FrozenClock)
+    with make_client(retention_days=1) as client:
         assert client.post("/send", json=[reading(i, Time=t) for i, t in enumerate(times)]).status_code == 200
-        FrozenClock.now_value = clock
-        monkeypatch.setattr(retention, "datetime", FrozenClock)
         app = client.app.state.appliance
-        asyncio.run_coroutine_threadsafe(retention.prune_once(app), app.loop).result(10)
+        asyncio.run_coroutine_threadsafe(retention.prune_once(app.writer, app.settings, app.metrics), app.loop).result(10)
         left = client.get("/history?metric=temperature&limit=100").json()["timestamps"]
     assert left == kept
     survived(report, "clock jumps vs retention",
@@ -485,7 +479,7 @@ def test_retention_age_is_measured_from_min_of_clock_and_newest_reading(tmp_path
 # -- slow clients ------------------------------------------------------------------------------------
 
 def test_slowloris_body_is_cut_off_at_the_deadline_and_the_connection_closed(settings, report):
-    with InProcessServer(settings) as server:
+    with Server(settings=settings) as server:
         server.appliance.deadlines.seconds = 1.0  # BODY_TIMEOUT (30 s) shortened for the test
         slow = Trickle(server.port, 20, every=0.1)
         try:
@@ -540,6 +534,7 @@ def test_real_server_cuts_a_slow_body_off_after_thirty_seconds(server_factory, l
 
 def test_sse_clients_that_never_read_do_not_stall_ingest_and_are_disconnected(settings, monkeypatch, report):
     from sse_starlette.sse import EventSourceResponse
+
     from edge.http import event_routes as events
     class ShortSendTimeout(EventSourceResponse):  # send_timeout=30 in edge/http/event_routes.py, shortened here
         def __init__(self, *args, **kwargs):
@@ -547,7 +542,7 @@ def test_sse_clients_that_never_read_do_not_stall_ingest_and_are_disconnected(se
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(events, "EventSourceResponse", ShortSendTimeout)
-    with InProcessServer(settings) as server:
+    with Server(settings=settings) as server:
         stuck = stuck_sse_clients(server.port, 10)
         try:
             wait_for(lambda: len(server.appliance.hub) == 10, 10, "10 SSE subscribers")

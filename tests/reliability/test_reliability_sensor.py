@@ -12,16 +12,15 @@ import time
 
 import pytest
 
+from tests.harness import BUNDLED
 from tests.reliability_helpers import wait_for
-from tests.simulator.test_sensor import finish, make_csv, start_sensor, stored, stored_count
+from tests.sensor_helpers import finish, make_csv, start_sensor, stored, stored_count
 
-pytest_plugins = ["tests.conftest_reliability"]
 REPORT_SECTION = "sensor"
 
 
 @pytest.mark.slow
 def test_sensor_buffer_loses_nothing_across_three_server_kills(server_factory, linear_model, tmp_path, report):
-    from tests.conftest import BUNDLED
     model = BUNDLED if (BUNDLED / "manifest.json").exists() else linear_model[0]
     rng = random.Random()
     rows = make_csv(tmp_path / "data.csv", 900, seed=rng.randrange(1000))

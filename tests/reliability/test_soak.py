@@ -27,10 +27,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BUNDLED, REPO, reading
+from tests.harness import BUNDLED, REPO, reading
 from tests.reliability_helpers import get, metric_value, post, rss_mb, soak_seconds, wait_for
 
-pytest_plugins = ["tests.conftest_reliability"]
 REPORT_SECTION = "load"
 
 RATE = 200  # readings per second

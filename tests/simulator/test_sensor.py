@@ -8,83 +8,28 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
-from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from edge.fdrest import COLUMNS, FEATURES
+from edge.fdrest import FEATURES, format_time
 from simulator import sensor
-from simulator.dataset import read_csv, write_csv
 from simulator.delivery import request_body
 from simulator.outbox import BufferLocked, Outbox
-from simulator.sources import format_time, machine_readings
-from tests.conftest import BUNDLED, REPO, Server, free_port
-
-FAST = ["--max-backoff", "0.3", "--progress", "0.5", "--timeout", "5"]
-ENV = {k: v for k, v in os.environ.items() if k not in {"FDEDGE_URL", "FDEDGE_TOKEN"}}
-
+from simulator.sources import machine_readings
+from tests.harness import BUNDLED, Server, free_port
+from tests.sensor_helpers import FAST, finish, make_csv, run_sensor, start_sensor, stored, stored_count, when
 
 # -- helpers --------------------------------------------------------------------------------
 
 @pytest.fixture
 def model(linear_model) -> Path:
     return BUNDLED if (BUNDLED / "manifest.json").exists() else linear_model[0]
-
-
-def sensor_cmd(url: str, buffer: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "edge", "simulate", "--url", url, "--buffer", str(buffer), *FAST, *args]
-
-
-def run_sensor(url: str, buffer: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run(sensor_cmd(url, buffer, *args), capture_output=True, text=True, timeout=timeout,
-                          cwd=REPO, env=ENV)
-
-
-def start_sensor(url: str, buffer: Path, *args: str, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(sensor_cmd(url, buffer, *args), stdout=subprocess.DEVNULL,
-                            stderr=log.open("w"), cwd=REPO, env=ENV)
-
-
-def when(text: str) -> datetime:
-    return datetime.fromisoformat(text)
-
-
-def stored(server: Server, machine: str | None = None) -> list[tuple]:
-    """(time, *features) of every stored reading, in id order."""
-    query = f"SELECT time, {', '.join(COLUMNS)} FROM sensor_data"
-    params: tuple = ()
-    if machine is not None:
-        query, params = query + " WHERE machine = ?", (machine,)
-    with sqlite3.connect(server.data_dir / "sensor_data.db") as conn:
-        rows = conn.execute(query + " ORDER BY id", params).fetchall()
-    return [(when(r[0]), *r[1:]) for r in rows]
-
-
-def stored_count(server: Server) -> int:
-    try:
-        with sqlite3.connect(server.data_dir / "sensor_data.db", timeout=5) as conn:
-            return conn.execute("SELECT count(*) FROM sensor_data").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
-def csv_rows(path: Path) -> list[tuple]:
-    times, x, _ = read_csv(path)
-    return [(when(t), *row) for t, row in zip(times, x.tolist())]
-
-
-def make_csv(path: Path, rows: int, seed: int = 0, start: str = "2024-01-01 00:00:00") -> list[tuple]:
-    write_csv(path, rows, seed=seed, start=datetime.fromisoformat(start + "+00:00"), interval_s=1.0)
-    return csv_rows(path)
 
 
 def ingest_keys(server: Server) -> list[tuple[str, int, int]]:
@@ -98,17 +43,6 @@ def wait_for(predicate, timeout: float = 20, what: str = "condition") -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
-
-
-def finish(proc: subprocess.Popen, log: Path, timeout: float = 30) -> str:
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise AssertionError(f"the sensor did not finish: {log.read_text()[-2000:]}") from None
-    text = log.read_text()
-    assert proc.returncode == 0, text[-2000:]
-    return text
 
 
 # -- units ----------------------------------------------------------------------------------
@@ -129,8 +63,8 @@ def test_rate_refuses_nonsense(text, capsys):
 
 def test_durations_and_times():
     assert [sensor.parse_seconds(t) for t in ("90", "90s", "1.5min", "2h")] == [90, 90, 90, 7200]
-    assert format_time(sensor.parse_start("2024-01-01 00:00:00")) == "2024-01-01 00:00:00"
-    assert format_time(sensor.parse_start("2024-01-01T01:00:00.25+01:00")) == "2024-01-01 00:00:00.250"
+    assert format_time(sensor.parse_start("2024-01-01 00:00:00"), ms=True) == "2024-01-01 00:00:00"
+    assert format_time(sensor.parse_start("2024-01-01T01:00:00.25+01:00"), ms=True) == "2024-01-01 00:00:00.250"
 
 
 def test_help_is_a_manual(capsys):
@@ -249,7 +183,7 @@ def test_restamp_and_loop(server_factory, model, tmp_path):
 
 def test_appliance_down_at_start_gets_everything_once(server_factory, model, tmp_path):
     rows = make_csv(tmp_path / "data.csv", 60)
-    server = server_factory(model, port=free_port())
+    server = server_factory(model)  # not started yet: the sensor finds nobody on its port
     log = tmp_path / "sensor.log"
     proc = start_sensor(server.url, tmp_path / "b.db", "--csv", str(tmp_path / "data.csv"), "--rate", "100",
                         "--batch", "8", log=log)

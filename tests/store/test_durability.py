@@ -9,14 +9,11 @@ import os
 import sqlite3
 import threading
 import time
-from dataclasses import replace
 
 import pytest
-from starlette.testclient import TestClient
 
 from edge.store import walsync
-from edge.http.app import create_app
-from tests.conftest import reading
+from tests.harness import reading
 
 
 def _count(settings) -> int:
@@ -24,27 +21,27 @@ def _count(settings) -> int:
         return conn.execute("SELECT count(*) FROM sensor_data").fetchone()[0]
 
 
-def test_full_sync_answers_only_after_the_wal_is_synced(settings, monkeypatch):
+def test_full_sync_answers_only_after_the_wal_is_synced(make_client, settings, monkeypatch):
     gate = threading.Event()
     synced: list[str] = []
     real = getattr(os, "fdatasync", os.fsync)
 
     def held_sync(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self/fd") else "?")
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))  # the file behind the descriptor (Linux)
         gate.wait(10)
         real(fd)
 
     monkeypatch.setattr(walsync.os, "fdatasync", held_sync, raising=False)
     monkeypatch.setattr(walsync.os, "fsync", held_sync)
     answers: list[int] = []
-    with TestClient(create_app(replace(settings, sync="full"))) as client:
+    with make_client(sync="full") as client:
         sender = threading.Thread(target=lambda: answers.append(client.post("/send", json=reading(1)).status_code))
         sender.start()
         deadline = time.monotonic() + 5
         while not synced and time.monotonic() < deadline:
             time.sleep(0.01)
         assert synced, "no fdatasync was started for a committed reading"
-        assert synced[0].endswith("sensor_data.db-wal") or synced[0] == "?"
+        assert synced[0] == os.path.realpath(f"{settings.db_path}-wal"), synced  # the database's WAL, nothing else
         time.sleep(0.3)
         assert answers == [], "the reading was answered before its commit was on disk"
         assert _count(settings) == 1  # committed (visible), only the answer waits
@@ -53,7 +50,7 @@ def test_full_sync_answers_only_after_the_wal_is_synced(settings, monkeypatch):
         assert answers == [200]
 
 
-def test_a_failed_sync_is_503_and_the_next_reading_is_stored(settings, monkeypatch):
+def test_a_failed_sync_is_503_and_the_next_reading_is_stored(make_client, monkeypatch):
     failing = {"on": True}
     real = getattr(os, "fdatasync", os.fsync)
 
@@ -64,7 +61,7 @@ def test_a_failed_sync_is_503_and_the_next_reading_is_stored(settings, monkeypat
 
     monkeypatch.setattr(walsync.os, "fdatasync", flaky, raising=False)
     monkeypatch.setattr(walsync.os, "fsync", flaky)
-    with TestClient(create_app(replace(settings, sync="full"))) as client:
+    with make_client(sync="full") as client:
         bad = client.post("/send", json=reading(2))
         assert bad.status_code == 503
         assert bad.json()["reason"] == "sync_failed"
@@ -75,17 +72,17 @@ def test_a_failed_sync_is_503_and_the_next_reading_is_stored(settings, monkeypat
         assert client.get("/readyz").status_code == 200
 
 
-def test_normal_sync_needs_no_syncer(settings, monkeypatch):
+def test_normal_sync_needs_no_syncer(make_client, monkeypatch):
     def forbidden(fd: int) -> None:
         raise AssertionError("sync=normal must not fdatasync per answer")
 
     monkeypatch.setattr(walsync.os, "fdatasync", forbidden, raising=False)
-    with TestClient(create_app(replace(settings, sync="normal"))) as client:
+    with make_client(sync="normal") as client:
         assert client.post("/send", json=[reading(4), reading(5)]).status_code == 200
 
 
-def test_the_send_shortcut_keeps_the_token_check(settings):
-    with TestClient(create_app(replace(settings, token="s3cret"))) as client:
+def test_the_send_shortcut_keeps_the_token_check(make_client, settings):
+    with make_client(token="s3cret") as client:
         refused = client.post("/send", json=reading(6))
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"].startswith("Bearer")
@@ -100,7 +97,7 @@ def test_the_send_shortcut_maps_errors_to_json(client, monkeypatch, caplog):
     async def broken(scope, receive, send):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("edge.http.ingest_routes.send", broken)
+    monkeypatch.setattr("edge.http.ingest_routes.send_endpoint", broken)
     answer = client.post("/send", json=reading(7))
     assert answer.status_code == 500
     assert answer.json() == {"error": "internal", "message": "internal error; the server logged the details"}
@@ -109,8 +106,8 @@ def test_the_send_shortcut_maps_errors_to_json(client, monkeypatch, caplog):
 
 
 @pytest.mark.parametrize("sync", ["full", "normal"])
-def test_batches_and_singles_interleave_under_both_modes(settings, sync):
-    with TestClient(create_app(replace(settings, sync=sync))) as client:
+def test_batches_and_singles_interleave_under_both_modes(make_client, settings, sync):
+    with make_client(sync=sync) as client:
         results: list[int] = []
 
         def post(i: int) -> None:

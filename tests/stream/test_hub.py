@@ -12,15 +12,24 @@ import numpy as np
 import pytest
 from sse_starlette.event import ServerSentEvent
 
-from edge.http import event_routes as events_module
-from edge.store import reading_queries as queries
 from edge.appliance import Appliance
 from edge.fdrest import FAULTS, FEATURES
-from edge.stream.hub import SHAPES, Event, Hub, frame, reading_frame
 from edge.ingest.bodies import Batch
-from edge.store.database import Readers, insert_rows, open_database
+from edge.store.database import Readers
+from edge.store.schema import insert_rows, open_database
 from edge.store.writer import Stored
-from tests.conftest import reading
+from edge.stream import subscriber as subscriber_module
+from edge.stream import wire as wire_module
+from edge.stream.hub import Event, Hub
+from edge.stream.subscriber import Subscriber
+from edge.stream.wire import SHAPES, frame, reading_frame
+from tests.harness import reading
+
+
+def stream(app, last, machine, shape):
+    """GET /events' byte stream for one client, without HTTP."""
+    return Subscriber(app.hub, app.readers, last=last, machine=machine, shape=shape,
+                      replay_max=app.settings.sse_replay_max).events()
 
 
 # -- frames --------------------------------------------------------------------------------------
@@ -42,7 +51,7 @@ def test_frames_equal_sse_starlettes(event, data, id_):
 def test_reading_frames_equal_sse_starlettes_and_carry_the_values(shape):
     x = [float(v) for v in np.random.default_rng(1).normal(size=35) * 1000]
     y = [float(v) for v in np.random.default_rng(2).normal(size=8) * 40]
-    data = queries.reading_json(shape, 17, "2023-11-06T15:00:00Z", "pump-7", x, y)
+    data = wire_module.reading_json(shape, 17, "2023-11-06T15:00:00Z", "pump-7", x, y)
     wire = reading_frame(shape, 17, "2023-11-06T15:00:00Z", "pump-7", x, y)
     assert wire == ServerSentEvent(data=data.decode(), event="reading", id="17").encode()
     event = Event.reading(17, "2023-11-06 15:00:00", "pump-7", x, y, (shape,))
@@ -55,7 +64,7 @@ def test_reading_frames_equal_sse_starlettes_and_carry_the_values(shape):
                            "features": dict(zip(FEATURES, x)), "faults": dict(zip(FAULTS, y))}
     # the database path (catch-up) writes the very same bytes
     row = (17, "2023-11-06 15:00:00", "pump-7", *x, *y)
-    assert queries.row_json(shape, row) == data
+    assert wire_module.row_json(shape, row) == data
 
 
 def test_alarm_events_have_one_frame_for_every_shape():
@@ -218,15 +227,15 @@ def reading_ids(events: list[dict]) -> list[int]:
 
 @pytest.fixture
 def fast(monkeypatch):
-    monkeypatch.setattr(events_module, "COALESCE_SECONDS", 0.01)
+    monkeypatch.setattr(subscriber_module, "COALESCE_SECONDS", 0.01)
 
 
 @pytest.mark.parametrize("last_event_id", [None, 0])
 def test_a_client_connecting_between_encoding_and_publication_gets_every_reading_once(tmp_path, fast, last_event_id):
     async def main():
         rig = Rig(tmp_path)
-        objects = Reader(events_module.stream(rig.app, None, None, "objects"))
-        arrays = Reader(events_module.stream(rig.app, last_event_id, None, "arrays"))
+        objects = Reader(stream(rig.app, None, None, "objects"))
+        arrays = Reader(stream(rig.app, last_event_id, None, "arrays"))
         try:
             assert (await objects.next())[0]["event"] == "hello"  # an objects client is connected
             rig.publish(rig.commit(3))  # encoded for objects only; reaches the hub on the next loop turn
@@ -264,7 +273,7 @@ def test_a_commit_not_encoded_for_a_waiting_client_is_caught_up_from_the_databas
     if it did, the client reads those rows from the database, once, and still gets the alarms."""
     async def main():
         rig = Rig(tmp_path)
-        arrays = Reader(events_module.stream(rig.app, None, None, "arrays"))
+        arrays = Reader(stream(rig.app, None, None, "arrays"))
         try:
             assert (await arrays.next())[0]["data"]["last_id"] == 0
             await arrays.park()
@@ -289,7 +298,7 @@ def test_a_commit_not_encoded_for_a_waiting_client_is_caught_up_from_the_databas
 def test_readings_gone_from_the_database_meanwhile_do_not_stall_the_client(tmp_path, fast):
     async def main():
         rig = Rig(tmp_path)
-        arrays = Reader(events_module.stream(rig.app, None, None, "arrays"))
+        arrays = Reader(stream(rig.app, None, None, "arrays"))
         try:
             await arrays.next()
             await arrays.park()
@@ -310,7 +319,7 @@ def test_readings_gone_from_the_database_meanwhile_do_not_stall_the_client(tmp_p
 def test_the_machine_filter_works_in_both_shapes_from_one_publication(tmp_path, fast):
     async def main():
         rig = Rig(tmp_path)
-        readers = {shape: Reader(events_module.stream(rig.app, None, "m1", shape)) for shape in SHAPES}
+        readers = {shape: Reader(stream(rig.app, None, "m1", shape)) for shape in SHAPES}
         try:
             for r in readers.values():
                 await r.next()
@@ -351,7 +360,7 @@ def test_clients_at_one_cursor_send_one_shared_chunk_per_tick(tmp_path, fast, mo
 
     async def main():
         rig = Rig(tmp_path)
-        clients = [Reader(events_module.stream(rig.app, None, None, "arrays")) for _ in range(3)]
+        clients = [Reader(stream(rig.app, None, None, "arrays")) for _ in range(3)]
         try:
             for c in clients:
                 await c.next()
@@ -362,7 +371,7 @@ def test_clients_at_one_cursor_send_one_shared_chunk_per_tick(tmp_path, fast, mo
             assert all(reading_ids(chunk) == list(range(1, 9)) for chunk in chunks)
             wires = {wire for cursor, shape, wire in joins if wire is not None}
             assert len(wires) == 1, "one joined chunk served every client"
-            late = Reader(events_module.stream(rig.app, 6, None, "arrays"))  # resumes mid-way
+            late = Reader(stream(rig.app, 6, None, "arrays"))  # resumes mid-way
             try:
                 assert reading_ids(await late.take(2)) == [7, 8]
                 rig.publish(rig.commit(1))

@@ -1,5 +1,6 @@
 """The live dashboard's alarm panel, and a page that outlives its appliance's database, in
-Debian's Chromium against the real server (fixtures and conventions of test_browser.py).
+Debian's Chromium against the real server (the fixtures of tests/web/conftest.py and the
+conventions of test_browser.py).
 
 The module's server raises an alarm after one reading (`{"defaults": {"consecutive": 1}}`)
 and has an ingest token, so acknowledging from the page has to ask for it.
@@ -13,13 +14,8 @@ from datetime import datetime
 
 import pytest
 
-from test_browser import (  # noqa: F401  (fixtures are found by name)
-    HOSTILE, PHONE, Server, browser, browser_available, model_dir, number, open_context, scenario, open_live, shot, wait_live)
-
-try:
-    from playwright.sync_api import expect
-except ImportError:  # pragma: no cover - browser_available skips the module
-    expect = None
+from tests.harness import Server
+from tests.web.browser_helpers import HOSTILE, PHONE, expect, number, open_live, shot, wait_live
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
@@ -39,11 +35,9 @@ def rules_file(path, scenario) -> list[str]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, model_dir, scenario):
     base = tmp_path_factory.mktemp("browser-alarms")
-    srv = Server(base / "data", model_dir,
-                 scenario["args"] + rules_file(base / "rules.json", scenario) + ["--token", WRITE, "--no-access-log"])
-    srv.start()
-    yield srv
-    srv.stop()
+    args = scenario["args"] + rules_file(base / "rules.json", scenario) + ["--token", WRITE, "--no-access-log"]
+    with Server(base / "data", model_dir, args=args, power_cut=True) as srv:
+        yield srv
 
 
 def send(srv: Server, reading: dict) -> dict[str, float]:
@@ -242,59 +236,57 @@ def test_alarm_panel_follows_the_selected_machine(server, scenario, open_context
     assert not any(u.endswith("/x") for u in watch.requests)
 
 
-def test_new_empty_database_after_restart_shows_new_readings(tmp_path, model_dir, scenario, open_context):
+def test_new_empty_database_after_restart_shows_new_readings(tmp_path, model_dir, scenario, open_context,
+                                                             server_factory):
     """The appliance comes back on the same address with a new, empty database: row ids
     start again at 1, below what the pages have shown; they must not drop the new rows."""
-    srv = Server(tmp_path / "first", model_dir,
-                 scenario["args"] + rules_file(tmp_path / "rules.json", scenario) + ["--no-access-log"])
+    srv = server_factory(model_dir, data_dir=tmp_path / "first", power_cut=True,
+                         args=scenario["args"] + rules_file(tmp_path / "rules.json", scenario) + ["--no-access-log"])
     srv.start()
-    try:
-        for r in scenario["healthy"][:5]:
-            srv.send(r)
-        srv.send(scenario["strong"])  # an alarm the old database has and the new one has not
-        old_last = srv.latest()["id"]
-        ctx, _ = open_context(hosts={f"127.0.0.1:{srv.port}"}, viewport={"width": 1280, "height": 900})
-        live = ctx.new_page()
-        live.goto(srv.url + "/")
-        table = ctx.new_page()
-        table.goto(srv.url + "/dashboard")
-        wait_live(live)
-        wait_live(table)
-        expect(live.locator("#latest-id")).to_have_text(str(old_last))
-        expect(live.locator("#alarms-active li.alarm").first).to_be_visible()
-        expect(table.locator("#rows tr").first).to_have_attribute("data-id", str(old_last))
+    for r in scenario["healthy"][:5]:
+        srv.send(r)
+    srv.send(scenario["strong"])  # an alarm the old database has and the new one has not
+    old_last = srv.latest()["id"]
+    ctx, _ = open_context(hosts={f"127.0.0.1:{srv.port}"}, viewport={"width": 1280, "height": 900})
+    live = ctx.new_page()
+    live.goto(srv.url + "/")
+    table = ctx.new_page()
+    table.goto(srv.url + "/dashboard")
+    wait_live(live)
+    wait_live(table)
+    expect(live.locator("#latest-id")).to_have_text(str(old_last))
+    expect(live.locator("#alarms-active li.alarm").first).to_be_visible()
+    expect(table.locator("#rows tr").first).to_have_attribute("data-id", str(old_last))
 
-        srv.stop()
-        srv.data_dir = tmp_path / "second"
-        expect(table.locator("#conn")).not_to_have_attribute("data-state", "live", timeout=5000)
-        srv.start()
-        srv.send(scenario["healthy"][0])  # possibly before the pages have reconnected
-        wait_live(table)
-        wait_live(live)
-        for r in scenario["healthy"][1:3]:
-            srv.send(r)
-        last = srv.latest()["id"]
-        assert last == 3 < old_last
+    srv.stop()
+    srv.data_dir = tmp_path / "second"
+    expect(table.locator("#conn")).not_to_have_attribute("data-state", "live", timeout=5000)
+    srv.start()
+    srv.send(scenario["healthy"][0])  # possibly before the pages have reconnected
+    wait_live(table)
+    wait_live(live)
+    for r in scenario["healthy"][1:3]:
+        srv.send(r)
+    last = srv.latest()["id"]
+    assert last == 3 < old_last
 
-        expect(live.locator("#latest-id")).to_have_text(str(last), timeout=10_000)
-        expect(table.locator("#rows tr").first).to_have_attribute("data-id", str(last), timeout=10_000)
-        expect(table.locator("#rows tr")).to_have_count(last)  # only the new database's rows
-        assert ids(table.locator("#rows tr")) == [3, 2, 1]
-        expect(live.locator("#alarms-active li.alarm")).to_have_count(0)  # the old database's are gone
-        expect(live.locator("#alarm-count")).to_have_attribute("data-count", "0")
+    expect(live.locator("#latest-id")).to_have_text(str(last), timeout=10_000)
+    expect(table.locator("#rows tr").first).to_have_attribute("data-id", str(last), timeout=10_000)
+    expect(table.locator("#rows tr")).to_have_count(last)  # only the new database's rows
+    assert ids(table.locator("#rows tr")) == [3, 2, 1]
+    expect(live.locator("#alarms-active li.alarm")).to_have_count(0)  # the old database's are gone
+    expect(live.locator("#alarm-count")).to_have_attribute("data-count", "0")
 
-        srv.send(scenario["strong"])  # the stream goes on, alarms included
-        expect(live.locator("#latest-id")).to_have_text(str(last + 1), timeout=2000)
-        expect(table.locator("#rows tr").first).to_have_attribute("data-id", str(last + 1), timeout=2000)
-        active = srv.get("/api/alarms", state="active")["alarms"]
-        expect(live.locator("#alarms-active li.alarm")).to_have_count(len(active), timeout=2000)
-        assert ids(live.locator("#alarms-active li.alarm")) == panel_order(active)
-        for a in active:
-            li = live.locator(f'#alarms-active li[data-id="{a["id"]}"]')
-            expect(li.locator(".f-raised dd")).to_have_text(local(a["raised_at"]))
-            assert number(li.locator(".f-peak dd .mono").text_content()) == pytest.approx(a["peak"], abs=0.051)
-    finally:
-        srv.stop()
+    srv.send(scenario["strong"])  # the stream goes on, alarms included
+    expect(live.locator("#latest-id")).to_have_text(str(last + 1), timeout=2000)
+    expect(table.locator("#rows tr").first).to_have_attribute("data-id", str(last + 1), timeout=2000)
+    active = srv.get("/api/alarms", state="active")["alarms"]
+    expect(live.locator("#alarms-active li.alarm")).to_have_count(len(active), timeout=2000)
+    assert ids(live.locator("#alarms-active li.alarm")) == panel_order(active)
+    for a in active:
+        li = live.locator(f'#alarms-active li[data-id="{a["id"]}"]')
+        expect(li.locator(".f-raised dd")).to_have_text(local(a["raised_at"]))
+        assert number(li.locator(".f-peak dd .mono").text_content()) == pytest.approx(a["peak"], abs=0.051)
 
 
 def test_alarm_changes_missed_while_disconnected_show_after_reconnect(server, scenario, open_context):

@@ -1,9 +1,9 @@
 """The live pages held open for a long time: the dashboard (/) and the live table (/dashboard) in
 Debian's Chromium against the real server (subprocess, temporary data directory, free port; the
-fixtures and helpers of test_browser.py), while a sender thread posts 10 readings per second,
-one POST /send each (FD-REST's sample rows with advancing times; every ALARM_EVERY-th reading is
-alarm-level, and the module's rules raise an alarm on one reading and clear it on the next, so the
-alarm panel raises and clears all the time).
+fixtures of tests/web/conftest.py, the helpers of tests/web/browser_helpers.py), while a sender
+thread posts 10 readings per second, one POST /send each (FD-REST's sample rows with advancing
+times; every ALARM_EVERY-th reading is alarm-level, and the module's rules raise an alarm on one
+reading and clear it on the next, so the alarm panel raises and clears all the time).
 
 Runs FDEDGE_DASHBOARD_SOAK_S seconds (default 120); marked `soak` (and `browser`), so `make soak`
 runs it and `make test` (-m "not soak") does not. Every second it probes how far each page is
@@ -23,10 +23,12 @@ Checked (the bounds):
   live table never holds more than its 50 rows;
 - server RSS at the end < RSS at the first sample + RSS_GROWTH_MB;
 - no console errors, page errors, dialogs or failed (>= 400) responses, no request to any other
-  host (test_browser's Watch), and each page's connection state is "live" throughout (a
+  host (browser_helpers' Watch), and each page's connection state is "live" throughout (a
   MutationObserver records every change of #conn's data-state);
-- every reading was accepted (200) and at least 95 % of 10 per second were sent; the alarm panel
-  shows what /api/alarms says at the end.
+- every reading was accepted (200) and at least 95 % of 10 per second were sent; every
+  ALARM_EVERY-th one was alarm-level, and /api/alarms holds exactly one alarm (active or cleared)
+  per fault those readings were scored at or above warning; the alarm panel shows what
+  /api/alarms says at the end.
 """
 
 from __future__ import annotations
@@ -36,18 +38,12 @@ import os
 import threading
 import time
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
+from tests.harness import REPO, Server
 from tests.reliability_helpers import post, rss_mb
-from tests.web.test_browser import (  # noqa: F401  (fixtures are found by name)
-    REPO, Server, browser, browser_available, model_dir, open_context, open_live, scenario, shot)
-
-try:
-    from playwright.sync_api import expect
-except ImportError:  # pragma: no cover - browser_available skips the module
-    expect = None
+from tests.web.browser_helpers import expect, open_live, shot
 
 SOAK_S = float(os.environ.get("FDEDGE_DASHBOARD_SOAK_S") or 120)
 RATE = 10  # readings per second, one POST each
@@ -80,10 +76,9 @@ def server(tmp_path_factory, model_dir, scenario):
     base = tmp_path_factory.mktemp("dashboard-soak")
     rules = base / "rules.json"
     rules.write_text(json.dumps({"defaults": {"consecutive": 1, "clear": round(scenario["warning"] - 0.01, 2)}}))
-    srv = Server(base / "data", model_dir, scenario["args"] + ["--alarm-rules", str(rules), "--no-access-log"])
-    srv.start()
-    yield srv
-    srv.stop()
+    args = scenario["args"] + ["--alarm-rules", str(rules), "--no-access-log"]
+    with Server(base / "data", model_dir, args=args, power_cut=True) as srv:
+        yield srv
 
 
 def utc(text: str) -> datetime:
@@ -92,13 +87,15 @@ def utc(text: str) -> datetime:
 
 
 class Sender(threading.Thread):
-    """RATE single readings per second on its own schedule (catches up if it falls behind)."""
+    """RATE single readings per second on its own schedule (catches up if it falls behind).
+    `raised` counts the alarms the accepted alarm-level readings must have raised: one per fault
+    the appliance scored at or above `warning` (the readings between clear them again)."""
 
-    def __init__(self, port: int, healthy: list[dict], strong: dict) -> None:
+    def __init__(self, port: int, healthy: list[dict], strong: dict, warning: float) -> None:
         super().__init__(name="dashboard-soak-sender", daemon=True)
-        self.port, self.healthy, self.strong = port, healthy, strong
+        self.port, self.healthy, self.strong, self.warning = port, healthy, strong, warning
         self.stop = threading.Event()
-        self.sent = self.alarms = 0
+        self.sent = self.alarms = self.raised = 0
         self.errors: list[str] = []
 
     def run(self) -> None:
@@ -117,6 +114,8 @@ class Sender(threading.Thread):
                 if r.status == 200:
                     self.sent += 1
                     self.alarms += alarm
+                    if alarm:
+                        self.raised += sum(v >= self.warning for v in r.json()[0].values())
                 else:
                     self.errors.append(f"{r.status} {r.text[:200]}")
             except OSError as exc:
@@ -180,7 +179,7 @@ def test_dashboard_and_table_hold_up(server, scenario, open_context):
 
     day = date.today()
     count_span = {"start": (day - timedelta(days=1)).isoformat(), "end": (day + timedelta(days=2)).isoformat()}
-    sender = Sender(server.port, scenario["healthy"], scenario["strong"])
+    sender = Sender(server.port, scenario["healthy"], scenario["strong"], scenario["warning"])
     probes: list[dict] = []  # every second: elapsed, lag of each page
     samples: list[dict] = []
     t0 = time.monotonic()
@@ -199,7 +198,7 @@ def test_dashboard_and_table_hold_up(server, scenario, open_context):
                 probe[f"{name}_lag_readings"], probe[f"{name}_lag_s"] = lag(shown, rows)
                 probe[f"{name}_conn"] = pages[name].get_attribute("#conn", "data-state")
             probes.append(probe)
-            assert server.proc.poll() is None, f"the server died: {server.log()}"
+            assert server.proc.poll() is None, f"the server died: {server.read_log()}"
 
             if elapsed >= next_sample or elapsed >= SOAK_S:
                 window = [p for p in probes if p["t"] > elapsed - SAMPLE_S - 0.5]
@@ -307,5 +306,9 @@ def test_dashboard_and_table_hold_up(server, scenario, open_context):
     assert not watch.errors, watch.errors
     assert not failed, failed[:10]
     assert not watch.foreign(), f"requests left the appliance: {watch.foreign()}"
-    assert sender.alarms == 0 or alarms_active + alarms_cleared >= 1, "alarm-level readings raised no alarm"
+    assert sender.alarms == (sender.sent + ALARM_EVERY // 2) // ALARM_EVERY, "alarm-level readings went missing"
+    assert sender.raised >= sender.alarms, "an alarm-level reading scored no fault at warning"
+    assert alarms_active + alarms_cleared == sender.raised, (
+        f"{sender.alarms} alarm-level readings must have raised {sender.raised} alarms (one per fault at or "
+        f"above warning, cleared by the next reading): {alarms_active} active + {alarms_cleared} cleared")
     assert panel_ok, f"the alarm panel does not show the {alarms_active} active / {alarms_cleared} cleared alarms"

@@ -10,7 +10,7 @@
 //
 // Everything from the server goes in with textContent (el()); no HTML is parsed.
 
-import { ApiError, el, fmtFault, fmtTime, getJSON } from "./api.js";
+import { $, ApiError, el, errorText, fetchJSON, fmtFault, fmtTime, getJSON, isUnauthorized, showError } from "./common.js";
 
 const CLEARED_MAX = 10; // recently cleared alarms kept for the shown machine
 const ACTIVE_MAX = 1000; // the server's page limit; far more than any screen of alarms
@@ -53,26 +53,17 @@ function rememberName(name) {
   }
 }
 
-async function postAck(id, body) {
-  const headers = { "Content-Type": "application/json", Accept: "application/json" };
+function postAck(id, body) {
+  const headers = { "Content-Type": "application/json" };
   const token = writeToken;
   if (token) headers.Authorization = `Bearer ${token}`;
-  const res = await fetch(`/api/alarms/${encodeURIComponent(id)}/ack`, {
+  return fetchJSON(`/api/alarms/${encodeURIComponent(id)}/ack`, {
     method: "POST",
     headers,
     body: JSON.stringify(body),
-    cache: "no-store",
     // With a bearer token, no cookie: the read-token cookie must not stand in for it.
     credentials: token ? "omit" : "same-origin",
   });
-  let data = null;
-  try {
-    data = await res.json();
-  } catch {
-    data = null;
-  }
-  if (!res.ok) throw new ApiError(res.status, data);
-  return { data, withToken: Boolean(token) };
 }
 
 // --- merging two copies of one alarm ----------------------------------------------------
@@ -82,7 +73,7 @@ const time = (t) => {
   return Number.isNaN(v) ? 0 : v;
 };
 
-export function mergeAlarm(a, b) {
+function mergeAlarm(a, b) {
   if (!a) return b;
   if (!b) return a;
   const out = { ...a, ...b };
@@ -120,12 +111,11 @@ const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
 // --- the panel ------------------------------------------------------------------------
 
 export class AlarmPanel {
-  // catalogue() -> Map fault -> {category, observed, root_causes}; onError(err) for a failed
-  // load (401 opens the read-token form); onCount(total, here) after each render;
-  // onPickMachine(name) when the operator asks to see another machine's alarms.
-  constructor({ catalogue, onError, onCount, onPickMachine }) {
+  // catalogue() -> Map fault -> {category, observed, root_causes} (the model's);
+  // onCount(total, here) after each render; onPickMachine(name) when the operator asks to see
+  // another machine's alarms. A load answered 401 opens the read-token form (common.js).
+  constructor({ catalogue, onCount, onPickMachine }) {
     this.catalogue = catalogue;
-    this.onError = onError || (() => {});
     this.onCount = onCount || (() => {});
     this.onPickMachine = onPickMachine || (() => {});
     this.machine = null; // null: every machine
@@ -137,8 +127,7 @@ export class AlarmPanel {
     this.loaded = false;
     this.frame = 0;
     this.items = new Map(); // id -> item (DOM nodes kept across renders: an open form survives)
-    this.$ = (id) => document.getElementById(id);
-    this.$("alarms-elsewhere").addEventListener("click", (ev) => {
+    $("alarms-elsewhere").addEventListener("click", (ev) => {
       const b = ev.target.closest("button[data-machine]");
       if (b) this.onPickMachine(b.dataset.machine);
     });
@@ -200,11 +189,10 @@ export class AlarmPanel {
         }
         this.alarms = next;
         this.loaded = true;
-        this.$("alarms-status").textContent = "";
+        $("alarms-status").textContent = "";
       } catch (err) {
-        this.$("alarms-status").textContent = err instanceof ApiError
-          ? `Alarms could not be loaded: ${err.message}` : "Alarms could not be loaded (the appliance is not answering).";
-        this.onError(err);
+        $("alarms-status").textContent = `Alarms could not be loaded: ${errorText(err)}`;
+        if (isUnauthorized(err)) showError(err);
       }
       this.render();
     } while (this.again);
@@ -256,8 +244,8 @@ export class AlarmPanel {
     cleared.length = Math.min(cleared.length, CLEARED_MAX);
 
     const keep = new Set();
-    this.place(this.$("alarms-active"), active, keep);
-    this.place(this.$("alarms-cleared"), cleared, keep);
+    this.place($("alarms-active"), active, keep);
+    this.place($("alarms-cleared"), cleared, keep);
     for (const [id, item] of this.items) {
       if (!keep.has(id)) {
         item.li.remove();
@@ -265,18 +253,18 @@ export class AlarmPanel {
       }
     }
 
-    const none = this.$("alarms-none");
+    const none = $("alarms-none");
     none.hidden = active.length > 0;
     none.textContent = this.loaded ? "No active alarms." : "Loading alarms…";
-    this.$("alarms-cleared-box").hidden = cleared.length === 0;
-    this.$("alarms-cleared-count").textContent = `(${cleared.length})`;
-    this.$("alarms-scope").textContent = this.machine === null ? "all machines" : `machine ${this.machine}`;
+    $("alarms-cleared-box").hidden = cleared.length === 0;
+    $("alarms-cleared-count").textContent = `(${cleared.length})`;
+    $("alarms-scope").textContent = this.machine === null ? "all machines" : `machine ${this.machine}`;
     this.renderElsewhere(activeAll.filter((a) => !this.shown(a)));
     this.onCount(this.loaded ? activeAll.length : null, active.length);
   }
 
   renderElsewhere(others) {
-    const box = this.$("alarms-elsewhere");
+    const box = $("alarms-elsewhere");
     const per = new Map();
     for (const a of others) per.set(a.machine, (per.get(a.machine) || 0) + 1);
     box.hidden = per.size === 0;
@@ -485,7 +473,7 @@ export class AlarmPanel {
     f.send.disabled = true;
     f.msg.textContent = "Sending…";
     try {
-      const { data } = await postAck(item.id, { by, note });
+      const data = await postAck(item.id, { by, note });
       rememberName(by);
       f.busy = false;
       if (data && data.alarm) {
@@ -495,7 +483,7 @@ export class AlarmPanel {
       this.closeForm(item);
     } catch (err) {
       f.busy = false;
-      if (err instanceof ApiError && err.status === 401) {
+      if (isUnauthorized(err)) {
         const hadToken = Boolean(writeToken);
         setWriteToken(null);
         f.tokenRow.hidden = false;
@@ -508,10 +496,8 @@ export class AlarmPanel {
       } else if (err instanceof ApiError && err.status === 409) {
         f.msg.textContent = err.message; // acknowledged differently by someone else
         this.refresh(item.id);
-      } else if (err instanceof ApiError) {
-        f.msg.textContent = err.message;
       } else {
-        f.msg.textContent = `Cannot reach the appliance (${err.message}).`;
+        f.msg.textContent = errorText(err);
       }
     } finally {
       f.send.disabled = false;

@@ -13,22 +13,36 @@ export const POINTS = 600;
 const MIN_REDRAW_MS = 500;
 
 const AXIS3 = ["#1f6fb4", "#e07b00", "#2a9d3a"];
-export const FAULT_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
+const FAULT_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 
-// Charted metrics: database column (what /api/series takes) and the reading's feature key.
-export const CHARTS = [
-  { id: "temperature", title: "Temperature", unit: "°C", agg: "mean",
-    series: [{ col: "temperature", key: "Temperature", label: "Temperature", color: "#c0392b" }] },
-  { id: "kurtosis", title: "Kurtosis", unit: "", agg: "mean",
-    series: ["Axial", "Vertical", "Horizontal"].map((ax, i) => (
-      { col: `kurtosis_${ax.toLowerCase()}`, key: `KURTOSIS_${ax}`, label: ax, color: AXIS3[i] })) },
-  { id: "velocity", title: "Vibration velocity", unit: "mm/s", agg: "mean",
-    series: ["Axial", "Vertical", "Horizontal"].map((ax, i) => (
-      { col: `vibration_vel_${ax.toLowerCase()}`, key: `VIBRATION_VEL_${ax}`, label: ax, color: AXIS3[i] })) },
-  { id: "faults", title: "Fault intensities", unit: "", agg: "max", faults: true,
-    series: Array.from({ length: 8 }, (_, i) => (
-      { col: `fault${i}`, key: `fault${i}`, label: `fault${i}`, color: FAULT_COLORS[i] })) },
+// Which features the live page charts: a display choice, not the catalogue (every name and
+// its database column come from /api/model). Each series names the reading's feature (`key`).
+const axes = (key) => ["Axial", "Vertical", "Horizontal"].map((ax, i) => (
+  { from: "features", key: `${key}_${ax}`, label: ax, color: AXIS3[i] }));
+const CHARTED_FEATURES = [
+  { title: "Temperature", unit: "°C", agg: "mean",
+    series: [{ from: "features", key: "Temperature", label: "Temperature", color: "#c0392b" }] },
+  { title: "Kurtosis", unit: "", agg: "mean", series: axes("KURTOSIS") },
+  { title: "Vibration velocity", unit: "mm/s", agg: "mean", series: axes("VIBRATION_VEL") },
 ];
+
+// The charts for a model: the features above that it has, each with the column /api/series
+// takes for it (`col`, from the model's `columns`), then every fault of the model (the fault
+// names are their columns). Features are averaged per bucket, faults take its maximum.
+export function chartSpecs(model) {
+  const faults = model.faults || [];
+  const columnOf = new Map((model.features || []).map((f, i) => [f, (model.columns || [])[i]]));
+  const features = CHARTED_FEATURES.map((c) => ({
+    ...c, series: c.series.filter((s) => columnOf.get(s.key)).map((s) => ({ ...s, col: columnOf.get(s.key) })),
+  })).filter((c) => c.series.length);
+  return [...features, {
+    title: "Fault intensities", unit: "", agg: "max", faults: true,
+    series: faults.map((f, i) => ({ from: "faults", key: f, col: f, label: f, color: FAULT_COLORS[i % FAULT_COLORS.length] })),
+  }];
+}
+
+// The columns of those charts, with how a bucket combines readings ("mean" | "max").
+export const chartColumns = (specs) => new Map(specs.flatMap((c) => c.series.map((s) => [s.col, c.agg])));
 
 // 24-hour, ISO-ordered tick labels (uPlot's defaults are US 12-hour):
 // [tick step s, label, then the extra line shown when year/month/day/hour/min/sec change, mode]
@@ -41,12 +55,12 @@ const TIME_TICKS = [
   [1, ":{ss}", "\n{YYYY}-{MM}-{DD} {HH}:{mm}", null, "\n{MM}-{DD} {HH}:{mm}", null, "\n{HH}:{mm}", null, 1],
 ];
 
-export const ALL_METRICS = CHARTS.flatMap((c) => c.series.map((s) => s.col));
-
 // Columnar buffer: t (epoch s) plus one array per column, bucketed by `bucket` seconds.
+// columns: Map column -> "mean" | "max" (chartColumns()).
 export class SeriesBuffer {
-  constructor(cols) {
-    this.cols = cols;
+  constructor(columns) {
+    this.agg = columns;
+    this.cols = [...columns.keys()];
     this.clear(1);
   }
 
@@ -70,10 +84,10 @@ export class SeriesBuffer {
     }
   }
 
-  // Fold one reading in. values: {col: number}; agg(col) -> "mean" | "max".
+  // Fold one reading in. values: {col: number}.
   // Readings usually arrive in time order (append); a late or back-dated one goes into
   // the bucket its time belongs to.
-  push(t, values, agg) {
+  push(t, values) {
     const key = (x) => Math.floor((x - this.origin) / this.bucket);
     const k = key(t);
     let i = this.t.length;
@@ -85,21 +99,21 @@ export class SeriesBuffer {
         else i = mid;
       }
     }
-    if (i > 0 && key(this.t[i - 1]) === k) return this.merge(i - 1, values, agg);
-    if (i < this.t.length && key(this.t[i]) === k) return this.merge(i, values, agg);
+    if (i > 0 && key(this.t[i - 1]) === k) return this.merge(i - 1, values);
+    if (i < this.t.length && key(this.t[i]) === k) return this.merge(i, values);
     this.t.splice(i, 0, t);
     this.n.splice(i, 0, 1);
     for (const c of this.cols) this.v[c].splice(i, 0, values[c] ?? null);
   }
 
-  merge(i, values, agg) {
+  merge(i, values) {
     const n = this.n[i];
     for (const c of this.cols) {
       const x = values[c];
       if (x === undefined || x === null) continue;
       const old = this.v[c][i];
       if (old === null) this.v[c][i] = x;
-      else this.v[c][i] = agg(c) === "max" ? Math.max(old, x) : old + (x - old) / (n + 1);
+      else this.v[c][i] = this.agg.get(c) === "max" ? Math.max(old, x) : old + (x - old) / (n + 1);
     }
     this.n[i] = n + 1;
   }
@@ -165,15 +179,25 @@ export class Chart {
     this.lastDraw = -Infinity;
     this.timer = 0;
     // Off-screen charts (a phone scrolled to the tiles) are not redrawn until shown.
-    new IntersectionObserver(([entry]) => {
+    this.seen = new IntersectionObserver(([entry]) => {
       this.visible = entry.isIntersecting;
       if (this.visible) this.schedule();
-    }).observe(container);
+    });
+    this.seen.observe(container);
     // Charts follow their box (phone rotation, window resize).
-    new ResizeObserver(() => {
+    this.resized = new ResizeObserver(() => {
       const w = this.width();
       if (Math.abs(w - this.plot.width) > 2) this.plot.setSize({ width: w, height: this.height() });
-    }).observe(container);
+    });
+    this.resized.observe(container);
+  }
+
+  // Another model's faults: the page replaces its charts.
+  destroy() {
+    clearTimeout(this.timer);
+    this.seen.disconnect();
+    this.resized.disconnect();
+    this.plot.destroy();
   }
 
   width() {

@@ -8,17 +8,18 @@
 // stream's `alarm` events (alarms.js). A reconnect to a new, empty database (row ids lower
 // than those shown) reloads everything (live.js tells us).
 
-import { ApiError, dominantFault, el, faultState, fmtFault, fmtNum, fmtTime, getJSON, serverNow, tokenForm } from "./api.js";
-import { ALL_METRICS, CHARTS, Chart, POINTS, SeriesBuffer } from "./charts.js";
-import { LiveFeed, RateMeter, probeServer } from "./live.js";
+import {
+  $, dominantFault, el, faultState, fmtFault, fmtNum, fmtTime, getJSON, initPage, isUnauthorized, loadModel, notice,
+  serverNow, showError,
+} from "./common.js";
+import { Chart, POINTS, SeriesBuffer, chartColumns, chartSpecs } from "./charts.js";
+import { LiveFeed, RateMeter } from "./live.js";
 import { AlarmPanel } from "./alarms.js";
 
 const RANGES = { "15m": 900, "1h": 3600, "24h": 86400, "7d": 604800 };
-const $ = (id) => document.getElementById(id);
 
 const S = {
-  model: null,
-  thresholds: { warning: 30, alarm: 60 },
+  thresholds: null, // {warning, alarm}: the model's
   catalogue: new Map(), // fault -> {category, observed, root_causes}
   machines: [],
   machine: null, // null: no filter (fresh appliance, or a single unnamed source)
@@ -32,17 +33,13 @@ const S = {
 const tiles = new Map(); // fault -> {li, value, state, bar}
 const featureCells = new Map(); // feature name -> <dd>
 const rate = new RateMeter();
-const buffer = new SeriesBuffer(ALL_METRICS);
+let specs = []; // the charts' specs (charts.js), once the model named its faults
+let buffer = null; // SeriesBuffer of every charted column
 const charts = [];
-const agg = (col) => (col.startsWith("fault") ? "max" : "mean");
 
-const showToken = tokenForm(() => init());
 const TITLE = document.title;
 const alarms = new AlarmPanel({
   catalogue: () => S.catalogue,
-  onError: (err) => {
-    if (err instanceof ApiError && err.status === 401) handleError(err);
-  },
   onCount: showAlarmCount,
   onPickMachine: (name) => {
     S.machine = name;
@@ -62,25 +59,18 @@ const feed = new LiveFeed({
     S.machines = [];
     init();
   },
-  onState: (state, detail) => {
-    const c = $("conn");
-    c.dataset.state = state;
-    c.textContent = detail ? `${state} (${detail})` : state;
-    if (detail === "read token needed") showToken();
-  },
   onGap: async (skipped) => {
     // Too many missed rows to replay one by one: the charts reload them (downsampled).
     if (S.range !== "custom") await loadSeries();
     $("range-msg").textContent = `${skipped} missed readings were not replayed live; the charts include them.`;
   },
-  probe: () => probeServer(S.machine),
 });
+initPage({ onToken: () => init(), onUnauthorized: () => feed.needToken() });
 
-// --- model: thresholds, fault tiles, feature list -----------------------------------
+// --- model: thresholds, fault tiles, feature list, charts ----------------------------
 
 function buildModel(model) {
-  S.model = model;
-  S.thresholds = model.thresholds || S.thresholds;
+  S.thresholds = model.thresholds;
   S.catalogue = new Map((model.catalogue || []).map((c) => [c.fault, c]));
   $("model-name").textContent = model.name || "–";
   $("model-version").textContent = model.version || "–";
@@ -114,6 +104,25 @@ function buildModel(model) {
     div.append(el("dt", null, name), dd);
     dl.append(div);
     featureCells.set(name, dd);
+  }
+  buildCharts(model);
+}
+
+// The feature charts the page shows (charts.js) and one of every fault the model has.
+function buildCharts(model) {
+  const next = chartSpecs(model);
+  if (JSON.stringify(next) === JSON.stringify(specs)) return;
+  for (const c of charts.splice(0)) c.destroy();
+  $("charts").replaceChildren();
+  specs = next;
+  buffer = new SeriesBuffer(chartColumns(specs));
+  for (const spec of specs) {
+    const fig = el("figure", "chart");
+    fig.append(el("figcaption", null, spec.title));
+    const box = el("div", "chart-box");
+    fig.append(box);
+    $("charts").append(fig);
+    charts.push(new Chart(box, spec, { xRange, thresholds: () => S.thresholds }));
   }
 }
 
@@ -209,14 +218,14 @@ function scheduleFrame() {
 }
 
 function flushCharts(now = false) {
-  if (S.loadingSeries) return; // the series answer replaces the buffer; keep the queue
+  if (S.loadingSeries || !buffer) return; // the series answer replaces the buffer; keep the queue
   if (S.range !== "custom" && S.chartQueue.length) {
     for (const r of S.chartQueue) {
       const t = Date.parse(r.time) / 1000;
       if (Number.isNaN(t)) continue;
-      const values = { ...r.faults };
-      for (const c of CHARTS) for (const s of c.series) if (!s.col.startsWith("fault")) values[s.col] = r.features?.[s.key];
-      buffer.push(t, values, agg);
+      const values = {};
+      for (const c of specs) for (const s of c.series) values[s.col] = r[s.from]?.[s.key];
+      buffer.push(t, values);
     }
     const [min] = xRange();
     buffer.trim(min);
@@ -237,18 +246,19 @@ function xRange() {
 const iso = (sec) => new Date(sec * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
 
 async function loadSeries() {
+  if (!buffer) return; // the model has not loaded: init() loads the series after it
   const [start, end] = xRange();
   S.loadingSeries = true;
   $("range-msg").textContent = "";
   try {
     const ans = await getJSON("/api/series", {
-      start: iso(start), end: iso(end), machine: S.machine, metrics: ALL_METRICS.join(","), points: POINTS,
+      start: iso(start), end: iso(end), machine: S.machine, metrics: buffer.cols.join(","), points: POINTS,
     });
     buffer.load(ans, (end - start) / POINTS);
     if (!ans.time.length) $("range-msg").textContent = "No readings in this range.";
   } catch (err) {
     buffer.clear((end - start) / POINTS, start);
-    handleError(err, "range-msg");
+    showError(err, (text) => { $("range-msg").textContent = text; });
   } finally {
     S.loadingSeries = false;
     // Live rows that arrived meanwhile: keep only those newer than the history.
@@ -306,7 +316,7 @@ function refreshMachines() {
       }
       renderMachines();
     })
-    .catch((err) => handleError(err))
+    .catch((err) => showError(err))
     .finally(() => { machinesInFlight = null; });
   return machinesInFlight;
 }
@@ -335,23 +345,13 @@ function renderMachines() {
 
 // --- start / restart ---------------------------------------------------------------
 
-function handleError(err, where = "notice") {
-  if (err instanceof ApiError && err.status === 401) {
-    feed.stop();
-    feed.setState("offline", "read token needed"); // also opens the token form
-    showToken(err.message);
-    return;
-  }
-  $(where).textContent = err instanceof ApiError ? err.message : `Cannot reach the appliance (${err.message}).`;
-}
-
 // (Re)load everything for the current machine and resume the stream from the newest row.
 async function restart() {
   feed.stop();
   alarms.setMachine(S.machine, false); // the stream's connect reloads them
   S.chartQueue.length = 0;
   saveUrl();
-  $("notice").textContent = "";
+  notice("");
   let sinceId = null;
   try {
     const ans = await getJSON("/api/latest", { machine: S.machine, limit: 1 });
@@ -366,27 +366,21 @@ async function restart() {
       S.chartQueue.push(r);
     }
   } catch (err) {
-    handleError(err);
-    if (err instanceof ApiError && err.status === 401) return;
+    showError(err);
+    if (isUnauthorized(err)) return;
   }
   await loadSeries();
   feed.start(S.machine, sinceId);
 }
 
 async function init() {
-  try {
-    buildModel(await getJSON("/api/model"));
-  } catch (err) {
-    handleError(err);
-    setTimeout(init, 5000); // the appliance may be starting
-    return;
-  }
+  buildModel(await loadModel());
   try {
     const ans = await getJSON("/api/machines");
     S.machines = ans.machines || [];
   } catch (err) {
-    handleError(err);
-    if (err instanceof ApiError && err.status === 401) return;
+    showError(err);
+    if (isUnauthorized(err)) return;
   }
   const names = S.machines.map((m) => m.machine);
   const wanted = new URLSearchParams(location.search).get("machine");
@@ -408,14 +402,6 @@ function setup() {
   const r = new URLSearchParams(location.search).get("range");
   if (r && RANGES[r]) S.range = r;
   markRange();
-  for (const spec of CHARTS) {
-    const fig = el("figure", "chart");
-    fig.append(el("figcaption", null, spec.title));
-    const box = el("div", "chart-box");
-    fig.append(box);
-    $("charts").append(fig);
-    charts.push(new Chart(box, spec, { xRange, thresholds: () => S.thresholds }));
-  }
   wireRanges();
   $("machine").addEventListener("change", (ev) => {
     S.machine = ev.target.value;
@@ -425,7 +411,7 @@ function setup() {
   setInterval(() => {
     $("rate").textContent = rate.rate().toFixed(1);
     // Slide the live window even when no reading arrives.
-    if (S.range !== "custom") {
+    if (S.range !== "custom" && buffer) {
       buffer.trim(xRange()[0]);
       scheduleFrame();
     }

@@ -11,34 +11,33 @@
 // highest id we have seen means a different database, and the page starts over (onReset).
 //
 // The stream is asked for the compact `arrays` shape: a reading is {"id", "time", "machine",
-// "x": [35 feature values], "y": [8 fault values]}, named by the lists in every `hello` (FD-REST
-// order, which the model's own feature order need not be). onReading still gets the reading
-// object of /api/latest ({..., "features": {name: value}, "faults": {fault0: value, ...}}).
+// "x": [feature values], "y": [fault values]}, named by the lists in every `hello` (FD-REST
+// order, which the model's own feature order need not be). onReading gets the reading object
+// of /api/latest ({..., "features": {name: value}, "faults": {fault: value}}).
+
+import { TOKEN_NEEDED, UNREACHABLE, getJSON, isUnauthorized, showConnection } from "./common.js";
 
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15000];
 const OFFLINE_AFTER = 3; // failed reconnects before we call it "offline"
 
 export class LiveFeed {
   // onReading(reading) per new reading; onState(state, detail) with state in
-  // connecting | live | reconnecting | offline; onGap(skipped) when the server could not
-  // replay everything missed; probe() -> Promise<"ok" | "unauthorized" | "down">;
-  // onAlarm(change) per `alarm` event ({"event": "raise|...|ack", "alarm": {...}} or
-  // {"event": "reload"}); onConnect() whenever the stream (re)connects or says hello (alarm
-  // events carry no id and are not replayed: reload them then); onReset() when the
+  // connecting | live | reconnecting | offline and detail TOKEN_NEEDED, UNREACHABLE or ""
+  // (default: the page's #conn, common.js); onGap(skipped) when the server could not replay
+  // everything missed; onAlarm(change) per `alarm` event ({"event": "raise|...|ack", "alarm":
+  // {...}} or {"event": "reload"}); onConnect() whenever the stream (re)connects or says hello
+  // (alarm events carry no id and are not replayed: reload them then); onReset() when the
   // appliance's database is not the one we saw rows from (reload everything, then start()).
-  // newest() -> Promise<newest row id | null> (null: unknown, e.g. the server is down).
-  // shape: the event shape to ask for ("arrays", the default, or "objects").
-  constructor({ onReading, onState, onGap, probe, onAlarm, onConnect, onReset, newest, shape }) {
+  constructor({ onReading, onState, onGap, onAlarm, onConnect, onReset }) {
     this.onReading = onReading;
     this.onGap = onGap || (() => {});
-    this.onState = onState;
-    this.probe = probe;
+    this.onState = onState || showConnection;
     this.onAlarm = onAlarm || (() => {});
     this.onConnect = onConnect || (() => {});
     this.onReset = onReset || (() => this.start(this.machine, null));
-    this.newest = newest || newestId;
-    this.shape = shape || "arrays";
     this.names = null; // {features: [...], faults: [...]} from the latest hello
+    this.databaseId = null; // the appliance's database identity, from hello
+    this.started = false;
     this.machine = null;
     this.lastId = null;
     this.maxSeen = null; // highest row id this page has shown (any machine): the reset check
@@ -70,8 +69,8 @@ export class LiveFeed {
   }
 
   // The appliance's newest row is older than rows we have shown: a new database.
-  isReset(newestId) {
-    return newestId !== null && Number.isFinite(newestId) && this.maxSeen !== null && newestId < this.maxSeen;
+  isReset(newest) {
+    return newest !== null && Number.isFinite(newest) && this.maxSeen !== null && newest < this.maxSeen;
   }
 
   reset() {
@@ -87,6 +86,12 @@ export class LiveFeed {
     this.es = null;
   }
 
+  // The appliance answered 401: no stream until the token form calls start() again.
+  needToken() {
+    this.stop();
+    this.setState("offline", TOKEN_NEEDED);
+  }
+
   setState(state, detail) {
     if (state === this.state && !detail) return;
     this.state = state;
@@ -95,7 +100,7 @@ export class LiveFeed {
 
   url() {
     const u = new URL("/events", location.origin);
-    u.searchParams.set("shape", this.shape);
+    u.searchParams.set("shape", "arrays");
     if (this.machine) u.searchParams.set("machine", this.machine);
     if (this.lastId !== null) u.searchParams.set("last_event_id", String(this.lastId));
     return u.pathname + u.search;
@@ -115,7 +120,7 @@ export class LiveFeed {
       this.onConnect();
       if (!reconnect) return; // start() came right after the page read the newest row
       // The browser resumes with Last-Event-ID by itself; check that ids did not start over.
-      const newest = await this.newest();
+      const newest = await newestId();
       if (es === this.es && this.isReset(newest)) this.reset();
     });
     es.addEventListener("reading", (ev) => {
@@ -188,7 +193,7 @@ export class LiveFeed {
       if (es.readyState === EventSource.CONNECTING) {
         // The browser retries on its own, sending Last-Event-ID.
         this.failures += 1;
-        this.setState(this.failures > OFFLINE_AFTER || !navigator.onLine ? "offline" : "reconnecting");
+        this.setState(...this.trouble());
         return;
       }
       this.failures += 1;
@@ -196,18 +201,25 @@ export class LiveFeed {
     });
   }
 
+  // [state, detail] while not connected. The first error is the drop itself; after a failed
+  // reconnect (or with the browser offline) the page says the appliance cannot be reached.
+  trouble() {
+    const state = this.failures > OFFLINE_AFTER || !navigator.onLine ? "offline" : "reconnecting";
+    return [state, this.failures > 1 || !navigator.onLine ? UNREACHABLE : ""];
+  }
+
   reconnectSoon(delay) {
     if (!this.started) return; // "online"/"visible" before the page has started the feed
     clearTimeout(this.timer);
     if (this.es) this.es.close();
     const wait = delay ?? BACKOFF_MS[Math.min(this.failures - 1, BACKOFF_MS.length - 1)] ?? 500;
-    this.setState(this.failures > OFFLINE_AFTER || !navigator.onLine ? "offline" : "reconnecting");
+    this.setState(...this.trouble());
     this.timer = setTimeout(async () => {
       // EventSource hides the status code; ask the server what it wants first.
-      const answer = this.probe ? await this.probe() : "ok";
+      const answer = await probeServer(this.machine);
       if (answer === "unauthorized") {
-        this.setState("offline", "read token needed");
-        return; // the token form calls start() again
+        this.needToken();
+        return;
       }
       if (answer === "down") {
         this.failures += 1;
@@ -219,12 +231,10 @@ export class LiveFeed {
   }
 }
 
-// A reading event's data as the reading object: the arrays shape named by hello's lists, the
-// objects shape as it is. null when it cannot be named (no hello seen: never from FD-Edge).
-export function toReading(data, names) {
-  if (!data || typeof data !== "object") return null;
-  if (!Array.isArray(data.x) && !Array.isArray(data.y)) return data; // the objects shape
-  if (!names || !Array.isArray(data.x) || !Array.isArray(data.y)) return null;
+// A reading event's data (the arrays shape) as the reading object, named by hello's lists.
+// null when it cannot be named (no hello seen: never from FD-Edge).
+function toReading(data, names) {
+  if (!names || !data || !Array.isArray(data.x) || !Array.isArray(data.y)) return null;
   const features = {};
   const faults = {};
   names.features.forEach((name, i) => { features[name] = data.x[i]; });
@@ -251,26 +261,20 @@ export class RateMeter {
   }
 }
 
-// Probe used by LiveFeed: a tiny authenticated read tells 401 from a dead server.
-export async function probeServer(machine) {
-  const u = new URL("/api/latest", location.origin);
-  u.searchParams.set("limit", "1");
-  if (machine) u.searchParams.set("machine", machine);
+// A tiny authenticated read tells 401 from a dead server (EventSource hides the status).
+async function probeServer(machine) {
   try {
-    const res = await fetch(u.pathname + u.search, { cache: "no-store" });
-    if (res.status === 401) return "unauthorized";
-    return res.ok ? "ok" : "down";
-  } catch {
-    return "down";
+    await getJSON("/api/latest", { limit: 1, machine });
+    return "ok";
+  } catch (err) {
+    return isUnauthorized(err) ? "unauthorized" : "down";
   }
 }
 
 // The newest row id on the appliance (0: no rows), or null when it cannot be asked.
-export async function newestId() {
+async function newestId() {
   try {
-    const res = await fetch("/api/latest?limit=1", { headers: { Accept: "application/json" }, cache: "no-store" });
-    if (!res.ok) return null;
-    const r = ((await res.json()).readings || [])[0];
+    const r = ((await getJSON("/api/latest", { limit: 1 })).readings || [])[0];
     return r ? Number(r.id) : 0;
   } catch {
     return null;

@@ -3,9 +3,8 @@
 // Counting first turns "nothing matches" and bad input into a message on the page
 // instead of a JSON error document replacing it.
 
-import { ApiError, el, getJSON, serverNow, tokenForm, withParams } from "./api.js";
+import { $, el, getJSON, initPage, isUnauthorized, loadModel, serverNow, showError, withParams } from "./common.js";
 
-const $ = (id) => document.getElementById(id);
 const form = $("report");
 let countSeq = 0; // answers can come back out of order; only the newest is shown
 
@@ -65,9 +64,7 @@ async function count() {
   } catch (err) {
     if (seq !== countSeq) return null;
     $("count").textContent = "";
-    if (err instanceof ApiError && err.status === 401) showToken(err.message);
-    else if (err instanceof ApiError) show("error", err.message);
-    else show("error", `Cannot reach the appliance (${err.message}).`);
+    showError(err, (text) => show("error", text));
     return null;
   }
 }
@@ -94,39 +91,43 @@ async function download(ev) {
   show("ok", `Downloading ${n.toLocaleString()} row${n === 1 ? "" : "s"} (${describe(p)}).`);
 }
 
+// A refilled <select> keeps the operator's choice when it is still there.
+function reselect(sel, value) {
+  if ([...sel.options].some((o) => o.value === value)) sel.value = value;
+}
+
+// The model's faults (with their catalogue category) and the machines seen.
 async function loadChoices() {
-  try {
-    const model = await getJSON("/api/model");
-    const sel = $("fault");
-    for (const c of model.catalogue || []) {
-      const o = el("option", null, `${c.fault} · ${c.category}`);
-      o.value = c.fault;
-      sel.append(o);
-    }
-  } catch {
-    for (let i = 0; i < 8; i++) { // the model is optional for a report; names suffice
-      const o = el("option", null, `fault${i}`);
-      o.value = `fault${i}`;
-      $("fault").append(o);
-    }
-  }
+  const model = await loadModel((text) => show("error", text));
+  const category = new Map((model.catalogue || []).map((c) => [c.fault, c.category]));
+  const faults = $("fault");
+  const chosen = faults.value;
+  faults.replaceChildren(faults.firstElementChild, ...(model.faults || []).map((f) => {
+    const o = el("option", null, category.has(f) ? `${f} · ${category.get(f)}` : f);
+    o.value = f;
+    return o;
+  }));
+  reselect(faults, chosen);
   try {
     const ans = await getJSON("/api/machines");
     const sel = $("machine");
-    sel.replaceChildren(sel.firstElementChild);
-    for (const m of ans.machines || []) {
+    const picked = sel.value;
+    sel.replaceChildren(sel.firstElementChild, ...(ans.machines || []).map((m) => {
       const o = el("option", null, m.machine);
       o.value = m.machine;
-      sel.append(o);
-    }
+      return o;
+    }));
+    reselect(sel, picked);
   } catch (err) {
-    if (err instanceof ApiError && err.status === 401) showToken(err.message);
+    if (isUnauthorized(err)) showError(err);
   }
 }
 
-const showToken = tokenForm(() => {
-  loadChoices();
-  count();
+initPage({
+  onToken: () => {
+    loadChoices();
+    count();
+  },
 });
 
 // Default: the last 7 days, in UTC like the server's dates.

@@ -1,41 +1,38 @@
 // /dashboard: the latest readings as a table, newest on top, at most MAX_ROWS rows.
 // Rows come from /api/latest, then /events resumes after the newest id shown (and starts
-// over when the appliance comes back with a new database: live.js).
+// over when the appliance comes back with a new database: live.js). One column per fault of
+// the model (/api/model).
 
-import { ApiError, dominantFault, el, faultState, fmtFault, fmtNum, fmtTime, getJSON, tokenForm } from "./api.js";
-import { LiveFeed, probeServer } from "./live.js";
+import {
+  $, dominantFault, el, faultState, fmtFault, fmtNum, fmtTime, getJSON, initPage, isUnauthorized, loadModel, notice, showError,
+} from "./common.js";
+import { LiveFeed } from "./live.js";
 
 const MAX_ROWS = 50;
-const FAULTS = Array.from({ length: 8 }, (_, i) => `fault${i}`);
-const $ = (id) => document.getElementById(id);
-let thresholds = { warning: 30, alarm: 60 };
+// The features the table shows after the faults: a display choice (reading key, header).
+const TABLE_FEATURES = [["Temperature", "temp."], ["Rotation Speed", "rpm"]];
+let faults = []; // the model's fault names
+let thresholds = null; // the model's {warning, alarm}
 let pending = [];
 let frame = 0;
 
-const showToken = tokenForm(() => init());
 const feed = new LiveFeed({
   onReading: (r) => {
     pending.push(r);
     if (pending.length > MAX_ROWS) pending = pending.slice(-MAX_ROWS);
     frame ||= requestAnimationFrame(flush);
   },
-  onState: (state, detail) => {
-    const c = $("conn");
-    c.dataset.state = state;
-    c.textContent = detail ? `${state} (${detail})` : state;
-    if (detail === "read token needed") showToken();
-  },
-  probe: () => probeServer(null),
   // A new, empty database behind the same address: its rows replace the ones shown.
   onReset: () => {
     pending = [];
     init();
   },
 });
+initPage({ onToken: () => init(), onUnauthorized: () => feed.needToken() });
 
 function header() {
   const cols = [["id", "l"], ["time", "l"], ["machine", "l"], ["max", ""], ["dominant", "l"],
-    ...FAULTS.map((f) => [f, ""]), ["temp.", ""], ["rpm", ""]];
+    ...faults.map((f) => [f, ""]), ...TABLE_FEATURES.map(([, label]) => [label, ""])];
   $("head").replaceChildren(...cols.map(([t, cls]) => {
     const th = el("th", cls, t);
     th.scope = "col";
@@ -44,9 +41,9 @@ function header() {
 }
 
 function row(r) {
-  const faults = r.faults || {};
-  const dom = dominantFault(faults);
-  const max = dom ? faults[dom] : NaN;
+  const values = r.faults || {};
+  const dom = dominantFault(values);
+  const max = dom ? values[dom] : NaN;
   const tr = el("tr", `state-${dom ? faultState(max, thresholds) : "normal"}`);
   tr.dataset.id = r.id;
   const feats = r.features || {};
@@ -56,9 +53,8 @@ function row(r) {
     el("td", "l name", r.machine),
     el("td", "hot", fmtFault(max)),
     el("td", "l name", dom || "–"),
-    ...FAULTS.map((f) => el("td", f === dom ? "hot" : "", fmtFault(faults[f]))),
-    el("td", "", fmtNum(feats.Temperature)),
-    el("td", "", fmtNum(feats["Rotation Speed"])),
+    ...faults.map((f) => el("td", f === dom ? "hot" : "", fmtFault(values[f]))),
+    ...TABLE_FEATURES.map(([key]) => el("td", "", fmtNum(feats[key]))),
   );
   const name = tr.children[2];
   name.title = r.machine ?? ""; // full name on hover when it is cut off
@@ -78,15 +74,13 @@ function flush() {
 }
 
 async function init() {
-  $("notice").textContent = "";
-  try {
-    const model = await getJSON("/api/model");
-    thresholds = model.thresholds || thresholds;
-  } catch {
-    // the table still works with default thresholds
-  }
+  const model = await loadModel();
+  faults = model.faults || [];
+  thresholds = model.thresholds;
+  header();
   $("thr-warning").textContent = fmtFault(thresholds.warning);
   $("thr-alarm").textContent = fmtFault(thresholds.alarm);
+  notice("");
   let sinceId = null;
   try {
     const ans = await getJSON("/api/latest", { limit: MAX_ROWS });
@@ -95,17 +89,11 @@ async function init() {
     $("empty").hidden = rows.length > 0;
     if (rows.length) sinceId = rows[0].id;
   } catch (err) {
-    if (err instanceof ApiError && err.status === 401) {
-      feed.stop();
-      feed.setState("offline", "read token needed");
-      showToken(err.message);
-      return;
-    }
-    $("notice").textContent = err instanceof ApiError ? err.message : `Cannot reach the appliance (${err.message}).`;
+    showError(err);
+    if (isUnauthorized(err)) return;
   }
   feed.start(null, sinceId);
 }
 
 $("max-rows").textContent = MAX_ROWS;
-header();
 init();

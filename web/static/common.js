@@ -1,0 +1,204 @@
+// What every page shares: `$`, JSON fetches, the model, the connection-state display, the
+// read-token form (401) and "cannot reach the appliance"; and formatting.
+// Everything that puts server data into the page goes through textContent (el()).
+
+export const $ = (id) => document.getElementById(id);
+
+// --- JSON over HTTP -------------------------------------------------------------------
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.message) || `HTTP ${status}`);
+    this.status = status;
+  }
+}
+
+export const isUnauthorized = (err) => err instanceof ApiError && err.status === 401;
+
+// Offset between the appliance's clock and this browser's (ms), from the Date header:
+// "last 15 min" means the appliance's last 15 min even when a phone's clock is off.
+let clockOffset = 0;
+export const serverNow = () => Date.now() + clockOffset;
+
+// fetch() answering JSON; throws ApiError for an HTTP error, TypeError when nothing answered.
+// Reads send the read-token cookie (same origin); a write passes its own headers.
+export async function fetchJSON(path, init = {}) {
+  const res = await fetch(path, { cache: "no-store", ...init, headers: { Accept: "application/json", ...init.headers } });
+  const date = Date.parse(res.headers.get("Date") || "");
+  if (!Number.isNaN(date)) clockOffset = date - Date.now();
+  let body = null;
+  try {
+    body = await res.json();
+  } catch {
+    body = null;
+  }
+  if (!res.ok) throw new ApiError(res.status, body);
+  return body;
+}
+
+export const getJSON = (path, params) => fetchJSON(withParams(path, params));
+
+export function withParams(path, params) {
+  const url = new URL(path, location.origin);
+  for (const [k, v] of Object.entries(params || {})) {
+    if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, String(v));
+  }
+  return url.pathname + url.search;
+}
+
+// The model: {name, version, features, faults, catalogue, thresholds}. The pages take every
+// fault and feature name from here. Retried every 5 s until the appliance answers (it may be
+// starting); show(text) tells why meanwhile.
+export async function loadModel(show = notice) {
+  for (;;) {
+    try {
+      const model = await getJSON("/api/model");
+      clearNotice(UNREACHABLE);
+      return model;
+    } catch (err) {
+      showError(err, show);
+      await new Promise((resolve) => setTimeout(resolve, 5000));
+    }
+  }
+}
+
+// --- the page: notice, connection state, read token -----------------------------------
+
+export const TOKEN_NEEDED = "read token needed";
+export const UNREACHABLE = "cannot reach the appliance";
+
+const page = { onToken: () => location.reload(), onUnauthorized: () => {} };
+
+// Once per page: onToken() runs after a token is stored (load again); onUnauthorized() when an
+// answer was 401 (stop the stream until a token is given).
+export function initPage({ onToken, onUnauthorized } = {}) {
+  if (onToken) page.onToken = onToken;
+  if (onUnauthorized) page.onUnauthorized = onUnauthorized;
+  const form = $("token-form");
+  const input = form.querySelector("input");
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    try {
+      storeToken(input.value.trim());
+    } catch (err) {
+      form.querySelector(".token-msg").textContent = err.message;
+      return;
+    }
+    form.hidden = true;
+    input.value = "";
+    page.onToken();
+  });
+}
+
+// The page's #notice (dashboard, table): one line; kind says what put it there.
+export function notice(text, kind = "error") {
+  const n = $("notice");
+  if (!n) return;
+  n.textContent = text;
+  n.dataset.kind = text ? kind : "";
+}
+
+function clearNotice(kind) {
+  const n = $("notice");
+  if (n && n.dataset.kind === kind) notice("");
+}
+
+// The server's message, or why there is none.
+export function errorText(err) {
+  return err instanceof ApiError ? err.message : `Cannot reach the appliance (${err.message}).`;
+}
+
+// A failed request: 401 opens the read-token form, anything else goes to show(text).
+export function showError(err, show = notice) {
+  if (isUnauthorized(err)) {
+    page.onUnauthorized();
+    askForToken();
+    return;
+  }
+  if (show === notice) notice(errorText(err), err instanceof ApiError ? "error" : UNREACHABLE);
+  else show(errorText(err));
+}
+
+// Reveals #token-form: a token is needed, or the one stored was not accepted.
+function askForToken() {
+  const form = $("token-form");
+  form.querySelector(".token-msg").textContent = storedToken()
+    ? "The read token was not accepted. Enter the appliance's read token."
+    : "This appliance needs a read token to show data.";
+  form.hidden = false;
+  form.querySelector("input").focus();
+}
+
+// #conn shows the live stream's state: connecting | live | reconnecting | offline. The
+// detail TOKEN_NEEDED opens the token form; UNREACHABLE puts a notice on the page until live.
+export function showConnection(state, detail = "") {
+  const c = $("conn");
+  if (c) {
+    if (c.dataset.state !== state) c.dataset.state = state;
+    c.textContent = detail === TOKEN_NEEDED ? `${state} (${detail})` : state;
+  }
+  if (detail === TOKEN_NEEDED) askForToken();
+  else if (detail === UNREACHABLE) notice("Cannot reach the appliance; reconnecting by itself.", UNREACHABLE);
+  else if (state === "live") clearNotice(UNREACHABLE);
+}
+
+// The read token lives in a cookie so EventSource (which sends no headers) carries it too.
+const COOKIE = "fdedge_token";
+// cookie-octet (RFC 6265): the server compares the cookie value verbatim, so a token
+// that needs escaping cannot be stored as-is; say so rather than store a mangled one.
+const COOKIE_SAFE = /^[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]+$/;
+
+function storeToken(token) {
+  if (!COOKIE_SAFE.test(token)) throw new Error("The token has characters a cookie cannot hold.");
+  const secure = location.protocol === "https:" ? "; Secure" : "";
+  document.cookie = `${COOKIE}=${token}; SameSite=Strict; path=/${secure}`;
+}
+
+const storedToken = () => document.cookie.split("; ").some((c) => c.startsWith(`${COOKIE}=`) && c.length > COOKIE.length + 1);
+
+// --- formatting -----------------------------------------------------------------------
+
+const pad = (n) => String(n).padStart(2, "0");
+
+// Local time, sortable and unambiguous: 2023-11-06 16:00:00
+export function fmtTime(t) {
+  const d = t instanceof Date ? t : new Date(t);
+  if (Number.isNaN(d.getTime())) return String(t);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+// Four significant digits: enough to read a sensor value, short enough for a phone.
+export function fmtNum(v) {
+  if (v === null || v === undefined || Number.isNaN(v)) return "–";
+  return String(Number(v.toPrecision(4)));
+}
+
+export function fmtFault(v) {
+  if (v === null || v === undefined || Number.isNaN(v)) return "–";
+  const s = v.toFixed(1);
+  return s === "-0.0" ? "0.0" : s; // -0.04 is no fault, not a negative one
+}
+
+// normal | warning | alarm, from the model's thresholds.
+export function faultState(v, thresholds) {
+  if (v >= thresholds.alarm) return "alarm";
+  if (v >= thresholds.warning) return "warning";
+  return "normal";
+}
+
+export function dominantFault(faults) {
+  let best = null;
+  for (const [k, v] of Object.entries(faults || {})) {
+    if (best === null || v > faults[best]) best = k;
+  }
+  return best;
+}
+
+// Small element builder: text only, never HTML.
+export function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  return e;
+}
