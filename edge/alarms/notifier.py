@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 from edge.alarms.rules import Webhook
 from edge.alarms.tables import OUTBOX
-from edge.fdrest import now_text
+from edge.fdrest import TIME_FORMAT, now_text
 from edge.store.database import connect
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ class Notifier:
         return backoff, failures
 
     def _prune(self, conn: sqlite3.Connection, hook: Webhook) -> None:
-        cutoff = (datetime.now(UTC) - timedelta(days=self.keep_days)).strftime("%Y-%m-%d %H:%M:%S")
+        cutoff = (datetime.now(UTC) - timedelta(days=self.keep_days)).strftime(TIME_FORMAT)
         conn.execute(f"DELETE FROM {OUTBOX} WHERE hook = ? AND delivered_at IS NOT NULL AND delivered_at < ?",
                      (hook.key, cutoff))
 

@@ -116,12 +116,15 @@ class Hub:
             self.events -= len(self.ring.popleft().events)
         self.next_seq += 1
         self._joined.clear()
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        self._wake()
 
     def close(self) -> None:
         """Wake every client to end its stream (runs on the event loop)."""
         self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wake every waiting client at once; later waiters wait for the next change."""
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
