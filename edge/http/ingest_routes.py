@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
@@ -12,7 +11,7 @@ from edge.appliance import Appliance, dumps
 from edge.errors import BadRequest, FDEdgeError, PayloadTooLarge
 from edge.fdrest import FAULTS
 from edge.http.body_deadlines import BodyDeadlines
-from edge.ingest.bodies import parse
+from edge.ingest.bodies import Batch, parse
 
 PARSE_IN_THREAD_BYTES = 64 * 1024  # big batches are parsed off the event loop
 
@@ -76,21 +75,25 @@ class SendEndpoint:
         await _ingest(scope, receive, send_message)
 
 
+def _parse(content_type: str | None, data: bytes, key: str | None) -> tuple[Batch, str | None]:
+    batch = parse(content_type, data)
+    return batch, (batch.digest() if key is not None else None)
+
+
 async def _ingest(scope: Scope, receive: Receive, send_message: Send) -> None:
     app: Appliance = scope["app"].state.appliance
     try:
         length, content_type, key = _headers(scope)
         data = await read_body(receive, app.settings.max_body_bytes, length, app.deadlines)
+        if key is not None and not 0 < len(key) <= 200:
+            raise BadRequest("Idempotency-Key must be 1-200 characters", field="Idempotency-Key")
         if len(data) > PARSE_IN_THREAD_BYTES:
-            batch = await run_in_threadpool(parse, content_type, data)
+            batch, digest = await run_in_threadpool(_parse, content_type, data, key)
         else:
-            batch = parse(content_type, data)
+            batch, digest = _parse(content_type, data, key)
         limit = app.settings.max_batch_rows
         if len(batch) > limit:
             raise PayloadTooLarge(f"{len(batch)} readings exceed the limit of {limit} per request", limit=limit)
-        if key is not None and not 0 < len(key) <= 200:
-            raise BadRequest("Idempotency-Key must be 1-200 characters", field="Idempotency-Key")
-        digest = hashlib.sha256(data).hexdigest() if key is not None else None
         stored = await app.writer.ingest(batch, key, digest)
     except FDEdgeError as exc:
         app.metrics.rejected.labels(reason=str(exc.details.get("reason", exc.code))).inc()

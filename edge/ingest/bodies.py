@@ -7,6 +7,7 @@ field, before anything reaches the model or the database.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -29,6 +30,10 @@ KNOWN_KEYS = frozenset(FEATURES) | {TIME_KEY, MACHINE_KEY}
 # Python reads as a time ("2023-11-06 15+01:00", an ISO week date) is converted to it first.
 _STORED_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", re.ASCII)
 
+# Prefix of Batch.digest(); a stored digest without it hashed raw bytes (an earlier version) and
+# is not compared.
+DIGEST_VERSION = "r1:"
+
 JSON_TYPES = {"application/json", "text/json"}
 NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/jsonlines"}
 CSV_TYPES = {"text/csv", "application/csv"}
@@ -40,9 +45,21 @@ class Batch:
     machines: list[str]
     rows: list[list]  # 35 finite numbers per reading, FD-REST feature order
     ignored: set[str] = field(default_factory=set)
+    untimed: list[int] = field(default_factory=list)  # rows stamped with the time of receipt
 
     def __len__(self) -> int:
         return len(self.times)
+
+    def digest(self) -> str:
+        """What an Idempotency-Key is bound to: the readings, not the bytes that carried them.
+
+        A sensor may re-send a claimed reading as a one-element array, with other spacing or as
+        CSV; that is the same request. A reading without a time is bound to "no time", since
+        its time of receipt differs on every retry."""
+        times: list[str | None] = list(self.times)
+        for index in self.untimed:
+            times[index] = None
+        return DIGEST_VERSION + hashlib.sha256(orjson.dumps([times, self.machines, self.rows])).hexdigest()
 
 
 def parse_time(value: object, row: int = 0, key: str = TIME_KEY) -> str:
@@ -133,6 +150,7 @@ def from_objects(objects: list, received: str | None, ignore: frozenset[str] = f
     machines: list[str] = []
     rows: list[list] = []
     ignored: set[str] = set()
+    untimed: list[int] = []
     for index, obj in enumerate(objects):
         if not isinstance(obj, dict):
             raise InvalidReading(f"row {index}: a reading must be a JSON object, got {type(obj).__name__}",
@@ -142,6 +160,7 @@ def from_objects(objects: list, received: str | None, ignore: frozenset[str] = f
         if stamp is None:
             received = received or now_text()  # only computed when a reading has no time
             times.append(received)
+            untimed.append(index)
         else:
             times.append(parse_time(stamp, index))
         machines.append(parse_machine(obj.get(MACHINE_KEY), index))
@@ -156,7 +175,7 @@ def from_objects(objects: list, received: str | None, ignore: frozenset[str] = f
             total = math.inf
         if total - total != 0.0:
             rows[index] = [_number(v, index, k) for k, v in zip(FEATURES, values, strict=True)]
-    return Batch(times=times, machines=machines, rows=rows, ignored=ignored)
+    return Batch(times=times, machines=machines, rows=rows, ignored=ignored, untimed=untimed)
 
 
 def _json(data: bytes) -> object:

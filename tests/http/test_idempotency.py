@@ -37,8 +37,9 @@ def test_a_different_body_in_the_same_commit_group_is_refused_too(make_client, s
     from edge.ingest.bodies import parse
 
     async def both(app: Appliance) -> list:
-        one = app.writer.ingest(parse("application/json", _json(reading(1))), "k", "a")
-        two = app.writer.ingest(parse("application/json", _json(reading(2))), "k", "b")
+        first, second = (parse("application/json", _json(reading(i))) for i in (1, 2))
+        one = app.writer.ingest(first, "k", first.digest())
+        two = app.writer.ingest(second, "k", second.digest())
         return await asyncio.gather(one, two, return_exceptions=True)
 
     client = make_client()
@@ -71,3 +72,34 @@ def test_keys_from_an_older_database_without_digests_still_replay(client, settin
 def _json(obj: object) -> bytes:
     import json
     return json.dumps(obj).encode()
+
+
+def test_the_same_readings_in_another_encoding_are_a_replay(client, settings):
+    """A sensor that resumes its buffer with a larger --batch re-sends a claimed single reading as a
+    one-element array; the readings are the same, so the key must replay, not conflict."""
+    one = reading(5)
+    first = client.post("/send", json=one, headers={"Idempotency-Key": "s1:5"})
+    as_array = client.post("/send", content=_json([one]).replace(b",", b", "),
+                           headers={"Idempotency-Key": "s1:5", "Content-Type": "application/json"})
+    assert first.status_code == as_array.status_code == 200, as_array.text
+    assert as_array.headers["x-fdedge-replayed"] == "true" and as_array.json() == first.json()
+    with sqlite3.connect(settings.db_path) as conn:
+        assert conn.execute("SELECT count(*) FROM sensor_data").fetchone()[0] == 1
+
+
+def test_an_untimed_reading_retried_is_a_replay(client, settings):
+    """Its time of receipt differs on each attempt; the key binds the readings as sent."""
+    untimed = {k: v for k, v in reading(6).items() if k != "Time"}
+    first = client.post("/send", json=untimed, headers={"Idempotency-Key": "s1:6"})
+    again = client.post("/send", json=[untimed], headers={"Idempotency-Key": "s1:6"})
+    assert first.status_code == again.status_code == 200, again.text
+    assert again.headers["x-fdedge-replayed"] == "true"
+
+
+def test_a_key_stored_by_the_raw_body_version_replays_by_size(client, settings):
+    """Digests of raw bytes (the version before) cannot be compared with reading digests."""
+    assert client.post("/send", json=reading(7), headers={"Idempotency-Key": "s1:7"}).status_code == 200
+    with sqlite3.connect(settings.db_path) as conn:
+        conn.execute("UPDATE fdedge_ingest_keys SET body_sha256 = ? WHERE key = 's1:7'", ("ab" * 32,))
+    r = client.post("/send", json=[reading(7)], headers={"Idempotency-Key": "s1:7"})
+    assert r.status_code == 200 and r.headers["x-fdedge-replayed"] == "true"
