@@ -44,12 +44,14 @@ class Appliance:
         """Load the model and open the database; raises StartupError with a clear reason."""
         model = model_module.load(settings.model_dir, threads=settings.threads)
         rules = load_rules(settings.alarm_rules, settings.warning_threshold, settings.alarm_threshold)
-        engine = AlarmEngine(rules, model.manifest.get("catalogue") or CATALOGUE)
+        engine = AlarmEngine(rules, model.manifest.get("catalogue") or CATALOGUE, clock_skew_s=settings.clock_skew)
         hub = Hub(settings.sse_buffer)
         metrics = Metrics(settings.db_path, sse_clients=lambda: len(hub))
         writer = Writer(settings.db_path, model, sync=settings.sync, init=settings.init_db,
                         max_mb=settings.max_db_mb, observe=metrics.observe, alarms=engine)
         metrics.alarms_active.set_function(lambda: engine.active_count)
+        metrics.count_by_reason("fdedge_alarm_readings_skipped",
+                                "Stored readings the alarm engine did not evaluate, by reason", lambda: engine.skipped)
         notifier = Notifier(settings.db_path, rules.webhooks, metrics=metrics) if rules.webhooks else None
         appliance = cls(settings, model, writer, Readers(settings.db_path), hub, metrics,
                         alarms=engine, notifier=notifier)

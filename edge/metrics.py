@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 disable_created_metrics()  # the _created series only add noise to every scrape
 
@@ -42,11 +43,27 @@ class Metrics:
             "fdedge_webhook_deliveries", "Webhook POSTs by result (delivered, failed)", ["result"], registry=r
         )
 
+    def count_by_reason(self, name: str, documentation: str, read: Callable[[], Mapping[str, int]]) -> None:
+        """A counter kept by its owner (it must agree with a committed transaction, which a
+        prometheus Counter incremented along the way would not), read at each scrape."""
+        self.registry.register(_ReasonCounter(name, documentation, read))
+
     def observe(self, name: str, seconds: float) -> None:
         (self.inference if name == "inference" else self.commit).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _ReasonCounter:
+    def __init__(self, name: str, documentation: str, read: Callable[[], Mapping[str, int]]) -> None:
+        self.name, self.documentation, self.read = name, documentation, read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=["reason"])
+        for reason, count in self.read().items():
+            family.add_metric([reason], count)
+        yield family
 
 
 def database_bytes(db_path: Path) -> int:

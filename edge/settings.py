@@ -61,6 +61,9 @@ class Settings:
     alarm_threshold: float = setting(60.0, float, "fault intensity shown as alarm")
     alarm_rules: Path | None = setting(None, Path, "JSON file with alarm rules and webhooks (docs/ALARMS.md); "
                                        "default: the thresholds above, clear 5 below warning, 3 readings in a row")
+    clock_skew: float = setting(300.0, float, "seconds a reading's time may be ahead of the appliance's clock and "
+                                "still advance its machine's alarm clock; later-dated readings are stored and "
+                                "evaluated but never make correct readings after them late")
     retention_days: float = setting(0.0, float, "delete readings older than this many days (0 = keep all)")
     retention_rows: int = setting(0, int, "keep at most this many readings (0 = no limit)")
     max_db_mb: float = setting(0.0, float, "hard cap on the database size in MiB; ingest answers 503 when "
@@ -149,6 +152,8 @@ class Settings:
             return "warning-threshold must not exceed alarm-threshold"
         if self.retention_days < 0 or self.retention_rows < 0:
             return "retention limits must be >= 0"
+        if not 0 <= self.clock_skew <= 86400:
+            return "clock-skew must be 0-86400 seconds"
         if self.allowed_hosts is not None and not any(hosts.parse(self.allowed_hosts)):
             return "allowed-hosts lists no names (leave it unset to answer to any)"
         if self.max_body_bytes < 1024 or self.max_batch_rows < 1 or self.threads < 1 or self.sse_buffer < 1:

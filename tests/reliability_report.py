@@ -29,6 +29,7 @@ TITLES = {
     "faults_soak": "Faults survived (soak: the real 30 s deadlines)",
     "bad_input": "Bad input refused cleanly",
     "security": "Access and injection",
+    "hostile": "Hostile and careless clients",
     "load": "Load held (short soak, make test)",
     "load_soak": "Load held (soak)",
 }
@@ -189,7 +190,12 @@ def _load(f: dict) -> list[str]:
     ]
 
 
-RENDER = {"crash": _crash, "crash_soak": _crash, "sensor": _sensor, "faults": _faults, "faults_soak": _faults, "bad_input": _bad_input,
+def _hostile(f: dict) -> list[str]:
+    """Each figure is a sentence its test wrote (one per item of issue 14), in a stable order."""
+    return [str(f[key]) for key in sorted(f)]
+
+
+RENDER = {"hostile": _hostile, "crash": _crash, "crash_soak": _crash, "sensor": _sensor, "faults": _faults, "faults_soak": _faults, "bad_input": _bad_input,
           "security": _security, "load": _load, "load_soak": _load}
 
 

@@ -94,6 +94,7 @@ EVERY_SETTING = {
     "warning_threshold": ("25.5", 25.5),
     "alarm_threshold": ("70", 70.0),
     "alarm_rules": ("/etc/fdedge/alarms.json", Path("/etc/fdedge/alarms.json")),
+    "clock_skew": ("60", 60.0),
     "retention_days": ("90", 90.0),
     "retention_rows": ("1000000", 1_000_000),
     "max_db_mb": ("512", 512.0),

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,7 +41,8 @@ log = logging.getLogger(__name__)
 N_FAULTS = len(FAULTS)
 MAX_BY, MAX_NOTE = 100, 2000
 REPLAY_CAP = 200_000  # most stored readings per machine replayed at start (long min_duration rules)
-FUTURE_S = 86400.0  # a reading dated further ahead of our clock does not move its machine's clock
+CLOCK_SKEW_S = 300.0  # default: a reading dated further ahead of our clock does not move its machine's clock
+SKIP_REASONS = ("out_of_order", "evaluation_error")
 
 
 @dataclass(frozen=True)
@@ -179,25 +179,31 @@ class AlarmEngine:
     """Evaluates alarm rules in the writer thread. Not thread-safe: only the writer calls
     `setup`, `evaluate`, `commit`, `rollback` and `ack`; `active_count` may be read anywhere."""
 
-    def __init__(self, rules: Rules, catalogue: Iterable[dict[str, str]] = CATALOGUE) -> None:
+    def __init__(self, rules: Rules, catalogue: Iterable[dict[str, str]] = CATALOGUE,
+                 clock_skew_s: float = CLOCK_SKEW_S) -> None:
         self.rules = rules
+        self.clock_skew_s = clock_skew_s
         self.categories = {c["fault"]: c.get("category", "") for c in catalogue}
         self._machines: dict[str, MachineRuns] = {}
         self._undo: dict[MachineRuns, Any] = {}  # machine -> its state before this transaction
         self._savepoint = False
         self._active_delta = 0
-        self._stale_delta = 0
+        self._stale_delta = self._error_delta = 0
         self.active_count = 0  # committed active alarms
-        self.stale_readings = 0  # committed readings older than their machine's last: not evaluated
+        # committed readings not evaluated, by reason (SKIP_REASONS): older than their machine's
+        # last evaluated reading, or in a group whose evaluation failed (a bug, logged)
+        self.skipped = dict.fromkeys(SKIP_REASONS, 0)
         self.errors = 0  # evaluations abandoned because of a bug (logged); the readings still commit
-        self._horizon_text, self._horizon_until = "", 0.0
+
+    @property
+    def stale_readings(self) -> int:
+        return self.skipped["out_of_order"]
 
     def _horizon(self) -> str:
-        """Stored-time text FUTURE_S ahead of now, recomputed once a minute (strftime is not free)."""
-        now = time.time()
-        if now >= self._horizon_until:
-            self._horizon_text, self._horizon_until = now_text(FUTURE_S), now + 60.0
-        return self._horizon_text
+        """The latest stored time that may move a machine's clock: now plus the allowed skew. A
+        reading dated later is evaluated, but an hour-ahead sensor clock must not make every
+        correct reading after it "out of order" (that silenced the machine's alarms)."""
+        return now_text(self.clock_skew_s)
 
     # -- start-up ---------------------------------------------------------------------------------
 
@@ -290,10 +296,10 @@ class AlarmEngine:
                 self._write_peak(conn, st, i, rid, t, changes)
         except sqlite3.Error as exc:
             if isinstance(exc, sqlite3.IntegrityError):  # our state disagrees with the table: a bug
-                return self._abandon(conn)
+                return self._abandon(conn, len(rows))
             raise
         except Exception:  # an alarm bug must not cost the readings
-            return self._abandon(conn)
+            return self._abandon(conn, len(rows))
         return changes
 
     def commit(self) -> None:
@@ -301,8 +307,9 @@ class AlarmEngine:
         self._undo.clear()
         self._savepoint = False
         self.active_count += self._active_delta
-        self.stale_readings += self._stale_delta
-        self._active_delta = self._stale_delta = 0
+        self.skipped["out_of_order"] += self._stale_delta
+        self.skipped["evaluation_error"] += self._error_delta
+        self._active_delta = self._stale_delta = self._error_delta = 0
 
     def rollback(self) -> None:
         """The writer rolled back: forget everything evaluated since the last commit."""
@@ -313,9 +320,9 @@ class AlarmEngine:
                 st.restore(snap)
         self._undo.clear()
         self._savepoint = False
-        self._active_delta = self._stale_delta = 0
+        self._active_delta = self._stale_delta = self._error_delta = 0
 
-    def _abandon(self, conn: sqlite3.Connection) -> list[AlarmChange]:
+    def _abandon(self, conn: sqlite3.Connection, readings: int) -> list[AlarmChange]:
         log.exception("alarm evaluation failed; this group's readings are stored without alarm evaluation")
         self.errors += 1
         # Savepoint and journal both reach back to the start of the transaction, so afterwards the
@@ -325,6 +332,7 @@ class AlarmEngine:
             conn.execute("ROLLBACK TO fdedge_alarms")  # the savepoint stays open until COMMIT
         self.rollback()
         self._savepoint = savepoint
+        self._error_delta = readings
         return []
 
     def _writes(self, conn: sqlite3.Connection) -> None:
