@@ -12,6 +12,7 @@ import uvicorn
 from edge import memory
 from edge.appliance import Appliance
 from edge.errors import StartupError
+from edge.http import quiet_logs
 from edge.http.app import create_app
 from edge.http.head_limit import BoundedHttpToolsProtocol
 from edge.settings import Settings
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     config = uvicorn.Config(app, host=settings.host, port=settings.port, loop=loop, http=BoundedHttpToolsProtocol,
                             log_level=settings.log_level, access_log=settings.access_log, server_header=False,
                             timeout_keep_alive=30, timeout_graceful_shutdown=5)
+    quiet_logs.install()  # after uvicorn.Config, which configures uvicorn's loggers
     try:
         Server(config, appliance).run()
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down: the exit code says it

@@ -75,6 +75,8 @@ class Settings:
     threads: int = setting(1, int, "onnxruntime intra-op threads")
     sse_buffer: int = setting(4096, int, "recent events kept in memory for live clients (shared by all); "
                               "a client further behind is caught up from the database")
+    send_timeout: float = setting(30.0, float, "seconds a client may stop reading a stream (/events, "
+                                  "/generate_csv, large answers) before it is disconnected and its snapshot released")
     sse_replay_max: int = setting(10_000, int, "most missed readings replayed to a reconnecting SSE client")
     init_db: bool = setting(False, flag, "create a new empty database even though this data directory had one "
                             "before")
@@ -152,6 +154,8 @@ class Settings:
             return "warning-threshold must not exceed alarm-threshold"
         if self.retention_days < 0 or self.retention_rows < 0:
             return "retention limits must be >= 0"
+        if not 0 < self.send_timeout <= 3600:
+            return "send-timeout must be more than 0 and at most 3600 seconds"
         if not 0 <= self.clock_skew <= 86400:
             return "clock-skew must be 0-86400 seconds"
         if self.allowed_hosts is not None and not any(hosts.parse(self.allowed_hosts)):

@@ -140,3 +140,16 @@ def drain(sock: socket.socket) -> threading.Thread:
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
+
+
+def stuck_sse_clients(port: int, n: int, last_event_id: int | None = None) -> list[socket.socket]:
+    """SSE clients that connect and never read: a tiny receive buffer, nothing ever recv()d."""
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", port))
+        extra = f"Last-Event-ID: {last_event_id}\r\n" if last_event_id is not None else ""
+        s.sendall(f"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{extra}\r\n".encode())
+        socks.append(s)
+    return socks

@@ -95,6 +95,7 @@ EVERY_SETTING = {
     "alarm_threshold": ("70", 70.0),
     "alarm_rules": ("/etc/fdedge/alarms.json", Path("/etc/fdedge/alarms.json")),
     "clock_skew": ("60", 60.0),
+    "send_timeout": ("5", 5.0),
     "retention_days": ("90", 90.0),
     "retention_rows": ("1000000", 1_000_000),
     "max_db_mb": ("512", 512.0),

@@ -44,6 +44,6 @@ async def events(request: Request) -> Response:
     return EventSourceResponse(
         subscriber.events(),
         ping=15,
-        send_timeout=30,  # a client that stops reading is disconnected, not buffered for
+        send_timeout=app.settings.send_timeout,  # a client that stops reading is disconnected, not buffered for
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

@@ -61,7 +61,11 @@ async def series(request: Request) -> Response:
     except OverflowError:
         raise BadRequest("end is too early for the default one-hour range; give a start", field="end") from None
     start = instant_param(params, "start", hour_before)
-    names = [n.strip() for n in (params.get("metrics") or "temperature").split(",") if n.strip()]
+    given = params.get("metrics") or "temperature"
+    names = list(dict.fromkeys(n.strip() for n in given.split(",") if n.strip()))  # once each, in order
+    if not names:
+        raise BadRequest(f"metrics lists no names: {given[:64]!r}; give e.g. metrics=temperature,fault2",
+                         field="metrics")
     if len(names) > len(queries.METRICS):
         raise BadRequest("too many metrics", field="metrics")
     columns = [queries.metric(n) for n in names]

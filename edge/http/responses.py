@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from edge.errors import FDEdgeError
+from edge.http.quiet_logs import describe, is_disconnect, mark_logged
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +44,24 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
 
 
 def internal_error(method: str, path: str) -> JSONResponse:
-    """Call from an `except` block: logs the traceback for the operator, tells the client nothing of it."""
+    """Call from an `except` block: logs the traceback for the operator, tells the client nothing of it.
+
+    Marked as logged, so uvicorn's own report of the re-raised exception is dropped (one traceback)."""
     log.exception("unexpected error on %s %s", method, path)
+    mark_logged(sys.exc_info()[1])
     return JSONResponse({"error": "internal", "message": "internal error; the server logged the details"},
                         status_code=500)
 
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
+    """Also reached by a client that went away mid-response (an SSE client that stopped reading):
+    that is one line, not a traceback; no answer can reach that client any more."""
+    mark_logged(exc)
+    if is_disconnect(exc):
+        client = request.client.host if request.client else "?"
+        log.info("client %s went away or stopped reading during %s %s (%s); connection closed",
+                 client, request.method, request.url.path, describe(exc))
+        return JSONResponse({"error": "disconnected", "message": "the client went away"}, status_code=499)
     return internal_error(request.method, request.url.path)
 
 
