@@ -32,6 +32,10 @@ class Unauthorized(FDEdgeError):
     status, code = 401, "unauthorized"
 
 
+class Forbidden(FDEdgeError):
+    status, code = 403, "forbidden"
+
+
 class NotFound(FDEdgeError):
     status, code = 404, "not_found"
 

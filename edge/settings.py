@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from edge.http import hosts
+from edge.http import hosts, origins
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_MODEL = REPO_ROOT / "models" / "default"
@@ -55,6 +55,9 @@ class Settings:
                                         "(`fdedge.plant.local, 10.0.0.5, *.plant.local`); any other Host header "
                                         "gets 400, the defence against DNS rebinding; loopback always passes; "
                                         "unset = any")
+    allowed_origins: frozenset[str] | None = setting(
+        None, origins.parse_origins, "comma-separated origins (`https://scada.plant.local`) whose pages may "
+        "post to the appliance besides its own; a write with any other Origin header gets 403")
     max_body_bytes: int = setting(8 * 1024 * 1024, int, "largest accepted request body in bytes")
     max_batch_rows: int = setting(10_000, int, "most readings accepted in one request")
     warning_threshold: float = setting(30.0, float, "fault intensity shown as warning")

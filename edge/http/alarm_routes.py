@@ -15,7 +15,8 @@ from starlette.responses import JSONResponse, Response
 
 from edge.alarms.engine import AlarmChange
 from edge.alarms.tables import STATES, get_alarm, list_alarms
-from edge.errors import BadRequest, InvalidJSON, NotFound, PayloadTooLarge
+from edge.errors import BadRequest, InvalidJSON, NotFound, PayloadTooLarge, UnsupportedMediaType
+from edge.http import origins
 from edge.http.params import int_param
 
 MAX_ACK_BYTES = 16 * 1024
@@ -55,6 +56,14 @@ async def ack(request: Request) -> Response:
     """POST /api/alarms/{alarm_id}/ack with {"by": "...", "note": "..."} -> {"alarm": ..., "replayed": bool}."""
     app = request.app.state.appliance
     alarm_id = _alarm_id(request)
+    origins.check(request.headers.get("origin"), request.headers.get("host"),
+                  app.settings.allowed_origins or frozenset())
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json":
+        raise UnsupportedMediaType(f"an acknowledgement is JSON: send Content-Type: application/json, "
+                                   f"not {media[:60]!r}" if media else
+                                   "an acknowledgement is JSON: send Content-Type: application/json",
+                                   accepted=["application/json"])
     body = await _json_body(request)
     if not isinstance(body, dict):
         raise BadRequest('the body must be a JSON object like {"by": "operator name", "note": "..."}')

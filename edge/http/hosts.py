@@ -12,6 +12,8 @@ Loopback names always pass: the container health check and tools on the applianc
 
 from __future__ import annotations
 
+import re
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edge.errors import BadRequest
@@ -25,20 +27,35 @@ class BadHost(BadRequest):
 
 def parse(text: str) -> tuple[frozenset[str], tuple[str, ...]]:
     """`a.example, 10.0.0.5, *.plant.local` -> exact names and `.suffix`es, lower-cased."""
-    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    names = [n.strip().lower().removesuffix(".") for n in text.split(",") if n.strip()]
     exact = frozenset(n for n in names if not n.startswith("*."))
     suffixes = tuple(n[1:] for n in names if n.startswith("*."))
     return exact, suffixes
 
 
+# RFC 9110 `Host = uri-host [ ":" port ]`: a bracketed IPv6 literal, or a name / IPv4 address.
+# Anything else (`[::1]evil.example`, `localhost:5000@evil.example`) is no host at all.
+_HOST = re.compile(r"(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>(?:[a-z0-9_-]+\.)*[a-z0-9_-]+\.?))(?::(?P<port>[0-9]{1,5}))?", re.ASCII)
+
+
+def split_host(text: str) -> tuple[str, int | None] | None:
+    """`Name.Example.:5000` -> ("name.example", 5000): lower-case, the root's trailing dot dropped
+    (a fully qualified name is the same host); None if it is not a valid Host value."""
+    match = _HOST.fullmatch(text.strip().lower())
+    if match is None:
+        return None
+    name = match["v6"] or match["name"].removesuffix(".")
+    port = int(match["port"]) if match["port"] else None
+    return name, port
+
+
 def host_name(scope: Scope) -> str | None:
-    """The name in the Host header without its port (`[::1]:5000` -> `::1`); None if absent."""
+    """The name in the Host header without its port (`[::1]:5000` -> `::1`); None if absent or
+    malformed."""
     for name, value in scope.get("headers", ()):
         if name == b"host":
-            host = value.decode("latin-1").strip().lower()
-            if host.startswith("["):
-                return host[1:host.find("]")] if "]" in host else host
-            return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+            parsed = split_host(value.decode("latin-1"))
+            return parsed[0] if parsed else None
     return None
 
 

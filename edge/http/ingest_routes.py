@@ -8,10 +8,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from edge.appliance import Appliance, dumps
-from edge.errors import BadRequest, FDEdgeError, PayloadTooLarge
+from edge.errors import BadRequest, FDEdgeError, PayloadTooLarge, UnsupportedMediaType
 from edge.fdrest import FAULTS
+from edge.http import origins
 from edge.http.body_deadlines import BodyDeadlines
-from edge.ingest.bodies import Batch, parse
+from edge.ingest.bodies import ACCEPTED_TYPES, Batch, parse
 
 PARSE_IN_THREAD_BYTES = 64 * 1024  # big batches are parsed off the event loop
 
@@ -53,9 +54,9 @@ async def read_body(receive: Receive, limit: int, length: int | None, deadlines:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _headers(scope: Scope) -> tuple[int | None, str | None, str | None]:
-    """One pass over the raw headers: content-length, content-type, idempotency-key."""
-    length = ctype = key = None
+def _headers(scope: Scope) -> tuple[int | None, str | None, str | None, str | None, str | None]:
+    """One pass over the raw headers: content-length, content-type, idempotency-key, origin, host."""
+    length = ctype = key = origin = host = None
     for name, value in scope["headers"]:
         if name == b"content-length":
             length = int(value) if value.isdigit() else None
@@ -63,7 +64,11 @@ def _headers(scope: Scope) -> tuple[int | None, str | None, str | None]:
             ctype = value.decode("latin-1")
         elif name == b"idempotency-key":
             key = value.decode("latin-1")
-    return length, ctype, key
+        elif name == b"origin":
+            origin = value.decode("latin-1")
+        elif name == b"host":
+            host = value.decode("latin-1")
+    return length, ctype, key, origin, host
 
 
 class SendEndpoint:
@@ -83,7 +88,13 @@ def _parse(content_type: str | None, data: bytes, key: str | None) -> tuple[Batc
 async def _ingest(scope: Scope, receive: Receive, send_message: Send) -> None:
     app: Appliance = scope["app"].state.appliance
     try:
-        length, content_type, key = _headers(scope)
+        length, content_type, key, origin, host = _headers(scope)
+        origins.check(origin, host, app.settings.allowed_origins or frozenset())
+        if content_type is None:
+            raise UnsupportedMediaType(
+                "a Content-Type is required: application/json, application/x-ndjson or text/csv "
+                "(with curl: -H 'Content-Type: application/json')", reason="content_type_missing",
+                accepted=sorted(ACCEPTED_TYPES))
         data = await read_body(receive, app.settings.max_body_bytes, length, app.deadlines)
         if key is not None and not 0 < len(key) <= 200:
             raise BadRequest("Idempotency-Key must be 1-200 characters", field="Idempotency-Key")

@@ -37,6 +37,7 @@ DIGEST_VERSION = "r1:"
 JSON_TYPES = {"application/json", "text/json"}
 NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/jsonlines"}
 CSV_TYPES = {"text/csv", "application/csv"}
+ACCEPTED_TYPES = JSON_TYPES | NDJSON_TYPES | CSV_TYPES
 
 
 @dataclass
@@ -249,7 +250,7 @@ def parse_csv(data: bytes, received: str | None) -> Batch:
 
 
 def parse(content_type: str | None, data: bytes, received: str | None = None) -> Batch:
-    """Dispatch on the media type; a missing type is read as JSON, as FD-REST did."""
+    """Dispatch on the media type; a missing type is read as JSON (HTTP requires one, see ingest_routes)."""
     media = (content_type or "application/json").split(";")[0].strip().lower()
     if media in JSON_TYPES:
         return parse_json(data, received)
@@ -260,5 +261,5 @@ def parse(content_type: str | None, data: bytes, received: str | None = None) ->
     raise UnsupportedMediaType(
         f"content type {media!r} is not accepted; send application/json, application/x-ndjson or text/csv "
         "(with curl: -H 'Content-Type: application/json')",
-        accepted=sorted(JSON_TYPES | NDJSON_TYPES | CSV_TYPES),
+        accepted=sorted(ACCEPTED_TYPES),
     )

@@ -494,7 +494,8 @@ def api(bench, make_client):
         Route("/api/alarms/{alarm_id:int}/ack", alarm_routes.ack, methods=["POST"]),
     ], exception_handlers=EXCEPTION_HANDLERS)
     app.state.appliance = SimpleNamespace(alarms=bench.engine, writer=Writer(), readers=readers,
-                                          publish_alarms=published.extend)
+                                          publish_alarms=published.extend,
+                                          settings=SimpleNamespace(allowed_origins=None))
     with make_client(app=app) as client:
         yield client, published
     readers.close()
@@ -524,7 +525,8 @@ def test_routes_list_show_and_ack(api, bench):
     for data in bad:
         r = client.post("/api/alarms/2/ack", content=data, headers={"Content-Type": "application/json"})
         assert r.status_code == 400 and r.json()["error"] in ("bad_request", "invalid_json"), data
-    assert client.post("/api/alarms/2/ack", content=b"x" * 20000).status_code == 413
+    assert client.post("/api/alarms/2/ack", content=b"x" * 20000,
+                       headers={"Content-Type": "application/json"}).status_code == 413
 
 
 # -- webhooks -----------------------------------------------------------------------------------------
