@@ -35,7 +35,8 @@ def parse(text: str) -> tuple[frozenset[str], tuple[str, ...]]:
 
 # RFC 9110 `Host = uri-host [ ":" port ]`: a bracketed IPv6 literal, or a name / IPv4 address.
 # Anything else (`[::1]evil.example`, `localhost:5000@evil.example`) is no host at all.
-_HOST = re.compile(r"(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>(?:[a-z0-9_-]+\.)*[a-z0-9_-]+\.?))(?::(?P<port>[0-9]{1,5}))?", re.ASCII)
+_HOST = re.compile(r"(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>(?:[a-z0-9_-]+\.)*[a-z0-9_-]+\.?))"
+                   r"(?::(?P<port>[0-9]{1,5}))?", re.ASCII)
 
 
 def split_host(text: str) -> tuple[str, int | None] | None:
