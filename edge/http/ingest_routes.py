@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from starlette.concurrency import run_in_threadpool
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from edge.appliance import Appliance, dumps
 from edge.errors import BadRequest, FDEdgeError, PayloadTooLarge, UnsupportedMediaType
@@ -15,10 +15,45 @@ from edge.http.body_deadlines import BodyDeadlines
 from edge.ingest.bodies import ACCEPTED_TYPES, Batch, parse
 
 PARSE_IN_THREAD_BYTES = 64 * 1024  # big batches are parsed off the event loop
+# Before a 413 on a connection that closes after the answer, the rest of the body is read and
+# dropped (up to this much, for up to this long): closing with unread data makes the kernel reset
+# the connection, and the client would see a reset instead of the 413 and retry for ever.
+DISCARD_BYTES = 16 * 1024 * 1024
+DISCARD_SECONDS = 2.0
 
 
 def _header_safe(key: str) -> str:
     return "".join(c if 32 <= ord(c) < 127 and c != "," else "?" for c in key[:64])
+
+
+async def discard_body(receive: Receive) -> None:
+    """Read and drop what is left of the body, within DISCARD_BYTES and DISCARD_SECONDS."""
+
+    async def drain() -> None:
+        left = DISCARD_BYTES
+        while left > 0:
+            message = await receive()
+            left -= len(message.get("body", b""))
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
+
+    try:
+        await asyncio.wait_for(drain(), DISCARD_SECONDS)
+    except TimeoutError:
+        pass
+
+
+class TrackedReceive:
+    """`receive`, noting whether the body has been read to its end (then there is nothing to drop)."""
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive, self.done = receive, False
+
+    async def __call__(self) -> Message:
+        message = await self.receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self.done = True
+        return message
 
 
 async def read_body(receive: Receive, limit: int, length: int | None, deadlines: BodyDeadlines) -> bytes:
@@ -54,9 +89,11 @@ async def read_body(receive: Receive, limit: int, length: int | None, deadlines:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _headers(scope: Scope) -> tuple[int | None, str | None, str | None, str | None, str | None]:
-    """One pass over the raw headers: content-length, content-type, idempotency-key, origin, host."""
+def _headers(scope: Scope) -> tuple[int | None, str | None, str | None, str | None, str | None, bool]:
+    """One pass over the raw headers: content-length, content-type, idempotency-key, origin, host,
+    and whether the connection closes after the answer."""
     length = ctype = key = origin = host = None
+    closing = scope.get("http_version") == "1.0"
     for name, value in scope["headers"]:
         if name == b"content-length":
             length = int(value) if value.isdigit() else None
@@ -68,7 +105,9 @@ def _headers(scope: Scope) -> tuple[int | None, str | None, str | None, str | No
             origin = value.decode("latin-1")
         elif name == b"host":
             host = value.decode("latin-1")
-    return length, ctype, key, origin, host
+        elif name == b"connection":
+            closing = b"close" in value.lower() or (closing and b"keep-alive" not in value.lower())
+    return length, ctype, key, origin, host, closing
 
 
 class SendEndpoint:
@@ -87,8 +126,10 @@ def _parse(content_type: str | None, data: bytes, key: str | None) -> tuple[Batc
 
 async def _ingest(scope: Scope, receive: Receive, send_message: Send) -> None:
     app: Appliance = scope["app"].state.appliance
+    length, content_type, key, origin, host, closing = _headers(scope)
+    if closing:
+        receive = tracked = TrackedReceive(receive)
     try:
-        length, content_type, key, origin, host = _headers(scope)
         origins.check(origin, host, app.settings.allowed_origins or frozenset())
         if content_type is None:
             raise UnsupportedMediaType(
@@ -107,7 +148,10 @@ async def _ingest(scope: Scope, receive: Receive, send_message: Send) -> None:
             raise PayloadTooLarge(f"{len(batch)} readings exceed the limit of {limit} per request", limit=limit)
         stored = await app.writer.ingest(batch, key, digest)
     except FDEdgeError as exc:
-        app.metrics.rejected.labels(reason=str(exc.details.get("reason", exc.code))).inc()
+        reason = str(exc.details.get("reason", exc.code))
+        app.metrics.rejected.labels(reason=reason).inc()
+        if closing and not tracked.done and reason not in ("body_timeout", "client_disconnect"):
+            await discard_body(receive)  # so the client reads the answer, not a reset
         raise
     body = dumps([dict(zip(FAULTS, row, strict=True)) for row in stored.faults.tolist()])
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),

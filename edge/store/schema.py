@@ -6,6 +6,8 @@ FD-Edge only adds columns and tables next to them.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 import sqlite3
 from pathlib import Path
@@ -70,6 +72,19 @@ def _marker(path: Path) -> Path:
     return path.with_name(path.name + MARKER_SUFFIX)
 
 
+def _create_private(path: Path) -> None:
+    """A new data directory is 0700 and a new database 0600: readings and alarm notes are the
+    plant's data, and SQLite gives the WAL and SHM files the database file's mode. Existing files
+    keep theirs (a backup job may rely on them)."""
+    if not path.parent.exists():
+        path.parent.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # another process created it meanwhile
+            path.parent.mkdir(mode=0o700)
+    if not path.exists():
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def open_database(path: Path, *, sync: str = "full", init: bool = False, max_mb: float = 0.0) -> sqlite3.Connection:
     """Open (or create) and migrate the database; refuse to silently replace a lost one.
 
@@ -90,7 +105,7 @@ def open_database(path: Path, *, sync: str = "full", init: bool = False, max_mb:
                 "Restore the file, or start with --init-db (FDEDGE_INIT_DB=1) to begin a new empty database."
             )
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(path)
     except OSError as exc:
         raise StartupError(f"cannot create data directory {path.parent}: {exc}") from None
     try:
@@ -109,7 +124,8 @@ def open_database(path: Path, *, sync: str = "full", init: bool = False, max_mb:
         raise StartupError(f"database {path} cannot be opened: {exc} "
                            "(is it an SQLite file? is the disk full or read-only?)") from None
     try:
-        marker.write_text(f"FD-Edge database marker; the database {path.name} was created here.\n")
+        with os.fdopen(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+            handle.write(f"FD-Edge database marker; the database {path.name} was created here.\n")
     except OSError:
         pass  # a read-only data directory is reported by /readyz, not fatal here
     return conn
