@@ -23,6 +23,7 @@ from edge.http import alarm_routes, event_routes, ingest_routes, openapi, ops_ro
 from edge.http.auth import TokenAuth
 from edge.http.hosts import HostCheck
 from edge.http.responses import EXCEPTION_HANDLERS, error_response, internal_error
+from edge.http.send_deadline import SendDeadline
 from edge.settings import Settings
 from edge.store import retention
 
@@ -108,8 +109,8 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
         Mount("/static", app=StaticFiles(directory=settings.web_dir / "static", check_dir=False), name="static"),
     ]
     tokens = settings.token or settings.read_token
-    # Without tokens or a host list the middlewares would only cost time on every request.
-    middleware = []
+    # Without tokens or a host list those middlewares would only cost time on every request.
+    middleware = [Middleware(SendDeadline, seconds=settings.send_timeout)]
     if settings.allowed_hosts:
         middleware.append(Middleware(HostCheck, allowed_hosts=settings.allowed_hosts))
     if tokens:

@@ -93,7 +93,7 @@ def build(version: str) -> dict[str, Any]:
                     "summary": "One column's latest values, oldest first (FD-REST)",
                     "parameters": [
                         _q("metric", {"type": "string", "enum": list(METRICS)}, True),
-                        _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000000}),
+                        _q("limit", {"type": "integer", "minimum": 1, "maximum": 100000}),
                         machine,
                     ],
                     "responses": {

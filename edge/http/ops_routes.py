@@ -51,8 +51,12 @@ async def readyz(request: Request) -> Response:
     if not app.writer.alive:
         problems.append("the writer thread is not running")
     else:
+        writer = app.writer
         try:
-            full = await asyncio.wait_for(app.writer.call(_probe), 3.0)
+            full = await asyncio.wait_for(writer.call(_probe), 3.0)
+            if not full and writer.max_bytes and await writer.call(lambda conn: writer.wal_over_cap()):
+                full = ("the database and its WAL reached the size cap (--max-db-mb): a reader keeps the WAL "
+                        "from being checkpointed; ingest answers 503 until it is released")
             if full:
                 problems.append(full)
         except TimeoutError:

@@ -19,6 +19,8 @@ from edge.store import export
 from edge.store import reading_queries as queries
 from edge.store.database import connect
 
+MAX_HISTORY = 100_000  # one answer is built in memory; /generate_csv streams any number of rows
+
 
 def _app(request: Request) -> Appliance:
     return request.app.state.appliance
@@ -39,7 +41,7 @@ async def _query(request: Request, fn, *args):
 
 async def history(request: Request) -> Response:
     column = queries.metric(request.query_params.get("metric"))
-    limit = _int(request, "limit", 100, 1, 1_000_000)
+    limit = _int(request, "limit", 100, 1, MAX_HISTORY)
     return JSONResponse(await _query(request, queries.history, column, limit, _machine(request)))
 
 

@@ -109,6 +109,9 @@ class Writer:
         # `full` is the WAL syncer's fdatasync before each answer, not SQLite's own sync in COMMIT.
         self.durable = sync == "full"
         self.wal_path = Path(str(db_path) + "-wal")
+        self.db_path = Path(db_path)
+        self.max_bytes = int(max_mb * 1024 * 1024)
+        self._checkpoint_tried = 0.0
         self.conn = open_database(db_path, sync="normal", init=init, max_mb=max_mb)
         self.alarms = alarms
         self.on_alarms = on_alarms
@@ -297,6 +300,12 @@ class Writer:
         fresh, replays = split
         stored: list[Stored] = []
         changes: list[AlarmChange] = []
+        if fresh and self.max_bytes and self.wal_over_cap():
+            for job in fresh:
+                self._settle(job.future, error=Unavailable(
+                    "the database and its WAL reached the size cap (--max-db-mb) and a reader keeps the WAL "
+                    "from being checkpointed; nothing was stored", reason="disk_full"))
+            fresh = []
         if fresh:
             fresh, x_rows, y = self._score(fresh)
         if fresh:
@@ -307,6 +316,24 @@ class Writer:
             except (Conflict, Gone) as exc:
                 self._settle(job.future, error=exc)
         self._publish(stored, changes)
+
+    def wal_over_cap(self) -> bool:
+        """The database plus its WAL exceed --max-db-mb. max_page_count bounds the database file
+        only; a reader holding an old snapshot keeps every later commit in the WAL, which then
+        grows without bound. Over the cap, a checkpoint is tried (at most once a second) first.
+        Call on the writer's connection, outside a transaction."""
+        size = _size(self.db_path) + _size(self.wal_path)
+        if size <= self.max_bytes:
+            return False
+        now = time.monotonic()
+        if now - self._checkpoint_tried >= 1.0:
+            self._checkpoint_tried = now
+            try:
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error:
+                pass
+            size = _size(self.db_path) + _size(self.wal_path)
+        return size > self.max_bytes
 
     def _split_replays(self, group: list[_Ingest]) -> tuple[list[_Ingest], list[tuple[_Ingest, _Key | None]]] | None:
         """Requests to store, and those whose idempotency key was stored before (or earlier in this
@@ -452,6 +479,13 @@ class Writer:
                        f"{stored - len(rows)} of them since removed by retention; nothing was stored again",
                        reason="replay_gone", key=key[:200])
         return Stored(known.first_id, np.array(rows, dtype=np.float64).reshape(-1, 8), job.batch, replayed=True)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _differ(stored: str | None, sent: str | None) -> bool:
