@@ -14,7 +14,7 @@ from edge.appliance import Appliance
 from edge.errors import StartupError
 from edge.http import quiet_logs
 from edge.http.app import create_app
-from edge.http.head_limit import BoundedHttpToolsProtocol
+from edge.http.connections import protocol
 from edge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     app = create_app(settings, appliance)
     loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
-    # http: uvicorn's httptools protocol, with a bound on the request head (431 past 64 KiB)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, loop=loop, http=BoundedHttpToolsProtocol,
+    # http: uvicorn's httptools protocol, with a bound on the request head (431 past 64 KiB), a
+    # deadline to a complete head and a cap on connections (edge.http.connections)
+    http = protocol(settings.head_timeout, settings.max_connections)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, loop=loop, http=http,
                             log_level=settings.log_level, access_log=settings.access_log, server_header=False,
                             timeout_keep_alive=30, timeout_graceful_shutdown=5)
     quiet_logs.install()  # after uvicorn.Config, which configures uvicorn's loggers

@@ -96,6 +96,8 @@ EVERY_SETTING = {
     "alarm_rules": ("/etc/fdedge/alarms.json", Path("/etc/fdedge/alarms.json")),
     "clock_skew": ("60", 60.0),
     "send_timeout": ("5", 5.0),
+    "head_timeout": ("3", 3.0),
+    "max_connections": ("200", 200),
     "allowed_origins": ("https://scada.plant.local, http://10.0.0.9:8080", frozenset({"https://scada.plant.local:443", "http://10.0.0.9:8080"})),
     "retention_days": ("90", 90.0),
     "retention_rows": ("1000000", 1_000_000),

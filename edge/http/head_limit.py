@@ -76,8 +76,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        # edge.http.send_deadline drops a connection whose client stopped reading with this
-        self.scope["extensions"] = {"fdedge.abort": {"abort": self.transport.abort}}
         self._head_open = True
         self._head_first = self._chunk
         self._head_more = 0
@@ -99,14 +97,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self.app = app
             return
         super().on_headers_complete()
-
-    def timeout_keep_alive_handler(self) -> None:
-        """uvicorn closes an idle connection; a close waits for unsent data to drain, which a client
-        that stopped reading never lets happen: such a connection is dropped instead."""
-        if not self.transport.is_closing() and self.transport.get_write_buffer_size() > 0:
-            self.transport.abort()
-            return
-        super().timeout_keep_alive_handler()
 
     # -- refusal ------------------------------------------------------------------------------------
 

@@ -325,6 +325,7 @@ SQL_INTERPOLATIONS = {
     "column": "reading_queries.metric(): one of METRICS, matched by equality",
     "clause": "reading_queries.machine_clause(): a constant text, the machine is bound",
     "where": "ReportFilter.where()/list_alarms: constant fragments, values bound",
+    "select": "export.export_csv: the constants above and ReportFilter.where(), values bound",
     "' AND '.join(where)": "list_alarms: constant fragments, values bound",
     "aggregates": "series(): avg/max over columns from reading_queries.metric()",
     "marks": "'?' placeholders, one per key",
