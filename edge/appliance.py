@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass, field
 
 import orjson
@@ -38,6 +39,8 @@ class Appliance:
     notifier: Notifier | None = None
     loop: asyncio.AbstractEventLoop | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
+    # large bodies parsed at once: one per core, so hostile or huge batches cannot stack up memory
+    large_parses: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(max(os.cpu_count() or 1, 1)))
 
     @classmethod
     def build(cls, settings: Settings) -> Appliance:

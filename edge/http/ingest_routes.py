@@ -7,12 +7,14 @@ import asyncio
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Message, Receive, Scope, Send
 
+from edge import memory
 from edge.appliance import Appliance, dumps
 from edge.errors import BadRequest, FDEdgeError, PayloadTooLarge, UnsupportedMediaType
 from edge.fdrest import FAULTS
 from edge.http import origins
 from edge.http.body_deadlines import BodyDeadlines
 from edge.ingest.bodies import ACCEPTED_TYPES, Batch, parse
+from edge.store.writer import Stored
 
 PARSE_IN_THREAD_BYTES = 64 * 1024  # big batches are parsed off the event loop
 # Before a 413 on a connection that closes after the answer, the rest of the body is read and
@@ -119,50 +121,68 @@ class SendEndpoint:
         await _ingest(scope, receive, send_message)
 
 
-def _parse(content_type: str | None, data: bytes, key: str | None) -> tuple[Batch, str | None]:
-    batch = parse(content_type, data)
+def _parse(content_type: str | None, data: bytes, key: str | None, limit: int) -> tuple[Batch, str | None]:
+    batch = parse(content_type, data, max_rows=limit)
     return batch, (batch.digest() if key is not None else None)
 
 
 async def _ingest(scope: Scope, receive: Receive, send_message: Send) -> None:
     app: Appliance = scope["app"].state.appliance
     length, content_type, key, origin, host, closing = _headers(scope)
-    if closing:
-        receive = tracked = TrackedReceive(receive)
+    tracked = TrackedReceive(receive) if closing else None
     try:
-        origins.check(origin, host, app.settings.allowed_origins or frozenset())
-        if content_type is None:
-            raise UnsupportedMediaType(
-                "a Content-Type is required: application/json, application/x-ndjson or text/csv "
-                "(with curl: -H 'Content-Type: application/json')", reason="content_type_missing",
-                accepted=sorted(ACCEPTED_TYPES))
-        data = await read_body(receive, app.settings.max_body_bytes, length, app.deadlines)
-        if key is not None and not 0 < len(key) <= 200:
-            raise BadRequest("Idempotency-Key must be 1-200 characters", field="Idempotency-Key")
-        if len(data) > PARSE_IN_THREAD_BYTES:
-            batch, digest = await run_in_threadpool(_parse, content_type, data, key)
-        else:
-            batch, digest = _parse(content_type, data, key)
-        limit = app.settings.max_batch_rows
-        if len(batch) > limit:
-            raise PayloadTooLarge(f"{len(batch)} readings exceed the limit of {limit} per request", limit=limit)
-        stored = await app.writer.ingest(batch, key, digest)
+        stored, ignored = await _store(app, tracked or receive, length, content_type, key, origin, host)
     except FDEdgeError as exc:
-        reason = str(exc.details.get("reason", exc.code))
-        app.metrics.rejected.labels(reason=reason).inc()
-        if closing and not tracked.done and reason not in ("body_timeout", "client_disconnect"):
-            await discard_body(receive)  # so the client reads the answer, not a reset
-        raise
-    body = dumps([dict(zip(FAULTS, row, strict=True)) for row in stored.faults.tolist()])
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
-               (b"x-fdedge-first-id", b"%d" % stored.first_id)]
-    if stored.replayed:
-        headers.append((b"x-fdedge-replayed", b"true"))
-    if batch.ignored:
-        ignored = ",".join(sorted(map(_header_safe, batch.ignored))[:20])
-        headers.append((b"x-fdedge-ignored-keys", ignored.encode("ascii")))
-    await send_message({"type": "http.response.start", "status": 200, "headers": headers})
-    await send_message({"type": "http.response.body", "body": body})
+        error = _without_frames(exc)
+    else:
+        body = dumps([dict(zip(FAULTS, row, strict=True)) for row in stored.faults.tolist()])
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
+                   (b"x-fdedge-first-id", b"%d" % stored.first_id)]
+        if stored.replayed:
+            headers.append((b"x-fdedge-replayed", b"true"))
+        if ignored:
+            headers.append((b"x-fdedge-ignored-keys", ",".join(sorted(map(_header_safe, ignored))[:20]).encode()))
+        await send_message({"type": "http.response.start", "status": 200, "headers": headers})
+        await send_message({"type": "http.response.body", "body": body})
+        return
+    reason = str(error.details.get("reason", error.code))
+    app.metrics.rejected.labels(reason=reason).inc()
+    if tracked is not None and not tracked.done and reason not in ("body_timeout", "client_disconnect"):
+        await discard_body(tracked)  # so the client reads the answer, not a reset
+    if length is not None and length > PARSE_IN_THREAD_BYTES:
+        memory.trim_later(asyncio.get_running_loop())  # a refused large body never reaches the writer
+    raise error
+
+
+async def _store(app: Appliance, receive: Receive, length: int | None, content_type: str | None, key: str | None,
+                 origin: str | None, host: str | None) -> tuple[Stored, set[str]]:
+    origins.check(origin, host, app.settings.allowed_origins or frozenset())
+    if content_type is None:
+        raise UnsupportedMediaType(
+            "a Content-Type is required: application/json, application/x-ndjson or text/csv "
+            "(with curl: -H 'Content-Type: application/json')", reason="content_type_missing",
+            accepted=sorted(ACCEPTED_TYPES))
+    data = await read_body(receive, app.settings.max_body_bytes, length, app.deadlines)
+    if key is not None and not 0 < len(key) <= 200:
+        raise BadRequest("Idempotency-Key must be 1-200 characters", field="Idempotency-Key")
+    limit = app.settings.max_batch_rows
+    if len(data) > PARSE_IN_THREAD_BYTES:
+        async with app.large_parses:  # each may cost several times its size in memory
+            batch, digest = await run_in_threadpool(_parse, content_type, data, key, limit)
+    else:
+        batch, digest = _parse(content_type, data, key, limit)
+    if len(batch) > limit:
+        raise PayloadTooLarge(f"{len(batch)} readings exceed the limit of {limit} per request", limit=limit)
+    return await app.writer.ingest(batch, key, digest), batch.ignored
+
+
+def _without_frames(exc: FDEdgeError) -> FDEdgeError:
+    """The error alone, without the traceback and context that reach back into the frames holding
+    the request body. Those frames join a reference cycle with the connection, so they lived until
+    the next full garbage collection: 16 refused 8 MiB bodies kept 127 MB resident. A client error
+    needs no traceback; an unexpected one is not an FDEdgeError and keeps its own."""
+    exc.__context__ = exc.__cause__ = None
+    return exc.with_traceback(None)
 
 
 send_endpoint = SendEndpoint()

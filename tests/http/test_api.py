@@ -127,7 +127,8 @@ def test_unknown_keys_are_ignored_and_reported(client):
 @pytest.mark.parametrize("body,ctype,status,code", [
     (b"{not json", "application/json", 400, "invalid_json"),
     (b"\xff\xfe\x00", "application/json", 400, "invalid_json"),
-    (b"[" * 100000, "application/json", 400, "invalid_json"),
+    (b"[" * 5000, "application/json", 400, "invalid_json"),  # nested too deeply
+    (b"[" * 100000, "application/json", 413, "payload_too_large"),  # more containers than readings allowed
     (b"[]", "application/json", 400, "bad_request"),
     (b"42", "application/json", 422, "invalid_reading"),
     (b"a=1", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
