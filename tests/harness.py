@@ -139,11 +139,12 @@ class Server:
 
     # -- both modes ------------------------------------------------------------------------------
 
-    def start(self, timeout: float = 30) -> Server:
+    def start(self, timeout: float = 30, probe: str = "/readyz") -> Server:
+        """Started once `probe` answers 200 (`/healthz` for a server that must come up unready)."""
         if self.in_process:
             self._start_thread(timeout)
         else:
-            self._start_process(timeout)
+            self._start_process(timeout, probe)
         return self
 
     def stop(self) -> None:
@@ -201,14 +202,14 @@ class Server:
         return subprocess.Popen(self._cmdline(), env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
                                 cwd=self.cwd)
 
-    def _start_process(self, timeout: float) -> None:
+    def _start_process(self, timeout: float, probe: str = "/readyz") -> None:
         self.proc = self._spawn()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {self.read_log()}")
             try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=1) as r:
+                with urllib.request.urlopen(self.url + probe, timeout=1) as r:
                     if r.status == 200:
                         return
             except OSError:

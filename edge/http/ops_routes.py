@@ -63,13 +63,12 @@ async def readyz(request: Request) -> Response:
             problems.append("the database did not answer within 3 s")
         except Unavailable as exc:
             problems.append(exc.message)
-    try:
-        stat = os.statvfs(app.settings.db_path.parent)
-        free = stat.f_bavail * stat.f_frsize
-        if free < MIN_FREE_BYTES:
-            problems.append(f"only {free // 1024} KiB free on the database's disk")
-    except OSError as exc:
-        problems.append(f"cannot stat the data directory: {exc}")
+    free = app.writer.reserve.usable_bytes()
+    if free is None:
+        problems.append(f"cannot stat the data directory {app.settings.db_path.parent}")
+    elif free < MIN_FREE_BYTES:
+        paused = " (ingest is paused)" if app.writer.reserve.given_up else ""
+        problems.append(f"only {free // 1024} KiB free on the database's disk{paused}")
     if problems:
         return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
     return JSONResponse({"status": "ready", "model": app.model.name, "version": app.model.version})

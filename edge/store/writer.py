@@ -27,6 +27,7 @@ from edge.fdrest import FAULTS, now_text
 from edge.ingest.bodies import DIGEST_VERSION, Batch
 from edge.scoring.model import Model
 from edge.store.database import transaction
+from edge.store.reserve import RESERVE_BYTES, Reserve
 from edge.store.schema import TABLE, insert_rows, open_database
 from edge.store.walsync import WalSyncer
 
@@ -112,7 +113,15 @@ class Writer:
         self.db_path = Path(db_path)
         self.max_bytes = int(max_mb * 1024 * 1024)
         self._checkpoint_tried = 0.0
-        self.conn = open_database(db_path, sync="normal", init=init, max_mb=max_mb)
+        self.reserve = Reserve(self.db_path)
+        try:
+            self.conn = open_database(db_path, sync="normal", init=init, max_mb=max_mb)
+        except StartupError:
+            if not self.reserve.release():  # a full disk: the reserve's room lets SQLite open the file
+                raise
+            self.conn = open_database(db_path, sync="normal", init=init, max_mb=max_mb)
+        if not self.reserve.given_up:
+            self.reserve.take()
         self.alarms = alarms
         self.on_alarms = on_alarms
         if alarms is not None:
@@ -300,6 +309,14 @@ class Writer:
         fresh, replays = split
         stored: list[Stored] = []
         changes: list[AlarmChange] = []
+        if fresh and self.reserve.given_up and self.reserve.ingest_paused(self._room_inside):
+            free = self.reserve.free_bytes() or 0
+            for job in fresh:
+                self._settle(job.future, error=Unavailable(
+                    f"the disk holding the database is full ({free // 1024} KiB free); ingest is paused until "
+                    f"there are {2 * RESERVE_BYTES >> 20} MiB free or retention has made room; nothing was stored",
+                    reason="disk_full"))
+            fresh = []
         if fresh and self.max_bytes and self.wal_over_cap():
             for job in fresh:
                 self._settle(job.future, error=Unavailable(
@@ -316,6 +333,14 @@ class Writer:
             except (Conflict, Gone) as exc:
                 self._settle(job.future, error=exc)
         self._publish(stored, changes)
+
+    def _room_inside(self) -> int:
+        """Free pages inside the database file (retention's deletions), in bytes."""
+        try:
+            pages = self.conn.execute("PRAGMA freelist_count").fetchall()[0][0]
+            return pages * self.conn.execute("PRAGMA page_size").fetchall()[0][0]
+        except sqlite3.Error:
+            return 0
 
     def wal_over_cap(self) -> bool:
         """The database plus its WAL exceed --max-db-mb. max_page_count bounds the database file

@@ -7,6 +7,7 @@ slow bodies (slowloris) and SSE clients that never read."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -588,3 +589,34 @@ def test_real_server_disconnects_a_client_that_stops_reading(server_factory, lin
             s.close()
     survived(report, "SSE clients that stop reading, real server", "disconnected after the 30 s send timeout",
              "faults_soak")
+
+
+def test_a_server_started_on_a_full_disk_serves_reads_and_refuses_ingest_until_space_returns(
+        small_filesystem, linear_model, report):
+    server = Server(small_filesystem / "data", model_dir(linear_model))
+    try:
+        server.start()
+        assert post(server.port, batch(100)).status == 200
+        server.stop()
+        ballast = small_filesystem / "ballast"
+        with open(ballast, "wb", buffering=0) as f:  # every last block
+            for size in (1 << 20, 4096, 1):
+                with contextlib.suppress(OSError):
+                    while True:
+                        f.write(b"\0" * size)
+        server.start(probe="/healthz")
+        ready = get(server.port, "/readyz")
+        assert ready.status == 503 and "free" in " ".join(ready.json()["problems"]), ready.text
+        assert get(server.port, "/api/latest?limit=3").json()["readings"]
+        assert get(server.port, "/").status == 200 and get(server.port, "/history?metric=temperature").status == 200
+        refused = post(server.port, batch(10, 1))
+        assert refused.status == 503 and refused.json()["reason"] == "disk_full", refused.text
+        ballast.unlink()
+        wait_for(lambda: post(server.port, batch(10, 2)).status == 200, 10, "ingest once space returned")
+        assert get(server.port, "/readyz").status == 200
+        assert count_rows(server.data_dir / "sensor_data.db") == 110
+    finally:
+        server.stop()
+    survived(report, "started on a full disk",
+             "reads, pages and /readyz (503 naming the free space) served; ingest 503 `disk_full`; "
+             "ingest back once space returned, without a restart")
