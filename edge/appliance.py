@@ -51,7 +51,8 @@ class Appliance:
         hub = Hub(settings.sse_buffer)
         metrics = Metrics(settings.db_path, sse_clients=lambda: len(hub))
         writer = Writer(settings.db_path, model, sync=settings.sync, init=settings.init_db,
-                        max_mb=settings.max_db_mb, observe=metrics.observe, alarms=engine)
+                        max_mb=settings.max_db_mb, max_machines=settings.max_machines, observe=metrics.observe,
+                        alarms=engine)
         metrics.alarms_active.set_function(lambda: engine.active_count)
         metrics.count_by_reason("fdedge_alarm_readings_skipped",
                                 "Stored readings the alarm engine did not evaluate, by reason", lambda: engine.skipped)

@@ -62,6 +62,8 @@ class Settings:
                                   "of a later request) to a complete request head; then 408 and closed")
     max_connections: int = setting(1000, int, "most open connections (lowered to fit the descriptor limit); "
                                    "past it a new one replaces the longest-idle, or gets 503 if all are busy")
+    max_machines: int = setting(1000, int, "most distinct machine names stored; a reading for one more "
+                                "is refused 422 (too_many_machines)")
     max_body_bytes: int = setting(8 * 1024 * 1024, int, "largest accepted request body in bytes")
     max_batch_rows: int = setting(10_000, int, "most readings accepted in one request")
     warning_threshold: float = setting(30.0, float, "fault intensity shown as warning")
@@ -161,6 +163,8 @@ class Settings:
             return "warning-threshold must not exceed alarm-threshold"
         if self.retention_days < 0 or self.retention_rows < 0:
             return "retention limits must be >= 0"
+        if self.max_machines < 1:
+            return "max-machines must be >= 1"
         if not 0 < self.head_timeout <= 3600 or self.max_connections < 1:
             return "head-timeout must be more than 0 and at most 3600 seconds, max-connections >= 1"
         if not 0 < self.send_timeout <= 3600:

@@ -28,7 +28,7 @@ from edge.alarms.tables import (
     active_alarms,
     alarm_json,
     create,
-    machines_in,
+    recent_machines,
     stored_alarm,
 )
 from edge.errors import BadRequest, Conflict, NotFound
@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 N_FAULTS = len(FAULTS)
 MAX_BY, MAX_NOTE = 100, 2000
 REPLAY_CAP = 200_000  # most stored readings per machine replayed at start (long min_duration rules)
+RECENT_S = 86400.0  # at start, runs are rebuilt for machines heard from within this of the newest
+REPLAY_MACHINES = 10_000  # and for at most this many of them
+IDLE_KEPT = 256  # past this many machines in memory, those with nothing in progress are dropped
 CLOCK_SKEW_S = 300.0  # default: a reading dated further ahead of our clock does not move its machine's clock
 SKIP_REASONS = ("out_of_order", "evaluation_error")
 
@@ -214,7 +217,10 @@ class AlarmEngine:
         self._machines.clear()
         self._undo.clear()
         active = active_alarms(conn)
-        names = {rec["machine"] for rec in active} | set(machines_in(conn))
+        rules = [self.rules.default, *self.rules.by_fault.values(),
+                 *(r for per in self.rules.by_machine.values() for r in per.values())]
+        lowest = min((r.warning for r in rules if r.enabled), default=float("inf"))
+        names = {rec["machine"] for rec in active} | set(recent_machines(conn, RECENT_S, REPLAY_MACHINES, lowest))
         for name in sorted(names):
             st = self._machine(name)
             self._replay(conn, st)
@@ -256,10 +262,18 @@ class AlarmEngine:
                 st.advance(i, float("nan") if v is None else v, t, rid)
         st.busy = any(st.warning_run)
 
-    def _machine(self, name: str) -> MachineRuns:
+    def _machine(self, name: str, last: str = "") -> MachineRuns:
         st = MachineRuns(name, [self.rules.rule(name, f) for f in FAULTS])
+        st.last = last
         self._machines[name] = st
         return st
+
+    def _stored_last(self, conn: sqlite3.Connection, name: str, horizon: str) -> str:
+        """The last evaluated time of a machine whose state was dropped (nothing was in progress):
+        its newest stored reading, never beyond the clock horizon."""
+        rows = conn.execute("SELECT last_time FROM fdedge_machines WHERE name = ?", (name,)).fetchall()
+        last = (rows[0][0] or "") if rows else ""
+        return min(last, horizon)
 
     # -- the writer's transaction -----------------------------------------------------------------
 
@@ -281,7 +295,7 @@ class AlarmEngine:
             for rid, t, name, values in ordered:
                 st = machines.get(name)
                 if st is None:
-                    st = self._machine(name)
+                    st = self._machine(name, self._stored_last(conn, name, horizon))
                     undo[st] = _NEW
                 elif st not in undo:
                     undo[st] = st.snapshot()
@@ -303,7 +317,13 @@ class AlarmEngine:
         return changes
 
     def commit(self) -> None:
-        """The writer committed: this transaction's state is now the truth."""
+        """The writer committed: this transaction's state is now the truth. Machines with nothing
+        in progress are dropped once many are held: their state is a fresh one, and their last
+        time is in fdedge_machines (a careless sensor that names each reading anew cost 2.5 KB a
+        name, for good)."""
+        if len(self._machines) > IDLE_KEPT:
+            for name in [n for n, st in self._machines.items() if not st.busy and not st.n_active]:
+                del self._machines[name]
         self._undo.clear()
         self._savepoint = False
         self.active_count += self._active_delta

@@ -7,10 +7,11 @@ only read them. Column and table names are constants here, never input.
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from typing import Any
 
 from edge.errors import BadRequest, NotFound
-from edge.fdrest import FAULTS, iso
+from edge.fdrest import FAULTS, TIME_FORMAT, epoch_seconds, iso, now_text
 from edge.store.database import transaction
 from edge.store.schema import TABLE
 
@@ -105,14 +106,18 @@ def stored_alarm(conn: sqlite3.Connection, alarm_id: int) -> dict[str, Any] | No
     return dict(zip(COLUMNS, found[0], strict=True)) if found else None
 
 
-def machines_in(conn: sqlite3.Connection) -> list[str]:
-    """Distinct machines by skip-scan on the (machine, id) index: one probe per machine, not a table scan."""
-    rows = conn.execute(
-        f"""WITH RECURSIVE m(name) AS (
-                SELECT min(machine) FROM {TABLE}
-                UNION ALL
-                SELECT (SELECT min(machine) FROM {TABLE} WHERE machine > m.name) FROM m WHERE m.name IS NOT NULL)
-            SELECT name FROM m WHERE name IS NOT NULL""").fetchall()
+def recent_machines(conn: sqlite3.Connection, within_s: float, limit: int, peak_at_least: float) -> list[str]:
+    """Machines that may have an alarm run in progress: their newest reading is within `within_s`
+    of the newest of all (taken no later than now: a reading dated 2099 must not hide every other
+    machine) and its largest fault reached `peak_at_least` (or is unknown: migrated)."""
+    newest = conn.execute("SELECT max(last_time) FROM fdedge_machines").fetchall()[0][0]
+    if not newest:
+        return []
+    newest = min(newest, now_text())
+    cutoff = datetime.fromtimestamp(epoch_seconds(newest) - within_s, UTC).strftime(TIME_FORMAT)
+    rows = conn.execute("SELECT name FROM fdedge_machines WHERE last_time >= ? AND "
+                        "(last_peak IS NULL OR last_peak >= ?) ORDER BY last_time DESC LIMIT ?",
+                        (cutoff, peak_at_least, limit)).fetchall()
     return [r[0] for r in rows]
 
 

@@ -69,6 +69,7 @@ async def prune_once(writer: Writer, settings: Settings, metrics: Metrics) -> in
         await asyncio.sleep(0)  # let queued ingest commit between chunks
     if total:
         metrics.pruned.inc(total)
+        await writer.call(writer.forget_machines_without_readings)
         # fetchall: a cursor handed back to the loop keeps its statement open on the writer's
         # connection until the loop drops it, and the next group's COMMIT fails meanwhile.
         await writer.call(lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())

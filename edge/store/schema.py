@@ -64,12 +64,40 @@ EXTRA_DDL = (
         key TEXT PRIMARY KEY, first_id INTEGER, last_id INTEGER, created TEXT NOT NULL, body_sha256 TEXT)""",
     "CREATE TABLE IF NOT EXISTS fdedge_meta (key TEXT PRIMARY KEY, value TEXT)",
 )
+# Every machine with stored readings, kept by the writer in the transaction of its readings: the
+# cap on distinct machines and the alarm engine's start-up read this, never the readings table.
+MACHINES = "fdedge_machines"
+# last_peak: the largest fault of the machine's newest reading. Below every warning threshold, no
+# alarm run can be in progress, so start-up need not replay that machine's readings.
+CREATE_MACHINES = f"""CREATE TABLE IF NOT EXISTS {MACHINES} (
+    name TEXT PRIMARY KEY, first_time TEXT, last_time TEXT, last_peak REAL) WITHOUT ROWID"""
+UPSERT_MACHINE = (f"INSERT INTO {MACHINES}(name, first_time, last_time, last_peak) VALUES (?, ?, ?, ?) "
+                  "ON CONFLICT(name) DO UPDATE SET first_time = min(first_time, excluded.first_time), "
+                  "last_peak = CASE WHEN excluded.last_time >= last_time THEN excluded.last_peak ELSE last_peak END, "
+                  "last_time = max(last_time, excluded.last_time)")
 
 MARKER_SUFFIX = ".fdedge"
 
 
 def _marker(path: Path) -> Path:
     return path.with_name(path.name + MARKER_SUFFIX)
+
+
+def record_machines(conn: sqlite3.Connection, times: list[str], machines: list[str],
+                    peaks: list[float]) -> list[str]:
+    """Keep fdedge_machines up to date with readings inserted in the open transaction (`peaks`:
+    each reading's largest fault); returns the machines seen."""
+    spans: dict[str, list] = {}  # machine -> [first time, last time, peak of the last]
+    for t, m, peak in zip(times, machines, peaks, strict=True):
+        span = spans.get(m)
+        if span is None:
+            spans[m] = [t, t, peak]
+        elif t < span[0]:
+            span[0] = t
+        elif t >= span[1]:
+            span[1], span[2] = t, peak
+    conn.executemany(UPSERT_MACHINE, [(m, *span) for m, span in spans.items()])
+    return list(spans)
 
 
 def _create_private(path: Path) -> None:
@@ -144,6 +172,10 @@ def migrate(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN machine TEXT NOT NULL DEFAULT '{DEFAULT_MACHINE}'")
         for ddl in EXTRA_DDL:
             conn.execute(ddl)
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (MACHINES,)).fetchall():
+            conn.execute(CREATE_MACHINES)  # once, for a database of an earlier version: one scan
+            conn.execute(f"INSERT INTO {MACHINES}(name, first_time, last_time, last_peak) "
+                         f"SELECT machine, min(time), max(time), NULL FROM {TABLE} GROUP BY machine")
         if "body_sha256" not in {row[1] for row in conn.execute("PRAGMA table_info(fdedge_ingest_keys)")}:
             conn.execute("ALTER TABLE fdedge_ingest_keys ADD COLUMN body_sha256 TEXT")  # keys of older versions
         conn.execute("INSERT OR REPLACE INTO fdedge_meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))

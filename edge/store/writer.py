@@ -28,7 +28,7 @@ from edge.ingest.bodies import DIGEST_VERSION, Batch
 from edge.scoring.model import Model
 from edge.store.database import transaction
 from edge.store.reserve import RESERVE_BYTES, Reserve
-from edge.store.schema import TABLE, insert_rows, open_database
+from edge.store.schema import MACHINES, TABLE, insert_rows, open_database, record_machines
 from edge.store.walsync import WalSyncer
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,7 @@ def storage_error(exc: sqlite3.Error) -> Unavailable:
 
 class Writer:
     def __init__(self, db_path: Path, model: Model, *, sync: str = "full", init: bool = False, max_mb: float = 0.0,
+                 max_machines: int = 1000,
                  on_commit: Callable[[list[Stored]], None] | None = None,
                  observe: Callable[[str, float], None] | None = None,
                  alarms: AlarmEngine | None = None,
@@ -122,6 +123,9 @@ class Writer:
             self.conn = open_database(db_path, sync="normal", init=init, max_mb=max_mb)
         if not self.reserve.given_up:
             self.reserve.take()
+        self.max_machines = max_machines
+        self.machine_count: int = self.conn.execute(f"SELECT count(*) FROM {MACHINES}").fetchall()[0][0]
+        self._known_machines: set[str] = set()  # names known to be stored (a cache, bounded)
         self.alarms = alarms
         self.on_alarms = on_alarms
         if alarms is not None:
@@ -317,6 +321,8 @@ class Writer:
                     f"there are {2 * RESERVE_BYTES >> 20} MiB free or retention has made room; nothing was stored",
                     reason="disk_full"))
             fresh = []
+        if fresh:
+            fresh = self._within_machine_cap(fresh)
         if fresh and self.max_bytes and self.wal_over_cap():
             for job in fresh:
                 self._settle(job.future, error=Unavailable(
@@ -333,6 +339,48 @@ class Writer:
             except (Conflict, Gone) as exc:
                 self._settle(job.future, error=exc)
         self._publish(stored, changes)
+
+    def _within_machine_cap(self, fresh: list[_Ingest]) -> list[_Ingest]:
+        """Requests whose new machines fit under --max-machines; the others are refused whole.
+
+        Why: a careless sensor (a serial number per reading as its name) or a hostile one would
+        otherwise make every name a machine, each costing memory and a row in every overview."""
+        known = self._known_machines
+        names = {m for job in fresh for m in job.batch.machines} - known
+        if not names:
+            return fresh
+        if len(known) > 4 * self.max_machines:
+            known.clear()
+        try:
+            found = _found_machines(self.conn, names)
+        except sqlite3.Error:
+            return fresh  # the transaction will meet the same error and answer it
+        known.update(found)
+        new_in_group: set[str] = set()
+        keep: list[_Ingest] = []
+        for job in fresh:
+            new = {m for m in job.batch.machines if m not in known} - new_in_group
+            if new and self.machine_count + len(new_in_group) + len(new) > self.max_machines:
+                name = sorted(new)[0]
+                self._settle(job.future, error=InvalidReading(
+                    f"machine {name[:64]!r} would be machine {self.machine_count + len(new_in_group) + 1} "
+                    f"of at most {self.max_machines} (--max-machines); nothing was stored",
+                    reason="too_many_machines", field="machine", limit=self.max_machines))
+                continue
+            new_in_group |= new
+            keep.append(job)
+        return keep
+
+    def forget_machines_without_readings(self, conn: sqlite3.Connection) -> int:
+        """After retention: machines whose readings are all gone leave fdedge_machines, so they no
+        longer count toward --max-machines. One index probe per machine."""
+        with transaction(conn):
+            gone = conn.execute(f"DELETE FROM {MACHINES} WHERE NOT EXISTS "
+                                f"(SELECT 1 FROM {TABLE} WHERE {TABLE}.machine = {MACHINES}.name)").rowcount
+        if gone:
+            self.machine_count = conn.execute(f"SELECT count(*) FROM {MACHINES}").fetchall()[0][0]
+            self._known_machines.clear()
+        return gone
 
     def _room_inside(self) -> int:
         """Free pages inside the database file (retention's deletions), in bytes."""
@@ -429,8 +477,13 @@ class Writer:
                     # Alarm and outbox rows go into this transaction: committed with their readings or not at all.
                     changes = self.alarms.evaluate(conn, [(first + k, times[k], machines[k], y_rows[k])
                                                           for k in range(len(times))])
+                # after the engine, which reads a dropped machine's last time from the previous state
+                seen = record_machines(conn, times, machines, y.max(axis=1).tolist())
+                new = [m for m in seen if m not in self._known_machines]
             if self.alarms is not None:
                 self.alarms.commit()
+            self.machine_count += len(new)  # the cap check found every name not in the cache new
+            self._known_machines.update(new)
         except sqlite3.Error as exc:
             if self.alarms is not None:
                 self.alarms.rollback()
@@ -504,6 +557,17 @@ class Writer:
                        f"{stored - len(rows)} of them since removed by retention; nothing was stored again",
                        reason="replay_gone", key=key[:200])
         return Stored(known.first_id, np.array(rows, dtype=np.float64).reshape(-1, 8), job.batch, replayed=True)
+
+
+def _found_machines(conn: sqlite3.Connection, names: set[str]) -> set[str]:
+    listed = list(names)
+    found: set[str] = set()
+    for start in range(0, len(listed), 500):
+        chunk = listed[start:start + 500]
+        rows = conn.execute(f"SELECT name FROM {MACHINES} WHERE name IN ({','.join('?' * len(chunk))})",
+                            chunk).fetchall()
+        found.update(r[0] for r in rows)
+    return found
 
 
 def _size(path: Path) -> int:

@@ -34,7 +34,7 @@ from edge.alarms.rules import Rule, load_rules, parse_rules
 from edge.alarms.tables import alarm_columns_sql, get_alarm, list_alarms
 from edge.errors import BadRequest, NotFound, StartupError
 from edge.fdrest import FAULTS, format_time
-from edge.store.schema import TABLE, insert_rows, open_database
+from edge.store.schema import TABLE, insert_rows, open_database, record_machines
 from tests.harness import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,6 +83,8 @@ class Bench:
             first = last - len(rows) + 1
             changes = self.engine.evaluate(self.conn, [(first + k, r[0], r[-1], list(r[36:44]))
                                                        for k, r in enumerate(rows)])
+            record_machines(self.conn, [r[0] for r in rows], [r[-1] for r in rows],  # as the writer does
+                            [max(r[36:44]) for r in rows])
             if commit:
                 self.conn.execute("COMMIT")
         except BaseException:

@@ -314,6 +314,8 @@ SQL_INTERPOLATIONS = {
     "TABLE": "store.schema.TABLE constant",
     "ALARMS": "alarms.tables: table name constant",
     "OUTBOX": "alarms.tables: outbox table name constant",
+    "MACHINES": "store.schema: machines table name constant",
+    "','.join('?' * len(chunk))": "'?' placeholders, one per name",
     "SELECT": "alarms.tables: column list constant",
     "SELECT_LIST": "store.schema: column list constant",
     "MAX_FAULT_SQL": "store.export: constant over FAULTS",
@@ -337,6 +339,7 @@ SQL_INTERPOLATIONS = {
 }
 SQL_NAMES = {  # statements passed as a variable or built by a call
     "CREATE_TABLE": "store.schema constant", "ddl": "loop over a tuple of DDL constants",
+    "CREATE_MACHINES": "store.schema constant", "UPSERT_MACHINE": "store.schema constant",
     "INSERT": "alarms.tables constant", "INSERT_OUTBOX": "alarms.tables constant",
     "insert_sql(end - start)": "placeholders for n rows", "insert_sql(len(chunk))": "placeholders for n rows",
     "sql": "a local built from the entries above",
