@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import orjson
@@ -39,8 +40,10 @@ class Appliance:
     notifier: Notifier | None = None
     loop: asyncio.AbstractEventLoop | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
-    # large bodies parsed at once: one per core, so hostile or huge batches cannot stack up memory
-    large_parses: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(max(os.cpu_count() or 1, 1)))
+    # Large ingest bodies are parsed here, one per core at most: apart from the reads (a read
+    # load cannot hold them up) and bounded, so hostile or huge batches cannot stack up memory.
+    parse_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
+        max_workers=max(os.cpu_count() or 1, 1), thread_name_prefix="fdedge-parse"))
 
     @classmethod
     def build(cls, settings: Settings) -> Appliance:
@@ -57,7 +60,7 @@ class Appliance:
         metrics.count_by_reason("fdedge_alarm_readings_skipped",
                                 "Stored readings the alarm engine did not evaluate, by reason", lambda: engine.skipped)
         notifier = Notifier(settings.db_path, rules.webhooks, metrics=metrics) if rules.webhooks else None
-        appliance = cls(settings, model, writer, Readers(settings.db_path), hub, metrics,
+        appliance = cls(settings, model, writer, Readers(settings.db_path, settings.read_threads), hub, metrics,
                         alarms=engine, notifier=notifier)
         writer.on_commit = appliance.publish
         writer.on_alarms = appliance.publish_alarms
@@ -77,6 +80,7 @@ class Appliance:
             self.notifier.stop()
         self.writer.stop()
         self.readers.close()
+        self.parse_pool.shutdown(wait=False, cancel_futures=True)
 
     def publish(self, stored: list[Stored]) -> None:
         """Called in the writer thread after each commit; encodes each reading once per shape that

@@ -82,6 +82,8 @@ class Settings:
                         "normal: once committed (survives a crash of the server, not of the machine)",
                         choices=("full", "normal"))
     threads: int = setting(1, int, "onnxruntime intra-op threads")
+    read_threads: int = setting(2, int, "threads for database reads (history, exports, SSE catch-up, /api); "
+                                "more queue, so reads cannot starve ingest")
     sse_buffer: int = setting(4096, int, "recent events kept in memory for live clients (shared by all); "
                               "a client further behind is caught up from the database")
     send_timeout: float = setting(30.0, float, "seconds a client may stop reading a stream (/events, "
@@ -163,6 +165,8 @@ class Settings:
             return "warning-threshold must not exceed alarm-threshold"
         if self.retention_days < 0 or self.retention_rows < 0:
             return "retention limits must be >= 0"
+        if not 1 <= self.read_threads <= 64:
+            return "read-threads must be 1-64"
         if self.max_machines < 1:
             return "max-machines must be >= 1"
         if not 0 < self.head_timeout <= 3600 or self.max_connections < 1:

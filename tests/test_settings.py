@@ -99,6 +99,7 @@ EVERY_SETTING = {
     "head_timeout": ("3", 3.0),
     "max_connections": ("200", 200),
     "max_machines": ("50", 50),
+    "read_threads": ("4", 4),
     "allowed_origins": ("https://scada.plant.local, http://10.0.0.9:8080", frozenset({"https://scada.plant.local:443", "http://10.0.0.9:8080"})),
     "retention_days": ("90", 90.0),
     "retention_rows": ("1000000", 1_000_000),

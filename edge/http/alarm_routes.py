@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -41,7 +40,7 @@ async def alarms(request: Request) -> Response:
     limit = int_param(params, "limit", 100, 1, MAX_LIMIT)
     before = int_param(params, "before", None, 1, MAX_ID)
     readers = request.app.state.appliance.readers
-    rows = await run_in_threadpool(lambda: list_alarms(readers.get(), state, machine, fault, limit, before))
+    rows = await readers.run(list_alarms, state, machine, fault, limit, before)
     return JSONResponse({"alarms": rows})
 
 
@@ -49,7 +48,7 @@ async def alarm(request: Request) -> Response:
     """GET /api/alarms/{alarm_id} -> one alarm, 404 if unknown."""
     alarm_id = _alarm_id(request)
     readers = request.app.state.appliance.readers
-    return JSONResponse({"alarm": await run_in_threadpool(lambda: get_alarm(readers.get(), alarm_id))})
+    return JSONResponse({"alarm": await readers.run(get_alarm, alarm_id)})
 
 
 async def ack(request: Request) -> Response:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-from starlette.concurrency import run_in_threadpool
 from starlette.types import Message, Receive, Scope, Send
 
 from edge import memory
@@ -167,8 +166,8 @@ async def _store(app: Appliance, receive: Receive, length: int | None, content_t
         raise BadRequest("Idempotency-Key must be 1-200 characters", field="Idempotency-Key")
     limit = app.settings.max_batch_rows
     if len(data) > PARSE_IN_THREAD_BYTES:
-        async with app.large_parses:  # each may cost several times its size in memory
-            batch, digest = await run_in_threadpool(_parse, content_type, data, key, limit)
+        batch, digest = await asyncio.get_running_loop().run_in_executor(
+            app.parse_pool, _parse, content_type, data, key, limit)
     else:
         batch, digest = _parse(content_type, data, key, limit)
     if len(batch) > limit:

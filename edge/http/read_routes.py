@@ -6,9 +6,11 @@ stalls ingest on the event loop.
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -18,6 +20,12 @@ from edge.http.params import instant_param, int_param
 from edge.store import export
 from edge.store import reading_queries as queries
 from edge.store.database import connect
+
+
+def _close(chunks: Iterator[str], conn: sqlite3.Connection) -> None:
+    chunks.close()  # type: ignore[attr-defined]
+    conn.close()
+
 
 MAX_HISTORY = 100_000  # one answer is built in memory; /generate_csv streams any number of rows
 
@@ -35,8 +43,7 @@ def _machine(request: Request) -> str | None:
 
 
 async def _query(request: Request, fn, *args):
-    readers = _app(request).readers
-    return await run_in_threadpool(lambda: fn(readers.get(), *args))
+    return await _app(request).readers.run(fn, *args)
 
 
 async def history(request: Request) -> Response:
@@ -87,13 +94,17 @@ async def generate_csv(request: Request) -> Response:
         what = f" with a fault >= {flt.threshold:g}" if flt.threshold is not None else ""
         raise NotFound(f"no readings between {flt.start} and {flt.end}{what}")
     db_path = _app(request).settings.db_path
+    readers = _app(request).readers
 
-    def rows():
-        conn = connect(db_path, readonly=True)
+    async def rows() -> AsyncIterator[str]:
+        """Each chunk is read in the read pool; the export has a connection of its own."""
+        conn = await readers.call(partial(connect, db_path, readonly=True))
+        chunks = export.export_csv(conn, flt)
         try:
-            yield from export.export_csv(conn, flt)
+            while (chunk := await readers.call(next, chunks, None)) is not None:
+                yield chunk
         finally:
-            conn.close()
+            await readers.call(_close, chunks, conn)
 
     name = f"fdedge_{flt.start}_{flt.end}.csv"
     return StreamingResponse(rows(), media_type="text/csv; charset=utf-8",

@@ -12,7 +12,6 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import orjson
-from starlette.concurrency import run_in_threadpool
 
 from edge.fdrest import FAULTS, FEATURES
 from edge.store import reading_queries
@@ -60,7 +59,7 @@ class Subscriber:
         page can reload its alarms and notice a replaced database) and the names of the values in
         the arrays shape. Only a fresh connection takes hello's id as its resume point."""
         top = await self._newest()
-        db_id = await run_in_threadpool(lambda: database_id(self.readers.get()))
+        db_id = await self.readers.run(database_id)
         hello = orjson.dumps({"last_id": top, "database_id": db_id, "features": FEATURES, "faults": FAULTS})
         if self.fresh or self.last > top:
             # Beyond the newest row (a replaced database, or an invented id): nothing is missed;
@@ -132,20 +131,17 @@ class Subscriber:
                 yield b"".join(frames)
 
     async def _newest(self) -> int:
-        return await run_in_threadpool(lambda: reading_queries.max_id(self.readers.get()))
+        return await self.readers.run(reading_queries.max_id)
 
     async def _replay(self) -> AsyncIterator[bytes]:
         """Every row after `last` from the database, a page at a time."""
         while True:
-            rows = await run_in_threadpool(self._rows_after, self.last)
+            rows = await self.readers.run(reading_queries.rows_after, self.last, self.machine, PAGE)
             if rows:
                 yield b"".join(reading_wire(row[0], row_json(self.shape, row)) for row in rows)
                 self.last = rows[-1][0]
             if len(rows) < PAGE:
                 return
-
-    def _rows_after(self, last: int) -> list[tuple]:
-        return reading_queries.rows_after(self.readers.get(), last, self.machine, PAGE)
 
     def _missed(self, batch: Published) -> bool:
         """A reading of this commit for this client that was not encoded in its shape. None by
