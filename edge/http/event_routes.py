@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from edge.appliance import Appliance
 from edge.errors import BadRequest
+from edge.http.responses import ClosesItsBody
 from edge.stream.subscriber import Subscriber
 from edge.stream.wire import SHAPES
 
@@ -36,12 +37,16 @@ def _shape(request: Request) -> str:
     return shape
 
 
+class ClosingEventSourceResponse(ClosesItsBody, EventSourceResponse):
+    pass
+
+
 async def events(request: Request) -> Response:
     app: Appliance = request.app.state.appliance
     subscriber = Subscriber(app.hub, app.readers, last=_last_event_id(request),
                             machine=request.query_params.get("machine") or None, shape=_shape(request),
                             replay_max=app.settings.sse_replay_max)
-    return EventSourceResponse(
+    return ClosingEventSourceResponse(
         subscriber.events(),
         ping=15,
         send_timeout=app.settings.send_timeout,  # a client that stops reading is disconnected, not buffered for

@@ -12,11 +12,12 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from edge.appliance import Appliance
 from edge.errors import BadRequest, NotFound
 from edge.http.params import instant_param, int_param
+from edge.http.responses import ClosingStreamingResponse
 from edge.store import export
 from edge.store import reading_queries as queries
 from edge.store.database import connect
@@ -107,6 +108,6 @@ async def generate_csv(request: Request) -> Response:
             await readers.call(_close, chunks, conn)
 
     name = f"fdedge_{flt.start}_{flt.end}.csv"
-    return StreamingResponse(rows(), media_type="text/csv; charset=utf-8",
+    return ClosingStreamingResponse(rows(), media_type="text/csv; charset=utf-8",
                              headers={"Content-Disposition": f'attachment; filename="{name}"'})
 

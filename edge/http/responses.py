@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from edge.errors import FDEdgeError
 from edge.http.quiet_logs import describe, is_disconnect, mark_logged
@@ -63,6 +66,30 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
                  client, request.method, request.url.path, describe(exc))
         return JSONResponse({"error": "disconnected", "message": "the client went away"}, status_code=499)
     return internal_error(request.method, request.url.path)
+
+
+class ClosesItsBody:
+    """Mixed into a streaming response: its body iterator is closed however the response ends.
+
+    Starlette and sse-starlette leave an async generator suspended when a send fails (a client
+    that stopped reading): it keeps its database connection and its chunk until a full garbage
+    collection, which a reference cycle through the error's traceback defers. 30 exports stalled
+    in 15 s held 170 MB that way."""
+
+    body_iterator: Any
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)  # type: ignore[misc]
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(RuntimeError):  # still running in a cancelled task: it ends there
+                    await aclose()
+
+
+class ClosingStreamingResponse(ClosesItsBody, StreamingResponse):
+    pass
 
 
 EXCEPTION_HANDLERS = {

@@ -4,6 +4,7 @@ run by the writer thread between commits, so ingest is never blocked for long.""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sqlite3
 from datetime import UTC, datetime, timedelta
@@ -84,5 +85,8 @@ async def run(writer: Writer, settings: Settings, metrics: Metrics) -> None:
             await prune_once(writer, settings, metrics)
         except Unavailable as exc:
             log.warning("retention pass failed: %s", exc.message)
+        # Clients that went away mid-response leave reference cycles (an error's traceback and the
+        # frames of its stream) that only a full collection frees, and start-up froze the rest.
+        gc.collect()
         memory.trim(min_interval=0)  # hand back what bursts of large batches left behind
         await asyncio.sleep(settings.retention_interval)
