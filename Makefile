@@ -75,10 +75,10 @@ browser: $(VENV)/.test
 	$(BIN)/python -m pytest -m browser $(PYTEST_ARGS)
 
 bench: $(VENV)/.test
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 bench-quick: $(VENV)/.test
-	$(BIN)/python -m bench --quick
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
 image:
 	docker build -t fdedge:latest .

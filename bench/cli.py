@@ -46,6 +46,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="file stem for the results (default: latest, quick: quick)")
     p.add_argument("--tmp", type=Path, help="parent directory for the servers' data dirs (default: the system's)")
     p.add_argument("--keep", action="store_true", help="keep the temporary data dirs and server logs")
+    p.add_argument("--vs", type=Path, help="another checkout of FD-Edge (a directory, say a git worktree of an "
+                   "older commit): its server joins the HTTP measurements, interleaved, and the A/B ratios "
+                   "this / that are reported")
     return p
 
 
@@ -68,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         except BenchError as exc:
             print(f"python -m bench: {exc}", file=sys.stderr)
             return 2
+    vs = args.vs.resolve() if args.vs else None
+    if vs is not None and not (vs / "edge" / "__main__.py").is_file():
+        print(f"python -m bench: --vs {args.vs} is not a checkout of FD-Edge (no edge/__main__.py)", file=sys.stderr)
+        return 2
     keras_path = None if args.no_keras else (args.keras or model_dir / "dnn_model.keras")
     plan = Plan.make(args.quick, args.rounds, args.duration)
 
@@ -88,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine(root),
             "model": {"dir": str(model_dir)},
             "readings_source": source,
+            "vs": _describe(vs) if vs is not None else None,
         }
         try:
             import json
@@ -117,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench import http, inference, resources, sse
         try:
             section("inference", lambda: inference.run(model_dir, keras_path, plan.rounds, plan.quick))
-            section("http", lambda: http.run(plan, root, model_dir, readings, log))
+            section("http", lambda: http.run(plan, root, model_dir, readings, log, vs=vs))
             section("resources", lambda: resources.run(plan, root, model_dir, readings, log))
             section("sse", lambda: sse.run(plan, root, model_dir, readings, log))
         except KeyboardInterrupt:
@@ -140,6 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     for path in report.write(results, args.out, stem):
         print(f"wrote {path}")
     return 1 if failed else 0
+
+
+def _describe(tree: Path) -> dict[str, str]:
+    import subprocess
+    commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    return {"dir": str(tree), "commit": commit or "?"}
 
 
 def log(text: str) -> None:

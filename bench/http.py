@@ -62,14 +62,18 @@ def _rotate(items: list[Any], k: int) -> list[Any]:
 
 
 def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
-        log: Callable[[str], None] = print) -> dict[str, Any]:
+        log: Callable[[str], None] = print, vs: Path | None = None) -> dict[str, Any]:
+    """`vs`: another checkout, whose `fdedge serve --sync full` ("edge-full@vs") joins every
+    interleaved measurement edge-full takes part in, for an A/B of two versions in one run."""
     single = single_body(readings)
     batch = batch_body(readings, plan.batch_rows)
     template = batch_body(readings, plan.batch_rows, placeholder=True)
     bare = Server("bare", root).start()
     durable = Server("bare-durable", root).start()
     edges = {sync: Server("edge", root, model_dir=model_dir, sync=sync).start() for sync in ("full", "normal")}
-    everyone = [bare, edges["full"], edges["normal"]]
+    if vs is not None:
+        edges["full@vs"] = Server("edge", root, model_dir=model_dir, sync="full", name="edge-full@vs", tree=vs).start()
+    everyone = [bare, *edges.values()]
     closed_loop = [*everyone, durable]
     try:
         for server in closed_loop:
@@ -143,4 +147,22 @@ def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
                 section["bare"]["server_cpu_us_per_request"], section[name]["server_cpu_us_per_request"])
         # how much of what durability leaves FD-Edge keeps (scoring, SQLite, validation)
         section["edge-full"]["ratio_to_durable"] = ratio(section["edge-full"]["rps"], section["bare-durable"]["rps"])
+    if vs is not None:
+        out["ab"] = _ab(out, closed, crowd, fixed, batches)
     return out
+
+
+def _ab(out: dict[str, Any], *rounds_by_measurement: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """edge-full / edge-full@vs: ratio of medians, and per round (same machine phase)."""
+    keys = (("single", "rps"), ("single_crowd", "rps"), ("fixed_rate", "p99_ms"), ("batch", "readings_per_s"))
+    ab: dict[str, Any] = {}
+    for (section, key), rounds in zip(keys, rounds_by_measurement, strict=True):
+        head, other = out[section]["edge-full"].get(key), out[section]["edge-full@vs"].get(key)
+        ab[f"{section}.{key}"] = {
+            "head": head, "vs": other, "ratio": ratio(head, other),
+            "per_round": [ratio(a.get(key), b.get(key))
+                          for a, b in zip(rounds["edge-full"], rounds["edge-full@vs"], strict=True)],
+        }
+    ab["rss_after_bytes"] = {"head": out["rss_after_bytes"].get("edge-full"),
+                             "vs": out["rss_after_bytes"].get("edge-full@vs")}
+    return ab

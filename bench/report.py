@@ -231,9 +231,33 @@ def table(results: dict[str, Any]) -> str:
     for t in results.get("targets", []):
         state = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
         out.append(f"target {state:>12}: {t['name']}")
+    out += ab_lines(results)
     out.append(f"\n{results['duration_s']:.0f} s in all; ratios are medians of {rounds_text(results)} "
                "interleaved rounds on this machine, the absolute figures are only for this machine.")
     return "\n".join(out)
+
+
+AB_LABELS = {"single.rps": "single POST /send req/s, sync full", "single_crowd.rps": "  the same, 64 connections",
+             "fixed_rate.p99_ms": "p99 ms at the fixed rate (lower is better)",
+             "batch.readings_per_s": "batch ingest readings/s"}
+
+
+def ab_lines(results: dict[str, Any]) -> list[str]:
+    """The A/B block: this checkout / the --vs one, measured side by side in the same rounds."""
+    ab = (results.get("http") or {}).get("ab")
+    vs = results.get("vs")
+    if not ab or not vs:
+        return []
+    out = ["", f"A/B vs {vs['dir']} ({vs['commit']}): this / that, interleaved in the same rounds; a ratio "
+               "within ±10 % or whose per-round ratios straddle 1.0 is noise"]
+    for key, label in AB_LABELS.items():
+        row = ab[key]
+        rounds = ", ".join(num(r, 2) for r in row["per_round"])
+        out.append(f"  {label}: {num(row['head'], 1)} vs {num(row['vs'], 1)} = {num(row['ratio'], 2)} "
+                   f"(rounds {rounds})")
+    rss = ab["rss_after_bytes"]
+    out.append(f"  server RSS after the HTTP section: {mb(rss['head'])} vs {mb(rss['vs'])}")
+    return out
 
 
 def rounds_text(results: dict[str, Any]) -> str:
@@ -256,6 +280,7 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     for _section, label, edge, yard, rat, target in rows(results):
         out.append("| " + " | ".join([label.strip(), edge, yard, rat, target]) + " |")
+    out += ab_lines(results)
     return "\n".join(out) + "\n"
 
 

@@ -61,8 +61,9 @@ class Server:
     (bench/bare_app.py's `app` and `durable`)."""
 
     def __init__(self, kind: str, root: Path, *, model_dir: Path | None = None, sync: str = "full",
-                 data_dir: Path | None = None, name: str | None = None) -> None:
+                 data_dir: Path | None = None, name: str | None = None, tree: Path = REPO) -> None:
         self.kind, self.sync, self.model_dir = kind, sync, model_dir
+        self.tree = tree  # the checkout whose `python -m edge` runs (cwd comes first on sys.path)
         self.name = name or (kind if kind != "edge" else f"edge-{sync}")
         self.root = root
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=root))
@@ -96,7 +97,8 @@ class Server:
         env = child_env()
         if self.kind == "bare-durable":
             env[DURABLE_LOG] = str(self.data_dir / "durable.log")
-        self.proc = subprocess.Popen(self.command(), cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+        cwd = self.tree if self.kind == "edge" else REPO
+        self.proc = subprocess.Popen(self.command(), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                      stdout=self.log, stderr=subprocess.STDOUT)
         _LIVE.add(self)
         probe = "/readyz" if self.kind == "edge" else "/"  # the bare apps have no GET route

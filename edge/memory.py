@@ -12,12 +12,6 @@ import ctypes.util
 import time
 
 M_ARENA_MAX = -8
-M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
-# Allocations from this size up get their own mapping, handed back to the OS when freed. glibc
-# raises its threshold after each large free (up to 32 MiB), after which request bodies of a few
-# MiB land in the heap and fragment it: 16 refused 8 MiB bodies left 120 MB resident for good.
-MMAP_FROM = 256 * 1024
 
 _libc = None
 try:
@@ -32,11 +26,9 @@ _last_trim = 0.0
 
 
 def limit_arenas(count: int = 2) -> None:
-    """Call before threads start. Also fixes the mmap threshold (see MMAP_FROM)."""
+    """Call before threads start."""
     if _libc is not None:
         _libc.mallopt(M_ARENA_MAX, count)
-        _libc.mallopt(M_MMAP_THRESHOLD, MMAP_FROM)
-        _libc.mallopt(M_TRIM_THRESHOLD, 4 * MMAP_FROM)
 
 
 def trim(min_interval: float = 5.0) -> None:
