@@ -24,7 +24,7 @@ from bench.common import (
     sample_readings,
 )
 
-SECTIONS = ("inference", "http", "resources", "sse")
+SECTIONS = ("inference", "http", "resources", "sse", "scale")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -46,6 +46,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="file stem for the results (default: latest, quick: quick)")
     p.add_argument("--tmp", type=Path, help="parent directory for the servers' data dirs (default: the system's)")
     p.add_argument("--keep", action="store_true", help="keep the temporary data dirs and server logs")
+    p.add_argument("--scale-sizes", help="comma-separated database sizes for the scale section "
+                   "(default: 10000,1000000; quick: 2000,20000; make bench-scale: up to 10M)")
     p.add_argument("--vs", type=Path, help="another checkout of FD-Edge (a directory, say a git worktree of an "
                    "older commit): its server joins the HTTP measurements, interleaved, and the A/B ratios "
                    "this / that are reported")
@@ -77,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     keras_path = None if args.no_keras else (args.keras or model_dir / "dnn_model.keras")
     plan = Plan.make(args.quick, args.rounds, args.duration)
+    try:
+        sizes = [int(n) for n in (args.scale_sizes or ("2000,20000" if plan.quick else "10000,1000000")).split(",")]
+    except ValueError:
+        print(f"python -m bench: --scale-sizes must be integers, got {args.scale_sizes!r}", file=sys.stderr)
+        return 2
 
     from bench import servers
 
@@ -122,12 +129,13 @@ def main(argv: list[str] | None = None) -> int:
                 results[name] = {"error": f"{type(exc).__name__}: {exc}"}
                 traceback.print_exc()
 
-        from bench import http, inference, resources, sse
+        from bench import http, inference, resources, scale, sse
         try:
             section("inference", lambda: inference.run(model_dir, keras_path, plan.rounds, plan.quick))
             section("http", lambda: http.run(plan, root, model_dir, readings, log, vs=vs))
             section("resources", lambda: resources.run(plan, root, model_dir, readings, log))
             section("sse", lambda: sse.run(plan, root, model_dir, readings, log))
+            section("scale", lambda: scale.run(plan, root, model_dir, readings, sizes, log))
         except KeyboardInterrupt:
             print("interrupted; servers stopped", file=sys.stderr)
             return 130

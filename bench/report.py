@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.common import ratio
+
 MB = 1_000_000
 
 # (name, path into the results, comparison, target, unit shown)
@@ -232,6 +234,7 @@ def table(results: dict[str, Any]) -> str:
         state = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
         out.append(f"target {state:>12}: {t['name']}")
     out += ab_lines(results)
+    out += growth_lines(results)
     out.append(f"\n{results['duration_s']:.0f} s in all; ratios are medians of {rounds_text(results)} "
                "interleaved rounds on this machine, the absolute figures are only for this machine.")
     return "\n".join(out)
@@ -260,6 +263,43 @@ def ab_lines(results: dict[str, Any]) -> list[str]:
     return out
 
 
+GROWTH = (("machines_s", "/api/machines"), ("latest_s", "/api/latest, one machine"),
+          ("series_one_machine_15min_s", "/api/series, one machine, 15 min"),
+          ("series_one_machine_7d_s", "/api/series, one machine, 7 days"),
+          ("series_all_90d_s", "/api/series, all machines, 90 days"),
+          ("count_30d_s", "/api/count, 30 days"), ("count_30d_threshold_s", "/api/count, 30 days, threshold"),
+          ("restart_s", "restart to /readyz 200"))
+
+
+def growth_lines(results: dict[str, Any]) -> list[str]:
+    """The scale section as a markdown table: ms per size, and the ratio largest / smallest."""
+    scale = results.get("scale")
+    if not scale or "by_size" not in scale:
+        return []
+    sizes = sorted(scale["by_size"], key=int)
+    big, small = scale["by_size"][sizes[-1]], scale["by_size"][sizes[0]]
+    out = ["", f"Growth (scale section; {scale['machines']} machines, a reading each every {scale['every_s']:g} s, "
+               "built through the batch API; medians in ms):", "",
+           "| cost | " + " | ".join(f"{int(n):,}" for n in sizes) + f" | {int(sizes[-1]):,} / {int(sizes[0]):,} |",
+           "| --- |" + " ---: |" * (len(sizes) + 1)]
+    for key, label in GROWTH:
+        cells = [num((scale["by_size"][n].get(key) or 0) * 1000, 1) for n in sizes]
+        out.append(f"| {label} | " + " | ".join(cells) + f" | {x(ratio(big.get(key), small.get(key)))} |")
+    rt = {k: v for k, v in big.items() if k.startswith(("retention", "ingest_p99", "db_bytes", "export"))}
+    if rt.get("retention_pass_s") is not None:
+        out.append("")
+        out.append(f"Retention pass deleting {rt['retention_deleted']:,} of {int(sizes[-1]):,}: "
+                   f"{rt['retention_pass_s']:.1f} s; single-reading ingest p99 "
+                   f"{num(rt['ingest_p99_during_retention_ms'], 1)} ms during it vs "
+                   f"{num(rt['ingest_p99_quiet_ms'], 1)} ms quiet ({x(rt['retention_p99_ratio'])}); "
+                   f"file {mb(rt['db_bytes_before_retention'])} -> {mb(rt['db_bytes_after_retention'])}.")
+    export = big.get("export_30d")
+    if export:
+        out.append(f"30-day CSV export: {export['rows']:,} rows in {export['seconds']:.1f} s "
+                   f"({num(export['rows_per_s'])} rows/s).")
+    return out
+
+
 def rounds_text(results: dict[str, Any]) -> str:
     """'3' or '3 (SSE: 5)': the SSE section takes more rounds than the others."""
     n = results["plan"]["rounds"]
@@ -281,6 +321,7 @@ def markdown(results: dict[str, Any]) -> str:
     for _section, label, edge, yard, rat, target in rows(results):
         out.append("| " + " | ".join([label.strip(), edge, yard, rat, target]) + " |")
     out += ab_lines(results)
+    out += growth_lines(results)
     return "\n".join(out) + "\n"
 
 

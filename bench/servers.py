@@ -61,8 +61,10 @@ class Server:
     (bench/bare_app.py's `app` and `durable`)."""
 
     def __init__(self, kind: str, root: Path, *, model_dir: Path | None = None, sync: str = "full",
-                 data_dir: Path | None = None, name: str | None = None, tree: Path = REPO) -> None:
+                 data_dir: Path | None = None, name: str | None = None, tree: Path = REPO,
+                 args: tuple[str, ...] = ()) -> None:
         self.kind, self.sync, self.model_dir = kind, sync, model_dir
+        self.args = args  # more `fdedge serve` flags
         self.tree = tree  # the checkout whose `python -m edge` runs (cwd comes first on sys.path)
         self.name = name or (kind if kind != "edge" else f"edge-{sync}")
         self.root = root
@@ -89,7 +91,7 @@ class Server:
         assert self.model_dir is not None
         return [sys.executable, "-m", "edge", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                 "--data-dir", str(self.data_dir), "--model-dir", str(self.model_dir), "--sync", self.sync,
-                "--log-level", "warning"]
+                "--log-level", "warning", *self.args]
 
     def start(self, timeout: float = 60.0) -> Server:
         self.log = open(self.log_path, "ab")

@@ -20,6 +20,7 @@ from edge.scoring import model as model_module
 from edge.scoring.model import Model
 from edge.settings import Settings
 from edge.store.database import Readers
+from edge.store.integrity import IntegrityCheck
 from edge.store.writer import Stored, Writer
 from edge.stream.hub import Event, Hub
 
@@ -36,6 +37,7 @@ class Appliance:
     hub: Hub
     metrics: Metrics
     deadlines: BodyDeadlines = field(default_factory=BodyDeadlines)
+    integrity: IntegrityCheck | None = None
     alarms: AlarmEngine | None = None
     notifier: Notifier | None = None
     loop: asyncio.AbstractEventLoop | None = None
@@ -62,6 +64,8 @@ class Appliance:
         notifier = Notifier(settings.db_path, rules.webhooks, metrics=metrics) if rules.webhooks else None
         appliance = cls(settings, model, writer, Readers(settings.db_path, settings.read_threads), hub, metrics,
                         alarms=engine, notifier=notifier)
+        appliance.integrity = IntegrityCheck(settings.db_path, writer.checked_at_start, on_corrupt=writer.stopped_by)
+        metrics.integrity.set_function(lambda: appliance.integrity.value if appliance.integrity else 1.0)
         writer.on_commit = appliance.publish
         writer.on_alarms = appliance.publish_alarms
         return appliance
@@ -72,12 +76,16 @@ class Appliance:
         if self.notifier is not None:
             self.notifier.start()
         self.tasks.append(loop.create_task(self.deadlines.sweep_forever()))
+        if self.integrity is not None:
+            self.integrity.start()
 
     def stop(self) -> None:
         for task in self.tasks:
             task.cancel()
         if self.notifier is not None:
             self.notifier.stop()
+        if self.integrity is not None:
+            self.integrity.stop()
         self.writer.stop()
         self.readers.close()
         self.parse_pool.shutdown(wait=False, cancel_futures=True)

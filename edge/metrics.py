@@ -32,6 +32,9 @@ class Metrics:
         Gauge("fdedge_database_bytes", "Database file size including WAL", registry=r).set_function(
             lambda: database_bytes(db_path)
         )
+        self.integrity = Gauge("fdedge_integrity",
+                               "Database integrity check: 1 ok, 0 corrupt (ingest stopped), -1 still running",
+                               registry=r)
         self.alarms_active = Gauge("fdedge_alarms_active", "Alarms raised and not cleared", registry=r)
         self.alarm_events = Counter(
             "fdedge_alarm_events",

@@ -25,7 +25,7 @@ from edge.http.hosts import HostCheck
 from edge.http.responses import EXCEPTION_HANDLERS, error_response, internal_error
 from edge.http.send_deadline import SendDeadline
 from edge.settings import Settings
-from edge.store import retention
+from edge.store import backfill, retention
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
         built = appliance or Appliance.build(settings)
         built.start(asyncio.get_running_loop())
         built.tasks.append(asyncio.create_task(retention.run(built.writer, settings, built.metrics)))
+        built.tasks.append(asyncio.create_task(backfill.run(built.writer)))
         # What start-up made (modules, the model, the app) lives as long as the process: frozen,
         # the full collections that the SSE ring's long-lived events trigger skip those ~40k
         # objects, which otherwise stall the event loop with 100 clients at full ingest.

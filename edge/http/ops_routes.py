@@ -62,6 +62,8 @@ async def readyz(request: Request) -> Response:
             problems.append("the database did not answer within 3 s")
         except Unavailable as exc:
             problems.append(exc.message)
+    if app.integrity is not None and app.integrity.problem:
+        problems.append(app.integrity.problem)
     free = app.writer.reserve.usable_bytes()
     if free is None:
         problems.append(f"cannot stat the data directory {app.settings.db_path.parent}")
@@ -70,7 +72,10 @@ async def readyz(request: Request) -> Response:
         problems.append(f"only {free // 1024} KiB free on the database's disk{paused}")
     if problems:
         return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
-    return JSONResponse({"status": "ready", "model": app.model.name, "version": app.model.version})
+    answer = {"status": "ready", "model": app.model.name, "version": app.model.version}
+    if app.integrity is not None:
+        answer["integrity"] = app.integrity.state
+    return JSONResponse(answer)
 
 
 async def metrics(request: Request) -> Response:

@@ -9,8 +9,11 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from edge.errors import BadRequest
 from edge.fdrest import COLUMNS, FAULTS, FEATURES, format_time, iso
+from edge.store import machine_state, rollups
 from edge.store.schema import SELECT_LIST, TABLE
 
 METRICS: tuple[str, ...] = COLUMNS + FAULTS
@@ -65,31 +68,71 @@ def history(conn: sqlite3.Connection, column: str, limit: int, machine: str | No
 
 
 def machines(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    rows = conn.execute(f"SELECT machine, count(*), max(time) FROM {TABLE} GROUP BY machine ORDER BY machine"
-                        ).fetchall()
-    return [{"machine": m, "readings": n, "last_time": iso(t)} for m, n, t in rows]
+    return machine_state.listing(conn)
 
 
 def series(conn: sqlite3.Connection, start: datetime, end: datetime, columns: list[str],
            machine: str | None, points: int) -> dict[str, Any]:
-    """Bucket the range in SQL (features averaged, faults at their bucket maximum, so a short
-    alarm spike survives downsampling); a week at 1 Hz returns `points` rows, not 600,000."""
+    """At most `points` buckets over the range: features averaged, faults at their bucket maximum
+    (a short alarm spike survives downsampling), and each column's min and max for an envelope.
+
+    Read from raw rows while a bucket is under a minute, else from the coarsest rollup that
+    fits (edge.store.rollups): 90 days cost 2,160 hour rows, not millions of readings."""
     if end <= start:
         raise BadRequest("end must be after start", field="end")
     span = (end - start).total_seconds()
     bucket = max(span / points, 0.001)
-    aggregates = ", ".join(f"{'max' if c in FAULTS else 'avg'}({c})" for c in columns)
+    level = rollups.level_for(bucket)
+    if level is not None and not rollups.ready(conn):
+        level = None  # the backfill of an older database is still running: raw rows are right
+    t0 = start.timestamp()
+    if level is None:
+        times, mean, low, high = _raw_series(conn, start, end, columns, machine, bucket)
+    else:
+        times, mean, low, high = _rollup_series(conn, level, t0, end.timestamp(), columns, machine, bucket)
+    return {
+        "start": start.isoformat().replace("+00:00", "Z"),
+        "end": end.isoformat().replace("+00:00", "Z"),
+        "bucket_seconds": bucket,
+        "resolution": level or "raw",
+        "time": [round(t0 + (k + 0.5) * bucket, 3) for k in times],
+        "series": dict(zip(columns, mean, strict=True)),
+        "min": dict(zip(columns, low, strict=True)),
+        "max": dict(zip(columns, high, strict=True)),
+    }
+
+
+def _raw_series(conn: sqlite3.Connection, start: datetime, end: datetime, columns: list[str],
+                machine: str | None, bucket: float) -> tuple[list[int], list[list], list[list], list[list]]:
+    aggregates = ", ".join(f"{'max' if c in FAULTS else 'avg'}({c}), min({c}), max({c})" for c in columns)
     clause, args = machine_clause(machine)
     start_text, end_text = format_time(start), format_time(end)
     rows = conn.execute(
         f"SELECT CAST((julianday(time) - julianday(?)) * 86400.0 / ? AS INTEGER) AS b, {aggregates} "
         f"FROM {TABLE} WHERE time >= ? AND time <= ? {clause} GROUP BY b ORDER BY b",
         (start_text, bucket, start_text, end_text, *args)).fetchall()
-    t0 = start.timestamp()
-    return {
-        "start": start.isoformat().replace("+00:00", "Z"),
-        "end": end.isoformat().replace("+00:00", "Z"),
-        "bucket_seconds": bucket,
-        "time": [round(t0 + (r[0] + 0.5) * bucket, 3) for r in rows],
-        "series": {c: [r[i + 1] for r in rows] for i, c in enumerate(columns)},
-    }
+    k = len(columns)
+    return ([r[0] for r in rows], [[r[1 + 3 * i] for r in rows] for i in range(k)],
+            [[r[2 + 3 * i] for r in rows] for i in range(k)], [[r[3 + 3 * i] for r in rows] for i in range(k)])
+
+
+def _rollup_series(conn: sqlite3.Connection, level: str, t0: float, t1: float, columns: list[str],
+                   machine: str | None, bucket: float) -> tuple[list[int], list[list], list[list], list[list]]:
+    starts, counts, _, stats = rollups.read(conn, level, machine, t0, t1)
+    if not len(starts):
+        return [], [[] for _ in columns], [[] for _ in columns], [[] for _ in columns]
+    keys = np.maximum(np.floor((starts - t0) / bucket), 0).astype(np.int64)
+    edges = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    n = rollups.N
+    idx = [rollups.DATA_COLUMNS.index(c) for c in columns]
+    low = np.minimum.reduceat(stats[:, idx], edges, axis=0)
+    high = np.maximum.reduceat(stats[:, [n + i for i in idx]], edges, axis=0)
+    weighted = np.add.reduceat(stats[:, [2 * n + i for i in idx]] * counts[:, None], edges, axis=0)
+    mean = weighted / np.add.reduceat(counts, edges)[:, None]
+    shown = np.where([c in FAULTS for c in columns], high, mean)
+    return (keys[edges].tolist(), _columns(shown), _columns(low), _columns(high))
+
+
+def _columns(values: np.ndarray) -> list[list]:
+    """Columns as JSON lists, NaN (a legacy NULL) as null."""
+    return [[None if v != v else v for v in col] for col in values.T.tolist()]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edge.errors import StartupError
 from edge.fdrest import COLUMNS, DEFAULT_MACHINE, FAULTS
+from edge.store import machine_state, rollups
 from edge.store.database import connect, transaction
 
 SCHEMA_VERSION = "1"
@@ -58,46 +59,20 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 EXTRA_DDL = (
     f"CREATE INDEX IF NOT EXISTS {TABLE}_time ON {TABLE}(time)",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_machine_id ON {TABLE}(machine, id)",
+    # A time range of one machine: without it SQLite walks all of that machine's rows by id.
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_machine_time ON {TABLE}(machine, time)",
     # Idempotency keys let a sensor re-send a batch after a timeout without storing it twice.
     # body_sha256 tells a re-sent request from a different one that reuses its key.
     """CREATE TABLE IF NOT EXISTS fdedge_ingest_keys (
         key TEXT PRIMARY KEY, first_id INTEGER, last_id INTEGER, created TEXT NOT NULL, body_sha256 TEXT)""",
     "CREATE TABLE IF NOT EXISTS fdedge_meta (key TEXT PRIMARY KEY, value TEXT)",
 )
-# Every machine with stored readings, kept by the writer in the transaction of its readings: the
-# cap on distinct machines and the alarm engine's start-up read this, never the readings table.
-MACHINES = "fdedge_machines"
-# last_peak: the largest fault of the machine's newest reading. Below every warning threshold, no
-# alarm run can be in progress, so start-up need not replay that machine's readings.
-CREATE_MACHINES = f"""CREATE TABLE IF NOT EXISTS {MACHINES} (
-    name TEXT PRIMARY KEY, first_time TEXT, last_time TEXT, last_peak REAL) WITHOUT ROWID"""
-UPSERT_MACHINE = (f"INSERT INTO {MACHINES}(name, first_time, last_time, last_peak) VALUES (?, ?, ?, ?) "
-                  "ON CONFLICT(name) DO UPDATE SET first_time = min(first_time, excluded.first_time), "
-                  "last_peak = CASE WHEN excluded.last_time >= last_time THEN excluded.last_peak ELSE last_peak END, "
-                  "last_time = max(last_time, excluded.last_time)")
-
 MARKER_SUFFIX = ".fdedge"
+STARTUP_CHECK_BYTES = 64 * 1024 * 1024
 
 
 def _marker(path: Path) -> Path:
     return path.with_name(path.name + MARKER_SUFFIX)
-
-
-def record_machines(conn: sqlite3.Connection, times: list[str], machines: list[str],
-                    peaks: list[float]) -> list[str]:
-    """Keep fdedge_machines up to date with readings inserted in the open transaction (`peaks`:
-    each reading's largest fault); returns the machines seen."""
-    spans: dict[str, list] = {}  # machine -> [first time, last time, peak of the last]
-    for t, m, peak in zip(times, machines, peaks, strict=True):
-        span = spans.get(m)
-        if span is None:
-            spans[m] = [t, t, peak]
-        elif t < span[0]:
-            span[0] = t
-        elif t >= span[1]:
-            span[1], span[2] = t, peak
-    conn.executemany(UPSERT_MACHINE, [(m, *span) for m, span in spans.items()])
-    return list(spans)
 
 
 def _create_private(path: Path) -> None:
@@ -113,8 +88,13 @@ def _create_private(path: Path) -> None:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
-def open_database(path: Path, *, sync: str = "full", init: bool = False, max_mb: float = 0.0) -> sqlite3.Connection:
+def open_database(path: Path, *, sync: str = "full", init: bool = False, max_mb: float = 0.0,
+                  check_below_bytes: int = STARTUP_CHECK_BYTES) -> sqlite3.Connection:
     """Open (or create) and migrate the database; refuse to silently replace a lost one.
+
+    A file up to `check_below_bytes` is integrity-checked here (well under a second); a larger
+    one is checked in the background after start-up (edge.store.integrity), since reading 4 GB
+    from an SD card took 72 s.
 
     A marker file beside the database records that it existed: if the database later vanishes
     (deleted, wrong mount), starting again would quietly begin an empty history, so that needs
@@ -137,11 +117,16 @@ def open_database(path: Path, *, sync: str = "full", init: bool = False, max_mb:
     except OSError as exc:
         raise StartupError(f"cannot create data directory {path.parent}: {exc}") from None
     try:
+        new = path.stat().st_size == 0
         conn = connect(path, sync=sync, busy_ms=5000)
+        if new:  # freed pages can then go back to the filesystem (retention's incremental vacuum)
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        check = conn.execute("PRAGMA quick_check").fetchone()[0]
-        if check != "ok":
-            raise StartupError(f"database {path} is corrupt (quick_check: {check}); restore a backup or move it away")
+        if path.stat().st_size <= check_below_bytes:
+            check = conn.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise StartupError(f"database {path} is corrupt (quick_check: {check}); "
+                                   "restore a backup or move it away")
         if str(mode).lower() != "wal":
             raise StartupError(f"database {path} could not switch to WAL mode (got {mode})")
         migrate(conn)
@@ -172,10 +157,8 @@ def migrate(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN machine TEXT NOT NULL DEFAULT '{DEFAULT_MACHINE}'")
         for ddl in EXTRA_DDL:
             conn.execute(ddl)
-        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (MACHINES,)).fetchall():
-            conn.execute(CREATE_MACHINES)  # once, for a database of an earlier version: one scan
-            conn.execute(f"INSERT INTO {MACHINES}(name, first_time, last_time, last_peak) "
-                         f"SELECT machine, min(time), max(time), NULL FROM {TABLE} GROUP BY machine")
+        machine_state.migrate(conn, TABLE)
+        rollups.migrate(conn, TABLE)
         if "body_sha256" not in {row[1] for row in conn.execute("PRAGMA table_info(fdedge_ingest_keys)")}:
             conn.execute("ALTER TABLE fdedge_ingest_keys ADD COLUMN body_sha256 TEXT")  # keys of older versions
         conn.execute("INSERT OR REPLACE INTO fdedge_meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))

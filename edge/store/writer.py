@@ -26,9 +26,11 @@ from edge.errors import Conflict, Gone, InvalidReading, StartupError, Unavailabl
 from edge.fdrest import FAULTS, now_text
 from edge.ingest.bodies import DIGEST_VERSION, Batch
 from edge.scoring.model import Model
+from edge.store import machine_state
 from edge.store.database import transaction
 from edge.store.reserve import RESERVE_BYTES, Reserve
-from edge.store.schema import MACHINES, TABLE, insert_rows, open_database, record_machines
+from edge.store.rollups import Rollups
+from edge.store.schema import STARTUP_CHECK_BYTES, TABLE, insert_rows, open_database
 from edge.store.walsync import WalSyncer
 
 log = logging.getLogger(__name__)
@@ -123,8 +125,12 @@ class Writer:
             self.conn = open_database(db_path, sync="normal", init=init, max_mb=max_mb)
         if not self.reserve.given_up:
             self.reserve.take()
+        self.checked_at_start = _size(self.db_path) <= STARTUP_CHECK_BYTES
+        self.corrupt: str | None = None  # what the background integrity check found
         self.max_machines = max_machines
-        self.machine_count: int = self.conn.execute(f"SELECT count(*) FROM {MACHINES}").fetchall()[0][0]
+        self.machine_count: int = machine_state.count(self.conn)
+        self.rollups = Rollups()
+        self.rollups.load(self.conn)
         self._known_machines: set[str] = set()  # names known to be stored (a cache, bounded)
         self.alarms = alarms
         self.on_alarms = on_alarms
@@ -274,6 +280,7 @@ class Writer:
                 self.conn.execute("ROLLBACK")
         except sqlite3.Error:
             pass
+        self.rollups.rollback()
         if self.alarms is not None:
             self.alarms.rollback()
         settled = {id(future) for future, _, _ in self._pending}
@@ -321,6 +328,12 @@ class Writer:
                     f"there are {2 * RESERVE_BYTES >> 20} MiB free or retention has made room; nothing was stored",
                     reason="disk_full"))
             fresh = []
+        if fresh and self.corrupt is not None:
+            for job in fresh:
+                self._settle(job.future, error=Unavailable(
+                    f"the database failed its integrity check ({self.corrupt[:200]}); nothing was stored",
+                    reason="database_corrupt"))
+            fresh = []
         if fresh:
             fresh = self._within_machine_cap(fresh)
         if fresh and self.max_bytes and self.wal_over_cap():
@@ -330,9 +343,9 @@ class Writer:
                     "from being checkpointed; nothing was stored", reason="disk_full"))
             fresh = []
         if fresh:
-            fresh, x_rows, y = self._score(fresh)
+            fresh, x, y = self._score(fresh)
         if fresh:
-            stored, changes = self._store(fresh, x_rows, y)
+            stored, changes = self._store(fresh, x, y)
         for job, known in replays:
             try:
                 self._settle(job.future, self._replay(job, known))
@@ -371,16 +384,28 @@ class Writer:
             keep.append(job)
         return keep
 
-    def forget_machines_without_readings(self, conn: sqlite3.Connection) -> int:
-        """After retention: machines whose readings are all gone leave fdedge_machines, so they no
-        longer count toward --max-machines. One index probe per machine."""
-        with transaction(conn):
-            gone = conn.execute(f"DELETE FROM {MACHINES} WHERE NOT EXISTS "
-                                f"(SELECT 1 FROM {TABLE} WHERE {TABLE}.machine = {MACHINES}.name)").rowcount
+    def stopped_by(self, finding: str) -> None:
+        """The integrity check found damage: ingest stops (read by the writer thread)."""
+        self.corrupt = finding
+
+    def backfill_rollups(self, conn: sqlite3.Connection) -> int:
+        """One chunk of the rollup backfill (a task between groups); returns the rows rolled up."""
+        before = self.rollups.backfill_next
+        try:
+            with transaction(conn):
+                rows = self.rollups.backfill_chunk(conn, TABLE)
+        except BaseException:
+            self.rollups.rollback()
+            self.rollups.backfill_next = before
+            raise
+        self.rollups.commit()
+        return rows
+
+    def machines_gone(self, gone: int) -> None:
+        """Retention removed `gone` machines' last readings: they no longer count toward --max-machines."""
         if gone:
-            self.machine_count = conn.execute(f"SELECT count(*) FROM {MACHINES}").fetchall()[0][0]
+            self.machine_count = machine_state.count(self.conn)
             self._known_machines.clear()
-        return gone
 
     def _room_inside(self) -> int:
         """Free pages inside the database file (retention's deletions), in bytes."""
@@ -434,27 +459,29 @@ class Writer:
                     seen[job.key] = job.digest
         return fresh, replays
 
-    def _score(self, fresh: list[_Ingest]) -> tuple[list[_Ingest], list, np.ndarray]:
+    def _score(self, fresh: list[_Ingest]) -> tuple[list[_Ingest], np.ndarray, np.ndarray]:
         """One onnxruntime call for the whole group; requests it cannot score are answered here."""
         x_rows = [row for job in fresh for row in job.batch.rows]
         started = time.perf_counter()
         try:
-            y = self.model.predict(np.array(x_rows, dtype=np.float64))
+            x = np.array(x_rows, dtype=np.float64)
+            y = self.model.predict(x)
         except Exception as exc:  # reported per request, the writer keeps running
             log.error("inference failed: %s", exc)
             for job in fresh:
                 self._settle(job.future, error=Unavailable(f"inference failed: {exc}", reason="model_error"))
-            return [], [], np.empty((0, 8))
+            return [], np.empty((0, 35)), np.empty((0, 8))
         self.observe("inference", time.perf_counter() - started)
         if not np.isfinite(y).all():
-            return self._refuse_non_finite(fresh, x_rows, y)
-        return fresh, x_rows, y
+            return self._refuse_non_finite(fresh, x, y)
+        return fresh, x, y
 
-    def _store(self, fresh: list[_Ingest], x_rows: list, y: np.ndarray) -> tuple[list[Stored], list[AlarmChange]]:
+    def _store(self, fresh: list[_Ingest], x: np.ndarray, y: np.ndarray) -> tuple[list[Stored], list[AlarmChange]]:
         """Readings, idempotency keys and alarm changes in one transaction: all of it or none."""
         conn = self.conn
         started = time.perf_counter()
         y_rows = y.tolist()
+        x_rows = [row for job in fresh for row in job.batch.rows]
         times = [t for job in fresh for t in job.batch.times]
         machines = [m for job in fresh for m in job.batch.machines]
         stored: list[Stored] = []
@@ -477,14 +504,18 @@ class Writer:
                     # Alarm and outbox rows go into this transaction: committed with their readings or not at all.
                     changes = self.alarms.evaluate(conn, [(first + k, times[k], machines[k], y_rows[k])
                                                           for k in range(len(times))])
+                peaks = y.max(axis=1)
                 # after the engine, which reads a dropped machine's last time from the previous state
-                seen = record_machines(conn, times, machines, y.max(axis=1).tolist())
+                seen = machine_state.record(conn, first, times, machines, peaks.tolist())
                 new = [m for m in seen if m not in self._known_machines]
+                self.rollups.add(conn, times, machines, np.hstack((x, y)), peaks)
+            self.rollups.commit()
             if self.alarms is not None:
                 self.alarms.commit()
             self.machine_count += len(new)  # the cap check found every name not in the cache new
             self._known_machines.update(new)
         except sqlite3.Error as exc:
+            self.rollups.rollback()
             if self.alarms is not None:
                 self.alarms.rollback()
             error = storage_error(exc)
@@ -510,8 +541,8 @@ class Writer:
             except Exception:
                 log.exception("publishing alarm changes failed")
 
-    def _refuse_non_finite(self, jobs: list[_Ingest], x_rows: list, y: np.ndarray
-                           ) -> tuple[list[_Ingest], list, np.ndarray]:
+    def _refuse_non_finite(self, jobs: list[_Ingest], x: np.ndarray, y: np.ndarray
+                           ) -> tuple[list[_Ingest], np.ndarray, np.ndarray]:
         """Finite but absurd inputs (say 1e308) can drive the model to infinity: refuse those
         requests alone, so NaN never reaches the database or a client."""
         ok = np.isfinite(y).all(axis=1)
@@ -530,7 +561,7 @@ class Writer:
                 keep.append(job)
                 keep_rows.extend(range(offset, offset + n))
             offset += n
-        return keep, [x_rows[i] for i in keep_rows], y[keep_rows]
+        return keep, x[keep_rows], y[keep_rows]
 
     def _replay(self, job: _Ingest, known: _Key | None) -> Stored:
         """Answer a repeated idempotency key with the faults stored the first time. A different body
@@ -564,7 +595,7 @@ def _found_machines(conn: sqlite3.Connection, names: set[str]) -> set[str]:
     found: set[str] = set()
     for start in range(0, len(listed), 500):
         chunk = listed[start:start + 500]
-        rows = conn.execute(f"SELECT name FROM {MACHINES} WHERE name IN ({','.join('?' * len(chunk))})",
+        rows = conn.execute(f"SELECT name FROM {machine_state.MACHINES} WHERE name IN ({','.join('?' * len(chunk))})",
                             chunk).fetchall()
         found.update(r[0] for r in rows)
     return found

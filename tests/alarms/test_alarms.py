@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,11 +34,12 @@ from edge.alarms.rules import Rule, load_rules, parse_rules
 from edge.alarms.tables import alarm_columns_sql, get_alarm, list_alarms
 from edge.errors import BadRequest, NotFound, StartupError
 from edge.fdrest import FAULTS, format_time
-from edge.store.schema import TABLE, insert_rows, open_database, record_machines
+from edge.store.machine_state import record as _record
+from edge.store.schema import TABLE, insert_rows, open_database
 from tests.harness import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-T0 = datetime(2024, 3, 1, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
 BASE = {"warning": 30.0, "alarm": 60.0}
 
 
@@ -83,7 +84,7 @@ class Bench:
             first = last - len(rows) + 1
             changes = self.engine.evaluate(self.conn, [(first + k, r[0], r[-1], list(r[36:44]))
                                                        for k, r in enumerate(rows)])
-            record_machines(self.conn, [r[0] for r in rows], [r[-1] for r in rows],  # as the writer does
+            _record(self.conn, first, [r[0] for r in rows], [r[-1] for r in rows],  # as the writer does
                             [max(r[36:44]) for r in rows])
             if commit:
                 self.conn.execute("COMMIT")
@@ -99,7 +100,7 @@ class Bench:
         self.changes += changes
         return changes
 
-    def restart(self) -> "Bench":
+    def restart(self) -> Bench:
         self.conn.close()
         return Bench(self.path, self.rules)
 
@@ -541,7 +542,7 @@ class Receiver:
     failures: int = 0
     got: list[tuple[int, dict, bytes]] = field(default_factory=list)
 
-    def start(self) -> "Receiver":
+    def start(self) -> Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):

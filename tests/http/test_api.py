@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import sqlite3
+from datetime import UTC
 
 import numpy as np
 import pytest
@@ -45,8 +46,8 @@ def test_reading_and_prediction_are_stored_under_fdrest_columns(client, settings
 
 
 def test_missing_time_is_server_receive_time_in_utc(client):
-    from datetime import datetime, timezone
-    before = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    from datetime import datetime
+    before = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     client.post("/send", json=reading(3))
     stamp = client.get("/history?metric=temperature").json()["timestamps"][0]
     assert datetime.fromisoformat(stamp) >= before

@@ -336,6 +336,14 @@ SQL_INTERPOLATIONS = {
     "int(busy_ms)": "an int",
     "'FULL' if sync == 'full' else 'NORMAL'": "one of two constants",
     "max(int(max_mb * 1024 * 1024 // page), 1)": "an int",
+    "min(VACUUM_PAGES, free - VACUUM_SLACK)": "an int",
+    "table": "store.machine_state: the readings table constant its callers pass (schema.TABLE)",
+    "raw_table": "store.rollups/counts: the readings table constant their callers pass (schema.TABLE)",
+    "table(level)": "store.rollups.table(): one of two constant table names",
+    "table('minute')": "store.rollups.table(): a constant table name",
+    "table('hour')": "store.rollups.table(): a constant table name",
+    "machine_state.MACHINES": "store.machine_state: machines table name constant",
+    "', '.join(DATA_COLUMNS)": "fdrest constants (features and faults)",
 }
 SQL_NAMES = {  # statements passed as a variable or built by a call
     "CREATE_TABLE": "store.schema constant", "ddl": "loop over a tuple of DDL constants",
@@ -343,6 +351,9 @@ SQL_NAMES = {  # statements passed as a variable or built by a call
     "INSERT": "alarms.tables constant", "INSERT_OUTBOX": "alarms.tables constant",
     "insert_sql(end - start)": "placeholders for n rows", "insert_sql(len(chunk))": "placeholders for n rows",
     "sql": "a local built from the entries above",
+    "CREATE.format(t=table(level))": "store.rollups constant DDL and table name",
+    "_WRITE[level]": "store.rollups: constant statements per level", "_WRITE['minute']": "store.rollups constant",
+    "_WRITE['hour']": "store.rollups constant",
 }
 
 
@@ -397,6 +408,14 @@ def test_exported_cells_never_start_a_formula(client, settings, report):
         assert float(row["level"]) == pytest.approx(float(row["level"]))  # numbers stay numbers
     assert any(float(row[c]) < 0 for row in rows for c in ("level", "temperature"))
     report.put("security", "formula_prefixes", ["=", "+", "-", "@", "tab", "CR"])
+
+
+def test_text_in_a_number_column_of_a_legacy_file_is_neutralised_too(client, settings):
+    assert client.post("/send", json=reading(1, Time="2023-11-08 10:00:00")).status_code == 200
+    with sqlite3.connect(settings.db_path) as conn:  # SQLite keeps text in a REAL column as text
+        conn.execute("UPDATE sensor_data SET level = '=1+1' WHERE id = 1")
+    rows = list(csv.DictReader(io.StringIO(client.get("/generate_csv?start=2023-11-08&end=2023-11-08").text)))
+    assert rows[0]["level"] == "'=1+1"
 
 
 def test_request_size_limits_hold_on_the_real_server(server_factory, linear_model, report):

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -430,7 +430,7 @@ def test_readings_far_in_the_past_future_and_out_of_order_are_stored_and_exporte
 
 
 class FrozenClock(datetime):
-    now_value = datetime(2024, 6, 1, 12, 0, 30, tzinfo=timezone.utc)
+    now_value = datetime(2024, 6, 1, 12, 0, 30, tzinfo=UTC)
 
     @classmethod
     def now(cls, tz=None):
@@ -443,11 +443,11 @@ PAST, Y2020, NOON, ELEVEN, FUTURE = ("1970-01-01 00:00:00", "2020-01-01 00:00:00
 
 @pytest.mark.parametrize("clock,times,kept", [
     # the clock is right; a reading stamped 9999 must not make everything look a day old
-    (datetime(2024, 6, 1, 12, 0, 30, tzinfo=timezone.utc), [PAST, Y2020, NOON, ELEVEN, FUTURE], [NOON, ELEVEN, FUTURE]),
+    (datetime(2024, 6, 1, 12, 0, 30, tzinfo=UTC), [PAST, Y2020, NOON, ELEVEN, FUTURE], [NOON, ELEVEN, FUTURE]),
     # the clock jumped 10 years ahead: age counts from the newest reading, the last day stays
-    (datetime(2034, 6, 1, tzinfo=timezone.utc), [PAST, Y2020, NOON, ELEVEN], [NOON, ELEVEN]),
+    (datetime(2034, 6, 1, tzinfo=UTC), [PAST, Y2020, NOON, ELEVEN], [NOON, ELEVEN]),
     # the clock fell back to 1971 (dead RTC battery): nothing later than 1970-12-31 is deleted
-    (datetime(1971, 1, 1, tzinfo=timezone.utc), [PAST, Y2020, NOON, ELEVEN, FUTURE], [Y2020, NOON, ELEVEN, FUTURE]),
+    (datetime(1971, 1, 1, tzinfo=UTC), [PAST, Y2020, NOON, ELEVEN, FUTURE], [Y2020, NOON, ELEVEN, FUTURE]),
 ], ids=["reading-stamped-9999", "clock-10-years-ahead", "clock-back-in-1971"])
 def test_retention_age_is_measured_from_min_of_clock_and_newest_reading(make_client, monkeypatch, report,
                                                                        clock, times, kept):

@@ -97,7 +97,7 @@ async def _client(port: int, stats: dict, stop: asyncio.Event, final: list) -> N
             break
         try:
             chunk = await asyncio.wait_for(reader.read(1 << 20), 1.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if stop.is_set() and final and time.monotonic() > final[1]:
                 break
             continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +56,7 @@ def test_names_and_order_are_fdrest_s() -> None:
 
 
 def test_reading_time_is_utc_and_formatted_like_fdrest() -> None:
-    start = datetime(2023, 11, 6, 15, 0, tzinfo=timezone.utc)
+    start = datetime(2023, 11, 6, 15, 0, tzinfo=UTC)
     vm = VirtualMachine(0, start=start)
     first, second = vm.step(1.0), vm.step(59.0)
     assert first.time.tzinfo is not None and first.time.utcoffset() == timedelta(0)
@@ -80,7 +80,7 @@ def test_seeded_and_reproducible() -> None:
     np.testing.assert_array_equal(y1, y2)
     assert not np.array_equal(generate(300, seed=8)[0], x1)
 
-    start = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2024, 1, 1, tzinfo=UTC)
     scenario = Scenario.developing(fault=2, minutes=1)
     run = lambda seed, machine="default": [  # noqa: E731
         (r.features, r.faults) for r in VirtualMachine(seed, machine, scenario=scenario, start=start).run(50)]
@@ -238,7 +238,7 @@ def test_healthy_readings_look_like_fdrest_s_fault_free_rows() -> None:
     _, real, faults = fdrest_sample()
     real = real[np.abs(faults).max(axis=1) < 5.0]  # labels of healthy rows scatter around 0
     assert len(real) >= 2
-    vm = VirtualMachine(0, start=datetime(2023, 11, 6, 15, tzinfo=timezone.utc))
+    vm = VirtualMachine(0, start=datetime(2023, 11, 6, 15, tzinfo=UTC))
     sim = np.array([[r.features[k] for k in FEATURES] for r in vm.run(300, 60.0)])
     lo, hi, med = real.min(axis=0), real.max(axis=0), np.median(sim, axis=0)
     for i, name in enumerate(FEATURES):
@@ -283,7 +283,7 @@ def test_training_distribution_covers_healthy_single_multi_and_severe() -> None:
 
 
 def test_csv_round_trip_in_fdrest_format(tmp_path: Path) -> None:
-    start = datetime(2023, 11, 6, 15, tzinfo=timezone.utc)
+    start = datetime(2023, 11, 6, 15, tzinfo=UTC)
     path = write_csv(tmp_path / "sim.csv", 40, seed=4, start=start, interval_s=3 * 3600)
     with path.open(newline="") as fh:
         rows = list(csv.reader(fh))

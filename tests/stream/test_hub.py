@@ -198,7 +198,7 @@ class Reader:
     async def nothing_more(self, wait: float = 0.3) -> None:
         try:
             extra = await self.next(wait)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return
         pytest.fail(f"unexpected events: {extra}")
 

@@ -1,0 +1,182 @@
+"""Section "scale": what a read costs as the history grows, on databases the server built itself
+through the batch API (10 machines, one reading each every 10 s, ending now: 10M readings are
+116 days), reported as ratios to the smallest size measured in the same run.
+
+Also on the largest size: a restart to /readyz, a retention pass deleting 10 % while a fixed
+rate of single readings comes in (ingest p99 during the pass against quiet), the file size after
+it, and a 30-day CSV export's rows/s."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+
+from bench.common import BenchError, Plan, median, ratio
+from bench.loadgen import open_loop
+from bench.servers import Server, http_get
+
+MACHINES = 10
+EVERY_S = 10.0
+BATCH = 5000
+
+
+def _body(readings: list[dict[str, Any]], first: int, rows: int, end: datetime, total: int) -> bytes:
+    out = []
+    for k in range(first, first + rows):
+        step, machine = divmod(k, MACHINES)
+        t = end - timedelta(seconds=(total // MACHINES - step) * EVERY_S - machine * 0.5)
+        out.append({**readings[k % len(readings)], "Time": t.strftime("%Y-%m-%d %H:%M:%S"),
+                    "machine": f"machine-{machine:02d}"})
+    return orjson.dumps(out)
+
+
+def _fill(server: Server, readings: list[dict[str, Any]], total: int, end: datetime) -> float:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    started = time.perf_counter()
+    try:
+        for first in range(0, total, BATCH):
+            conn.request("POST", "/send", body=_body(readings, first, min(BATCH, total - first), end, total),
+                         headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            answer = response.read()
+            if response.status != 200:
+                raise BenchError(f"filling {total:,}: POST answered {response.status}: {answer[:200]!r}")
+    finally:
+        conn.close()
+    return time.perf_counter() - started
+
+
+def _timed_get(port: int, path: str, repeats: int) -> tuple[float | None, bytes]:
+    times, body = [], b""
+    for _ in range(repeats):
+        started = time.perf_counter()
+        status, body = http_get(port, path, timeout=300)
+        times.append(time.perf_counter() - started)
+        if status != 200:
+            raise BenchError(f"GET {path} answered {status}: {body[:200]!r}")
+    return median(times), body
+
+
+def _queries(end: datetime) -> dict[str, str]:
+    def iso(t: datetime) -> str:
+        return t.isoformat().replace("+00:00", "Z")
+    day = (end - timedelta(days=30)).date().isoformat()
+    series = "/api/series?" + "metrics=temperature,fault0,fault3&points=600&"
+    return {
+        "machines": "/api/machines",
+        "latest": "/api/latest?machine=machine-03&limit=20",
+        "series_one_machine_15min": series + urlencode(
+            {"start": iso(end - timedelta(minutes=15)), "end": iso(end), "machine": "machine-03"}),
+        "series_one_machine_7d": series + urlencode(
+            {"start": iso(end - timedelta(days=7)), "end": iso(end), "machine": "machine-03"}),
+        "series_all_90d": series + urlencode({"start": iso(end - timedelta(days=90)), "end": iso(end)}),
+        "count_30d_threshold": "/api/count?" + urlencode(
+            {"start": day, "end": end.date().isoformat(), "threshold": "0.5"}),
+        "count_30d": "/api/count?" + urlencode({"start": day, "end": end.date().isoformat()}),
+    }
+
+
+def _export(port: int, end: datetime) -> dict[str, Any]:
+    day = (end - timedelta(days=30)).date().isoformat()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    started = time.perf_counter()
+    conn.request("GET", "/generate_csv?" + urlencode({"start": day, "end": end.date().isoformat()}))
+    response = conn.getresponse()
+    lines = 0
+    while chunk := response.read(1 << 20):
+        lines += chunk.count(b"\n")
+    seconds = time.perf_counter() - started
+    conn.close()
+    return {"rows": lines - 1, "seconds": seconds, "rows_per_s": (lines - 1) / seconds if seconds else None}
+
+
+def _wait_pruned(server: Server, want: int, timeout: float) -> float | None:
+    deadline = time.perf_counter() + timeout
+    started = time.perf_counter()
+    while time.perf_counter() < deadline:
+        status, body = http_get(server.port, "/metrics", timeout=10)
+        for line in body.decode().splitlines():
+            if line.startswith("fdedge_readings_pruned_total "):
+                if float(line.split()[1]) >= want:
+                    return time.perf_counter() - started
+        time.sleep(0.05)
+    return None
+
+
+def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]], sizes: list[int],
+        log: Callable[[str], None] = print) -> dict[str, Any]:
+    end = datetime.now(UTC).replace(microsecond=0)
+    repeats = 3 if plan.quick else 5
+    out: dict[str, Any] = {"sizes": sizes, "machines": MACHINES, "every_s": EVERY_S, "by_size": {}}
+    largest = max(sizes)
+    for size in sorted(sizes):
+        log(f"  building {size:,} readings through the batch API")
+        server = Server("edge", root, model_dir=model_dir, name=f"edge-scale-{size}").start()
+        row: dict[str, Any] = {}
+        try:
+            fill_s = _fill(server, readings, size, end)
+            row["fill_readings_per_s"] = size / fill_s
+            time.sleep(1.0)
+            for name, path in _queries(end).items():
+                row[f"{name}_s"], body = _timed_get(server.port, path, repeats)
+                if name == "series_all_90d":
+                    answer = json.loads(body)
+                    row["series_all_90d_points"] = len(answer["time"])
+                    row["series_all_90d_resolution"] = answer.get("resolution", "raw")
+            if size == largest:
+                row["export_30d"] = _export(server.port, end)
+        finally:
+            server.stop()
+        with Server("edge", root, model_dir=model_dir, data_dir=server.data_dir, name=f"edge-restart-{size}") as again:
+            row["restart_s"] = again.ready_seconds
+        if size == largest:
+            row.update(_retention(plan, root, model_dir, server.data_dir, size, readings))
+        db = server.data_dir / "sensor_data.db"
+        row["db_bytes"] = db.stat().st_size
+        out["by_size"][str(size)] = row
+    smallest = str(min(sizes))
+    out["ratios"] = {str(size): {k: ratio(v, out["by_size"][smallest].get(k))
+                                 for k, v in out["by_size"][str(size)].items()
+                                 if k.endswith("_s") and not k.startswith("fill")}
+                     for size in sizes if str(size) != smallest}
+    return out
+
+
+def _retention(plan: Plan, root: Path, model_dir: Path, data_dir: Path, size: int,
+               readings: list[dict[str, Any]]) -> dict[str, Any]:
+    """Restart with --retention-rows at 90 %: the first pass starts at once; single readings
+    arrive at a fixed rate during it, then again once it is over (quiet)."""
+    keep = size - size // 10
+    body = orjson.dumps({**readings[0], "machine": "machine-00"})
+    rate, seconds = (200, 2.0) if plan.quick else (200, 6.0)
+    before = (data_dir / "sensor_data.db").stat().st_size
+    with Server("edge", root, model_dir=model_dir, data_dir=data_dir, name=f"edge-retention-{size}",
+                args=("--retention-rows", str(keep), "--retention-interval", "3600")) as server:
+        with ThreadPoolExecutor(1) as pool:
+            load = pool.submit(open_loop, server.port, body, rate, seconds, 8, 0.2)
+            took = _wait_pruned(server, size // 10, 1800)
+            during = load.result()
+        if took is None:
+            raise BenchError("the retention pass did not finish within 30 min")
+        time.sleep(1.0)
+        quiet = open_loop(server.port, body, rate, seconds, connections=8, discard=0.2)
+    after = (data_dir / "sensor_data.db").stat().st_size
+    return {
+        "retention_deleted": size // 10,
+        "retention_pass_s": took,
+        "load_s": seconds,  # a pass shorter than this mixes quiet time into "during"
+        "ingest_p99_during_retention_ms": during.get("p99_ms"),
+        "ingest_p99_quiet_ms": quiet.get("p99_ms"),
+        "retention_p99_ratio": ratio(during.get("p99_ms"), quiet.get("p99_ms")),
+        "db_bytes_before_retention": before,
+        "db_bytes_after_retention": after,
+    }

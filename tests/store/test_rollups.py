@@ -1,0 +1,150 @@
+"""Rollups: /api/series and /api/count from minute and hour buckets agree with the raw rows, for
+new readings, for a database that had none (backfilled), and after retention cut through them."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from edge.fdrest import COLUMNS, FAULTS, format_time
+from edge.store import retention
+from tests.harness import reading
+
+START = datetime(2026, 3, 1, 0, 0, 0, tzinfo=UTC)
+CHECKED = ["temperature", "kurtosis_axial", "fault0", "fault3"]
+
+
+def _readings(n: int, machines: tuple[str, ...], every_s: float, seed: int = 0) -> list[dict]:
+    """`n` readings per machine, one every `every_s` seconds, in shuffled order (late readings too)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        for j, m in enumerate(machines):
+            t = START + timedelta(seconds=k * every_s + j * 0.37 + float(rng.uniform(0, every_s / 2)))
+            out.append(reading(seed * 100_000 + k * len(machines) + j, machine=m, Time=format_time(t, ms=True)))
+    order = rng.permutation(len(out))
+    return [out[i] for i in order]
+
+
+def _post(client, readings: list[dict]) -> None:
+    for start in range(0, len(readings), 2000):
+        r = client.post("/send", json=readings[start:start + 2000])
+        assert r.status_code == 200, r.text
+
+
+def _raw(db, machine: str | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    with sqlite3.connect(db) as conn:
+        where = "WHERE machine = ?" if machine else ""
+        rows = conn.execute(f"SELECT time, {', '.join(COLUMNS + FAULTS)} FROM sensor_data {where}",
+                            (machine,) if machine else ()).fetchall()
+    t = np.array([datetime.fromisoformat(r[0]).replace(tzinfo=UTC).timestamp() for r in rows])
+    values = np.array([r[1:] for r in rows], dtype=np.float64)
+    return t, {c: values[:, i] for i, c in enumerate(COLUMNS + FAULTS)}
+
+
+def _expected(t: np.ndarray, values: dict[str, np.ndarray], t0: float, t1: float, bucket: float, width: int,
+              column: str) -> dict[int, tuple[float, float, float]]:
+    """Per output bucket: (shown, min, max), with each reading placed by its rollup bucket."""
+    placed = np.floor(t / width) * width if width else t
+    inside = (placed <= t1) & (t >= t0 if not width else placed >= np.floor(t0 / width) * width)
+    keys = np.maximum(np.floor((placed - t0) / bucket), 0).astype(int)
+    out = {}
+    for k in np.unique(keys[inside]):
+        v = values[column][inside & (keys == k)]
+        out[int(k)] = (v.max() if column in FAULTS else v.mean(), v.min(), v.max())
+    return out
+
+
+def _check_series(client, db, machine: str | None, days: float, resolution: str, width: int) -> None:
+    end = START + timedelta(days=days)
+    r = client.get("/api/series", params={"start": START.isoformat(), "end": end.isoformat(),
+                                          "metrics": ",".join(CHECKED), "points": 200,
+                                          **({"machine": machine} if machine else {})})
+    assert r.status_code == 200, r.text
+    ans = r.json()
+    assert ans["resolution"] == resolution
+    t, values = _raw(db, machine)
+    t0, bucket = START.timestamp(), ans["bucket_seconds"]
+    assert len(ans["time"]) <= 200
+    for column in CHECKED:
+        want = _expected(t, values, t0, end.timestamp(), bucket, width, column)
+        got_keys = [round((x - t0) / bucket - 0.5) for x in ans["time"]]
+        assert got_keys == sorted(want), column
+        for i, k in enumerate(got_keys):
+            shown, low, high = want[k]
+            assert ans["series"][column][i] == pytest.approx(shown, rel=1e-5, abs=1e-5), (column, k)
+            assert ans["min"][column][i] == pytest.approx(low, rel=1e-5, abs=1e-5), (column, k)
+            assert ans["max"][column][i] == pytest.approx(high, rel=1e-5, abs=1e-5), (column, k)
+
+
+def _check_counts(client, db) -> None:
+    with sqlite3.connect(db) as conn:
+        for machine in (None, "press"):
+            for threshold, fault in ((None, None), (0.0, None), (0.4, None), (-0.2, "fault3"), (0.1, "fault0")):
+                params = {"start": "2026-03-01", "end": "2026-03-02"}
+                where, args = "time >= '2026-03-01' AND time < '2026-03-03'", []
+                if machine:
+                    params["machine"] = machine
+                    where += " AND machine = ?"
+                    args.append(machine)
+                if threshold is not None:
+                    params["threshold"] = str(threshold)
+                    where += f" AND {fault or 'max(' + ', '.join(FAULTS) + ')'} >= ?"
+                    args.append(threshold)
+                if fault:
+                    params["fault"] = fault
+                want = conn.execute(f"SELECT count(*) FROM sensor_data WHERE {where}", args).fetchone()[0]
+                got = client.get("/api/count", params=params).json()["count"]
+                assert got == want, (machine, threshold, fault)
+
+
+MACHINES = ("press", "pump", "fan")
+
+
+def test_series_and_counts_from_rollups_match_the_raw_rows(make_client, settings):
+    with make_client() as client:
+        _post(client, _readings(1200, MACHINES, 30.0))  # 10 hours, 3 machines, out of order
+        for machine in (None, "pump"):
+            _check_series(client, settings.db_path, machine, 0.1, "raw", 0)
+            _check_series(client, settings.db_path, machine, 1, "minute", 60)
+            _check_series(client, settings.db_path, machine, 30, "hour", 3600)
+        _check_counts(client, settings.db_path)
+
+
+def test_an_older_database_is_rolled_up_in_the_background(make_client, settings):
+    with make_client() as client:
+        _post(client, _readings(600, MACHINES, 30.0, seed=1))
+    with sqlite3.connect(settings.db_path) as conn:  # as an FD-REST or earlier FD-Edge file: no rollups
+        conn.execute("DROP TABLE fdedge_rollup_minute")
+        conn.execute("DROP TABLE fdedge_rollup_hour")
+        conn.execute("DELETE FROM fdedge_meta WHERE key LIKE 'rollup_%'")
+    with make_client() as client:
+        _post(client, _readings(300, MACHINES, 30.0, seed=2))  # new ones meanwhile
+        app = client.app.state.appliance
+        from tests.reliability_helpers import wait_for
+        wait_for(lambda: app.writer.rollups.ready, 20, "the backfill")
+        _check_series(client, settings.db_path, None, 1, "minute", 60)
+        _check_series(client, settings.db_path, "fan", 30, "hour", 3600)
+        _check_counts(client, settings.db_path)
+
+
+def test_retention_cuts_the_rollups_with_the_rows(make_client, settings):
+    with make_client(retention_rows=1000) as client:
+        _post(client, _readings(1200, MACHINES, 30.0, seed=3))
+        app = client.app.state.appliance
+        client.portal.call(retention.prune_once, app.writer, app.settings, app.metrics)
+        with sqlite3.connect(settings.db_path) as conn:
+            assert conn.execute("SELECT count(*) FROM sensor_data").fetchone()[0] == 1000
+            for table in ("fdedge_rollup_minute", "fdedge_rollup_hour"):
+                for machine in (*MACHINES, ""):
+                    n = conn.execute(f"SELECT coalesce(sum(n), 0) FROM {table} WHERE machine = ?",
+                                     (machine,)).fetchone()[0]
+                    raw = conn.execute("SELECT count(*) FROM sensor_data WHERE machine = ? OR ? = ''",
+                                       (machine, machine)).fetchone()[0]
+                    assert n == raw, (table, machine)
+        _check_series(client, settings.db_path, None, 1, "minute", 60)
+        _check_series(client, settings.db_path, "press", 30, "hour", 3600)
+        _check_counts(client, settings.db_path)
