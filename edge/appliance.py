@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from edge.scoring.model import Model
 from edge.settings import Settings
 from edge.store.database import Readers
 from edge.store.integrity import IntegrityCheck
+from edge.store.wear import Wear
 from edge.store.writer import Stored, Writer
 from edge.stream.hub import Event, Hub
 
@@ -38,6 +40,7 @@ class Appliance:
     metrics: Metrics
     deadlines: BodyDeadlines = field(default_factory=BodyDeadlines)
     integrity: IntegrityCheck | None = None
+    wear: Wear | None = None
     alarms: AlarmEngine | None = None
     notifier: Notifier | None = None
     loop: asyncio.AbstractEventLoop | None = None
@@ -66,6 +69,11 @@ class Appliance:
                         alarms=engine, notifier=notifier)
         appliance.integrity = IntegrityCheck(settings.db_path, writer.checked_at_start, on_corrupt=writer.stopped_by)
         metrics.integrity.set_function(lambda: appliance.integrity.value if appliance.integrity else 1.0)
+        appliance.wear = Wear(settings.db_path, lambda: metrics.registry.get_sample_value(
+            "fdedge_readings_ingested_total") or 0.0, settings.card_size_gb, settings.card_pe_cycles)
+        metrics.count_bytes_written(appliance.wear.written)
+        wear = appliance.wear
+        metrics.card_life_days.set_function(lambda: wear.report()["card_life_days"] or math.nan)
         writer.on_commit = appliance.publish
         writer.on_alarms = appliance.publish_alarms
         return appliance

@@ -35,6 +35,9 @@ class Metrics:
         self.integrity = Gauge("fdedge_integrity",
                                "Database integrity check: 1 ok, 0 corrupt (ingest stopped), -1 still running",
                                registry=r)
+        self.card_life_days = Gauge(
+            "fdedge_disk_card_life_days", "Estimated days until the card's rated writes are used up at the write "
+            "rate since start (--card-size-gb, --card-pe-cycles; NaN for the first minute)", registry=r)
         self.alarms_active = Gauge("fdedge_alarms_active", "Alarms raised and not cleared", registry=r)
         self.alarm_events = Counter(
             "fdedge_alarm_events",
@@ -45,6 +48,9 @@ class Metrics:
         self.webhook_deliveries = Counter(
             "fdedge_webhook_deliveries", "Webhook POSTs by result (delivered, failed)", ["result"], registry=r
         )
+
+    def count_bytes_written(self, read: Callable[[], int | None]) -> None:
+        self.registry.register(_BytesWritten(read))
 
     def count_by_reason(self, name: str, documentation: str, read: Callable[[], Mapping[str, int]]) -> None:
         """A counter kept by its owner (it must agree with a committed transaction, which a
@@ -67,6 +73,18 @@ class _ReasonCounter:
         for reason, count in self.read().items():
             family.add_metric([reason], count)
         yield family
+
+
+class _BytesWritten:
+    def __init__(self, read: Callable[[], int | None]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        value = self.read()
+        if value is not None:  # no such counter where the kernel keeps none
+            yield CounterMetricFamily("fdedge_disk_bytes_written",
+                                      "Bytes this process wrote to storage since start (the database, its WAL "
+                                      "and checkpoints; the kernel's write_bytes)", value=value)
 
 
 def database_bytes(db_path: Path) -> int:

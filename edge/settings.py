@@ -77,6 +77,10 @@ class Settings:
     retention_rows: int = setting(0, int, "keep at most this many readings (0 = no limit)")
     max_db_mb: float = setting(0.0, float, "hard cap on the database size in MiB; ingest answers 503 when "
                                "reached (0 = none)")
+    card_size_gb: float = setting(0.0, float, "size of the SD card or disk holding the database, in GB, for the "
+                                  "wear estimate (0 = the size of the data directory's filesystem)")
+    card_pe_cycles: int = setting(1000, int, "program/erase cycles the card's flash is rated for, for the wear "
+                                  "estimate (1000: a consumer TLC card; industrial SLC cards: 30000 and more)")
     retention_interval: float = setting(60.0, float, "seconds between retention passes")
     sync: str = setting("full", str, "full: a reading is answered once it is on disk (survives power loss); "
                         "normal: once committed (survives a crash of the server, not of the machine)",
@@ -163,6 +167,8 @@ class Settings:
             return f"port {self.port} is out of range"
         if self.warning_threshold > self.alarm_threshold:
             return "warning-threshold must not exceed alarm-threshold"
+        if self.card_size_gb < 0 or self.card_pe_cycles < 1:
+            return "card-size-gb must be >= 0 and card-pe-cycles >= 1"
         if self.retention_days < 0 or self.retention_rows < 0:
             return "retention limits must be >= 0"
         if not 1 <= self.read_threads <= 64:

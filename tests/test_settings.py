@@ -105,6 +105,8 @@ EVERY_SETTING = {
     "retention_rows": ("1000000", 1_000_000),
     "max_db_mb": ("512", 512.0),
     "retention_interval": ("30", 30.0),
+    "card_size_gb": ("32", 32.0),
+    "card_pe_cycles": ("3000", 3000),
     "sync": ("normal", "normal"),
     "threads": ("2", 2),
     "sse_buffer": ("1024", 1024),

@@ -100,6 +100,7 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
         Route("/api/alarms/{alarm_id:int}", alarm_routes.alarm),
         Route("/api/alarms/{alarm_id:int}/ack", alarm_routes.ack, methods=["POST"]),
         Route("/api/model", ops_routes.model),
+        Route("/api/storage", ops_routes.storage),
         Route("/healthz", ops_routes.healthz),
         Route("/readyz", ops_routes.readyz),
         Route("/metrics", ops_routes.metrics),

@@ -139,11 +139,18 @@ def build(version: str) -> dict[str, Any]:
                 }
             },
             "/api/machines": {
-                "get": {"summary": "Machines seen", "responses": {"200": ok_json({"type": "object"}), **common}}
+                "get": {"summary": "Machines with stored readings: count, first and last time, newest row id",
+                        "responses": {"200": ok_json({"type": "object"}), **common}}
+            },
+            "/api/storage": {
+                "get": {"summary": "Database size, bytes written per reading and per day, estimated card life, "
+                                   "integrity check, rollups",
+                        "responses": {"200": ok_json({"type": "object"}), **common}}
             },
             "/api/series": {
                 "get": {
-                    "summary": "Downsampled time series for charts",
+                    "summary": "Downsampled time series for charts: mean (faults: max), min and max per bucket, "
+                               "from raw rows or the minute/hour rollups (`resolution`)",
                     "parameters": [
                         _q("start", {"type": "string"}),
                         _q("end", {"type": "string"}),

@@ -11,6 +11,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 
 from edge.appliance import Appliance
 from edge.errors import NotFound, Unavailable
+from edge.store import reading_queries as queries
 
 MIN_FREE_BYTES = 16 * 1024 * 1024
 PAGE_HEADERS = {
@@ -80,6 +81,29 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     return Response(_app(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def storage(request: Request) -> Response:
+    """What the database costs the card: sizes, bytes written per reading and per day, the card's
+    estimated life, the integrity check and the rollups."""
+    app = _app(request)
+    path = app.settings.db_path
+    answer = await app.readers.run(queries.storage)
+    answer["database"] = str(path)
+    answer["file_bytes"] = _size(path)
+    answer["wal_bytes"] = _size(Path(str(path) + "-wal"))
+    answer["cap_bytes"] = app.writer.max_bytes or None
+    answer["wear"] = app.wear.report() if app.wear is not None else None
+    answer["integrity"] = ({"state": app.integrity.state, "detail": app.integrity.detail}
+                           if app.integrity is not None else None)
+    return JSONResponse(answer)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 async def model(request: Request) -> Response:

@@ -136,3 +136,15 @@ def _rollup_series(conn: sqlite3.Connection, level: str, t0: float, t1: float, c
 def _columns(values: np.ndarray) -> list[list]:
     """Columns as JSON lists, NaN (a legacy NULL) as null."""
     return [[None if v != v else v for v in col] for col in values.T.tolist()]
+
+
+def storage(conn: sqlite3.Connection) -> dict[str, Any]:
+    """The database's side of /api/storage: its pages, what retention freed, the rollups' state."""
+    page = conn.execute("PRAGMA page_size").fetchone()[0]
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    vacuum = {0: "none", 1: "full", 2: "incremental"}.get(conn.execute("PRAGMA auto_vacuum").fetchone()[0], "?")
+    following, end = rollups.backfill_state(conn)
+    return {"page_bytes": page, "pages": pages, "free_pages": free, "auto_vacuum": vacuum,
+            "rollups": {"ready": following > end, "backfill_next_id": following, "backfill_end_id": end},
+            "readings": machine_state.total_readings(conn)}

@@ -140,7 +140,8 @@ def vacuum_step(conn: sqlite3.Connection) -> int:
     if free <= VACUUM_SLACK:
         return 0
     conn.execute(f"PRAGMA incremental_vacuum({min(VACUUM_PAGES, free - VACUUM_SLACK)})").fetchall()
-    return max(free - VACUUM_PAGES - VACUUM_SLACK, 0)
+    left = conn.execute("PRAGMA freelist_count").fetchall()[0][0]
+    return max(left - VACUUM_SLACK, 0) if left < free else 0  # 0 too when nothing moved
 
 
 async def prune_once(writer: Writer, settings: Settings, metrics: Metrics) -> int:
@@ -165,11 +166,12 @@ async def prune_once(writer: Writer, settings: Settings, metrics: Metrics) -> in
         keys = await writer.call(partial(_still_held, touched=touched))
         for start in range(0, len(keys), 20):
             await writer.call(partial(recompute, rollups=writer.rollups, keys=keys[start:start + 20]))
-        # fetchall: a cursor handed back to the loop keeps its statement open on the writer's
-        # connection until the loop drops it, and the next group's COMMIT fails meanwhile.
-        await writer.call(lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
         while await writer.call(vacuum_step):
             await asyncio.sleep(PAUSE_S)
+        # The file shrinks when the checkpoint copies the vacuum into it. fetchall: a cursor handed
+        # back to the loop keeps its statement open on the writer's connection until the loop
+        # drops it, and the next group's COMMIT fails meanwhile.
+        await writer.call(lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
         log.info("retention removed %d readings", total)
     return total
 

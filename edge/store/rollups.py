@@ -13,10 +13,11 @@ order, features then faults), little-endian: 516 bytes, so a row stays inside it
 
 from __future__ import annotations
 
+import bisect
 import logging
 import sqlite3
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -72,8 +73,15 @@ class Bucket:
     peak_hi: float
 
     @classmethod
-    def of(cls, values: np.ndarray, peaks: np.ndarray) -> Bucket:
-        """Stats of readings (rows of `values`, NaN where a legacy row holds NULL)."""
+    def of(cls, values: np.ndarray, peaks: np.ndarray, finite: bool = True) -> Bucket:
+        """Stats of readings (rows of `values`); `finite=False` for a legacy file's rows, where
+        NULL is NaN and is left out."""
+        if len(values) == 1:  # one reading: its values are min, max and mean (most groups)
+            v, p = values[0], float(peaks[0])
+            return cls(1, v, v, v, p, p)
+        if finite:
+            return cls(len(values), values.min(axis=0), values.max(axis=0), values.mean(axis=0),
+                       float(peaks.min()), float(peaks.max()))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # an all-NULL column: NaN, not a warning
             return cls(len(values), np.nanmin(values, axis=0), np.nanmax(values, axis=0),
@@ -96,6 +104,24 @@ class Bucket:
 
 
 Key = tuple[str, str, int]  # level, machine, bucket
+
+
+def _groups(times: list[str], machines: list[str]) -> Iterator[tuple[tuple[str, int | None], slice | list[int]]]:
+    """The rows of each (machine, minute): slices when the batch is one machine in time order
+    (a sensor's batch, the common case; no per-row Python work), index lists otherwise."""
+    prefixes = [t[:16] for t in times]
+    if machines.count(machines[0]) == len(machines) and prefixes == sorted(prefixes):
+        start = 0
+        for prefix in dict.fromkeys(prefixes):
+            end = bisect.bisect_right(prefixes, prefix, start)
+            yield (machines[0], minute_of(prefix) if prefix else None), slice(start, end)
+            start = end
+        return
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, key in enumerate(zip(machines, prefixes, strict=True)):
+        groups.setdefault(key, []).append(i)
+    for (machine, prefix), rows in groups.items():
+        yield (machine, minute_of(prefix) if prefix else None), rows
 
 
 class Rollups:
@@ -122,18 +148,15 @@ class Rollups:
     # -- the writer's transaction ----------------------------------------------------------
 
     def add(self, conn: sqlite3.Connection, times: list[str], machines: list[str], values: np.ndarray,
-            peaks: np.ndarray) -> None:
+            peaks: np.ndarray, finite: bool = True) -> None:
         """Merge readings (rows of `values`: the 43 data columns) into their buckets, in the open
         transaction. Call commit() or rollback() after it."""
-        groups: dict[tuple[str, int | None], list[int]] = {}
-        for i, (t, m) in enumerate(zip(times, machines, strict=True)):
-            groups.setdefault((m, minute_of(t[:16]) if t else None), []).append(i)
         merged: dict[Key, Bucket] = {}
-        for (machine, minute), rows in groups.items():
+        for (machine, minute), rows in _groups(times, machines):
             if minute is None:
-                self.skipped += len(rows)
+                self.skipped += len(values[rows])
                 continue
-            part = Bucket.of(values[rows], peaks[rows])
+            part = Bucket.of(values[rows], peaks[rows], finite)
             hour = minute - minute % 3600
             for key in (("minute", machine, minute), ("hour", machine, hour),
                         ("minute", FLEET, minute), ("hour", FLEET, hour)):
@@ -239,7 +262,7 @@ class Rollups:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 peaks = np.nanmax(values[:, len(COLUMNS):], axis=1)
-            self.add(conn, [r[1] or "" for r in found], [r[2] for r in found], values, peaks)
+            self.add(conn, [r[1] or "" for r in found], [r[2] for r in found], values, peaks, finite=False)
         self.backfill_next = found[-1][0] + 1 if len(found) == rows else self.backfill_end + 1
         conn.execute("INSERT OR REPLACE INTO fdedge_meta(key, value) VALUES (?, ?)",
                      (META_NEXT, str(self.backfill_next)))

@@ -89,7 +89,7 @@ def _create_private(path: Path) -> None:
 
 
 def open_database(path: Path, *, sync: str = "full", init: bool = False, max_mb: float = 0.0,
-                  check_below_bytes: int = STARTUP_CHECK_BYTES) -> sqlite3.Connection:
+                  check_below_bytes: int | None = None) -> sqlite3.Connection:
     """Open (or create) and migrate the database; refuse to silently replace a lost one.
 
     A file up to `check_below_bytes` is integrity-checked here (well under a second); a larger
@@ -122,7 +122,7 @@ def open_database(path: Path, *, sync: str = "full", init: bool = False, max_mb:
         if new:  # freed pages can then go back to the filesystem (retention's incremental vacuum)
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if path.stat().st_size <= check_below_bytes:
+        if path.stat().st_size <= (STARTUP_CHECK_BYTES if check_below_bytes is None else check_below_bytes):
             check = conn.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise StartupError(f"database {path} is corrupt (quick_check: {check}); "

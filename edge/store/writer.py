@@ -26,11 +26,11 @@ from edge.errors import Conflict, Gone, InvalidReading, StartupError, Unavailabl
 from edge.fdrest import FAULTS, now_text
 from edge.ingest.bodies import DIGEST_VERSION, Batch
 from edge.scoring.model import Model
-from edge.store import machine_state
+from edge.store import machine_state, schema
 from edge.store.database import transaction
 from edge.store.reserve import RESERVE_BYTES, Reserve
 from edge.store.rollups import Rollups
-from edge.store.schema import STARTUP_CHECK_BYTES, TABLE, insert_rows, open_database
+from edge.store.schema import TABLE, insert_rows, open_database
 from edge.store.walsync import WalSyncer
 
 log = logging.getLogger(__name__)
@@ -117,15 +117,17 @@ class Writer:
         self.max_bytes = int(max_mb * 1024 * 1024)
         self._checkpoint_tried = 0.0
         self.reserve = Reserve(self.db_path)
+        limit = schema.STARTUP_CHECK_BYTES
+        # checked now, or by edge.store.integrity in the background once serving
+        self.checked_at_start = _size(self.db_path) <= limit
         try:
-            self.conn = open_database(db_path, sync="normal", init=init, max_mb=max_mb)
+            self.conn = open_database(db_path, sync="normal", init=init, max_mb=max_mb, check_below_bytes=limit)
         except StartupError:
             if not self.reserve.release():  # a full disk: the reserve's room lets SQLite open the file
                 raise
-            self.conn = open_database(db_path, sync="normal", init=init, max_mb=max_mb)
+            self.conn = open_database(db_path, sync="normal", init=init, max_mb=max_mb, check_below_bytes=limit)
         if not self.reserve.given_up:
             self.reserve.take()
-        self.checked_at_start = _size(self.db_path) <= STARTUP_CHECK_BYTES
         self.corrupt: str | None = None  # what the background integrity check found
         self.max_machines = max_machines
         self.machine_count: int = machine_state.count(self.conn)

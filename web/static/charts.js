@@ -71,6 +71,11 @@ export class SeriesBuffer {
     this.t = [];
     this.n = [];
     this.v = Object.fromEntries(this.cols.map((c) => [c, []]));
+    // Each bucket's min and max, drawn as an envelope behind the line once buckets come from
+    // the server's rollups (a range of days: one point stands for minutes or hours of readings).
+    this.lo = Object.fromEntries(this.cols.map((c) => [c, []]));
+    this.hi = Object.fromEntries(this.cols.map((c) => [c, []]));
+    this.envelope = false;
   }
 
   // Replace contents with an /api/series answer.
@@ -78,10 +83,16 @@ export class SeriesBuffer {
     this.clear(answer.bucket_seconds || bucket, Date.parse(answer.start) / 1000 || 0);
     this.t = answer.time.slice();
     this.n = this.t.map(() => 1);
+    const column = (part, c) => {
+      const src = (answer[part] && answer[part][c]) || [];
+      return this.t.map((_, i) => (src[i] === undefined ? null : src[i]));
+    };
     for (const c of this.cols) {
-      const src = (answer.series && answer.series[c]) || [];
-      this.v[c] = this.t.map((_, i) => (src[i] === undefined ? null : src[i]));
+      this.v[c] = column("series", c);
+      this.lo[c] = answer.min ? column("min", c) : this.v[c].slice();
+      this.hi[c] = answer.max ? column("max", c) : this.v[c].slice();
     }
+    this.envelope = Boolean(answer.resolution && answer.resolution !== "raw");
   }
 
   // Fold one reading in. values: {col: number}.
@@ -103,7 +114,11 @@ export class SeriesBuffer {
     if (i < this.t.length && key(this.t[i]) === k) return this.merge(i, values);
     this.t.splice(i, 0, t);
     this.n.splice(i, 0, 1);
-    for (const c of this.cols) this.v[c].splice(i, 0, values[c] ?? null);
+    for (const c of this.cols) {
+      this.v[c].splice(i, 0, values[c] ?? null);
+      this.lo[c].splice(i, 0, values[c] ?? null);
+      this.hi[c].splice(i, 0, values[c] ?? null);
+    }
   }
 
   merge(i, values) {
@@ -114,6 +129,10 @@ export class SeriesBuffer {
       const old = this.v[c][i];
       if (old === null) this.v[c][i] = x;
       else this.v[c][i] = this.agg.get(c) === "max" ? Math.max(old, x) : old + (x - old) / (n + 1);
+      const lo = this.lo[c][i];
+      const hi = this.hi[c][i];
+      this.lo[c][i] = lo === null ? x : Math.min(lo, x);
+      this.hi[c][i] = hi === null ? x : Math.max(hi, x);
     }
     this.n[i] = n + 1;
   }
@@ -126,7 +145,11 @@ export class SeriesBuffer {
     if (i > 0) {
       this.t.splice(0, i);
       this.n.splice(0, i);
-      for (const c of this.cols) this.v[c].splice(0, i);
+      for (const c of this.cols) {
+        this.v[c].splice(0, i);
+        this.lo[c].splice(0, i);
+        this.hi[c].splice(0, i);
+      }
     }
   }
 }
@@ -148,6 +171,7 @@ export class Chart {
         y: {
           range: (u, min, max) => {
             if (min === null || max === null) return [0, 1];
+            [min, max] = this.envelopeRange(min, max);
             if (spec.faults && thresholds) {
               // Keep both threshold lines in view so a value reads against them.
               return [Math.min(0, min), Math.max(max, thresholds().alarm * 1.1)];
@@ -170,7 +194,11 @@ export class Chart {
           value: (u, v) => (v === null || v === undefined ? "–" : Number(v.toPrecision(4)).toString()),
         })),
       ],
-      hooks: spec.faults ? { draw: [(u) => this.drawThresholds(u)] } : {},
+      hooks: {
+        // before the lines: the envelope lies behind them
+        drawAxes: [(u) => this.drawEnvelopes(u)],
+        ...(spec.faults ? { draw: [(u) => this.drawThresholds(u)] } : {}),
+      },
     };
     this.plot = new uPlot(opts, [[], ...spec.series.map(() => [])], container);
     this.buf = null;
@@ -234,6 +262,59 @@ export class Chart {
     this.lastDraw = performance.now();
     const buf = this.buf;
     this.plot.setData([buf.t, ...this.spec.series.map((s) => buf.v[s.col])]);
+  }
+
+  // The y range widened to the envelopes, so a band is not cut off at the top or bottom.
+  envelopeRange(min, max) {
+    const buf = this.buf;
+    if (!buf || !buf.envelope) return [min, max];
+    for (const s of this.spec.series) {
+      for (const v of buf.lo[s.col]) if (v !== null && v < min) min = v;
+      for (const v of buf.hi[s.col]) if (v !== null && v > max) max = v;
+    }
+    return [min, max];
+  }
+
+  // Each series' min-max band, a pale fill of its colour, where buckets hold many readings.
+  drawEnvelopes(u) {
+    const buf = this.buf;
+    if (!buf || !buf.envelope || !buf.t.length) return;
+    const { ctx } = u;
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(u.bbox.left, u.bbox.top, u.bbox.width, u.bbox.height);
+    ctx.clip();
+    ctx.globalAlpha = 0.18;
+    this.spec.series.forEach((s, k) => {
+      if (u.series[k + 1] && u.series[k + 1].show === false) return;
+      const lo = buf.lo[s.col];
+      const hi = buf.hi[s.col];
+      ctx.fillStyle = s.color;
+      let run = [];
+      const flush = () => {
+        if (run.length > 1) {
+          ctx.beginPath();
+          run.forEach((i, j) => {
+            const x = u.valToPos(buf.t[i], "x", true);
+            const y = u.valToPos(hi[i], "y", true);
+            if (j) ctx.lineTo(x, y); else ctx.moveTo(x, y);
+          });
+          for (let j = run.length - 1; j >= 0; j--) {
+            const i = run[j];
+            ctx.lineTo(u.valToPos(buf.t[i], "x", true), u.valToPos(lo[i], "y", true));
+          }
+          ctx.closePath();
+          ctx.fill();
+        }
+        run = [];
+      };
+      for (let i = 0; i < buf.t.length; i++) {
+        if (lo[i] === null || hi[i] === null) flush(); // a gap: no band across it
+        else run.push(i);
+      }
+      flush();
+    });
+    ctx.restore();
   }
 
   // Dashed warning and alarm lines on the fault chart.

@@ -123,12 +123,49 @@ async function loadChoices() {
   }
 }
 
+const MB = 1e6;
+const bytes = (n) => (n === null || n === undefined ? "not known here"
+  : n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : n >= MB ? `${(n / MB).toFixed(1)} MB` : `${Math.round(n / 1e3)} kB`);
+
+function lifeText(days) {
+  if (!days) return "known after a minute of running";
+  if (days > 3650) return `more than 10 years (${Math.round(days / 365)} years)`;
+  return days > 730 ? `about ${(days / 365).toFixed(1)} years` : `about ${Math.round(days)} days`;
+}
+
+// The database's size and what it costs the card (/api/storage).
+async function loadStorage() {
+  let s;
+  try {
+    s = await getJSON("/api/storage");
+  } catch (err) {
+    if (isUnauthorized(err)) showError(err);
+    return;
+  }
+  const w = s.wear || {};
+  const facts = [
+    ["Database", `${bytes(s.file_bytes)} + WAL ${bytes(s.wal_bytes)}${s.cap_bytes ? ` of at most ${bytes(s.cap_bytes)}` : ""}`],
+    ["Readings stored", Number(s.readings).toLocaleString()],
+    ["Free inside the file", `${bytes(s.free_pages * s.page_bytes)} (reused first${s.auto_vacuum === "incremental" ? "; retention hands it back" : ""})`],
+    ["Written since start", `${bytes(w.bytes_written)}${w.bytes_per_reading ? `, ${Math.round(w.bytes_per_reading).toLocaleString()} bytes per reading` : ""}`],
+    ["Written per day", w.bytes_per_day ? bytes(w.bytes_per_day) : "known after a minute of running"],
+    ["Card", `${bytes(w.card_bytes)}, ${Number(w.card_pe_cycles).toLocaleString()} program/erase cycles`],
+    ["Estimated card life", lifeText(w.card_life_days)],
+    ["Integrity check", s.integrity ? `${s.integrity.state}${s.integrity.detail ? ` (${s.integrity.detail})` : ""}` : "–"],
+    ["Rollups", s.rollups.ready ? "ready" : `building from earlier readings (id ${s.rollups.backfill_next_id.toLocaleString()} of ${s.rollups.backfill_end_id.toLocaleString()})`],
+  ];
+  $("storage").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", null, k), el("dd", null, v)]));
+  $("storage").classList.toggle("bad", s.integrity && s.integrity.state === "corrupt");
+}
+
 initPage({
   onToken: () => {
     loadChoices();
     count();
+    loadStorage();
   },
 });
+loadStorage();
 
 // Default: the last 7 days, in UTC like the server's dates.
 const today = new Date(serverNow());
