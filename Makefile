@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 MODEL   ?= models/default
 PIP     := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: help install install-build install-test demo serve convert train train-tiny lint test soak bench bench-quick browser image image-arm64 clean
+.PHONY: help install install-build install-test demo serve convert train train-tiny lint test soak bench bench-quick bench-scale browser image image-arm64 clean
 
 help:
 	@echo "make demo     install, convert if stale, serve on :5000 and stream simulated readings (MODEL=dir: your own model)"
@@ -15,6 +15,7 @@ help:
 	@echo "make convert  Keras + scalers in $(MODEL) -> ONNX + scalers.npz + manifest.json (only if a source changed)"
 	@echo "make train    train the default model on simulated data (slow); train-tiny for a smoke run"
 	@echo "make bench    benchmarks: prints a table, writes bench/results/latest.json and latest.md (bench-quick: <1 min smoke)"
+	@echo "make bench-scale  what reads cost as the history grows to 10M readings (about 20 min)"
 	@echo "make image    x86-64 container image; image-arm64 for a Raspberry Pi (buildx + qemu)"
 	@echo "make soak     long reliability run (10 min by default)"
 	@echo "make examples regenerate examples/ (reading.json, readings.ndjson, data.csv) from the simulator"
@@ -79,6 +80,10 @@ bench: $(VENV)/.test
 
 bench-quick: $(VENV)/.test
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
+
+# The growth table up to 10M readings (116 days of 10 machines): about 20 minutes and 6 GB of disk.
+bench-scale: $(VENV)/.test
+	$(BIN)/python -m bench --sections scale --scale-sizes 10000,1000000,10000000 --name scale $(BENCH_ARGS)
 
 image:
 	docker build -t fdedge:latest .

@@ -1,5 +1,6 @@
-"""Rolls up, in the background, the readings a database held before it had rollups (an FD-REST
-file, or an earlier FD-Edge's): chunks in the writer thread between ingest groups."""
+"""Background rollup work in the writer thread, between ingest groups: the readings a database
+held before it had rollups (an FD-REST file, or an earlier FD-Edge's) are rolled up in chunks,
+and buckets changed while ingest is quiet are stored every FLUSH_S seconds."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import time
 
 from edge.errors import Unavailable
+from edge.store.rollups import FLUSH_S
 from edge.store.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -16,16 +18,21 @@ PAUSE_S = 0.005  # between chunks: ingest groups go first
 
 async def run(writer: Writer) -> None:
     rollups = writer.rollups
-    if rollups.ready:
-        return
-    started, total = time.monotonic(), 0
-    while not rollups.ready:
+    if not rollups.ready:
+        started, total = time.monotonic(), 0
+        while not rollups.ready:
+            try:
+                total += await writer.call(writer.backfill_rollups)
+            except Unavailable as exc:
+                log.warning("rollup backfill paused: %s", exc.message)
+                await asyncio.sleep(5)
+                continue
+            await asyncio.sleep(PAUSE_S)
+        log.info("rolled up %d stored readings in %.1f s; long ranges now read rollups", total,
+                 time.monotonic() - started)
+    while True:
+        await asyncio.sleep(FLUSH_S)
         try:
-            total += await writer.call(writer.backfill_rollups)
+            await writer.call(writer.flush_rollups)
         except Unavailable as exc:
-            log.warning("rollup backfill paused: %s", exc.message)
-            await asyncio.sleep(5)
-            continue
-        await asyncio.sleep(PAUSE_S)
-    log.info("rolled up %d stored readings in %.1f s; long ranges now read rollups", total,
-             time.monotonic() - started)
+            log.warning("storing the rollups failed (they stay in memory, retried): %s", exc.message)

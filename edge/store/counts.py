@@ -27,7 +27,24 @@ def count(conn: sqlite3.Connection, raw_table: str, t0: int, t1: int, machine: s
 
     Buckets the threshold cuts through are counted from raw rows, adjacent ones in one range: a
     threshold inside every bucket costs one indexed range scan, as without rollups."""
-    found = 0
+    conn.execute("BEGIN")  # one snapshot: the stored buckets and the row id they cover agree
+    try:
+        return _count(conn, raw_table, t0, t1, machine, threshold, fault, first_only)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _count(conn: sqlite3.Connection, raw_table: str, t0: int, t1: int, machine: str | None,
+           threshold: float | None, fault: str | None, first_only: bool) -> int:
+    after = rollups.covered(conn)
+    where, args = rollups.tail_where(after, epoch_text(t0), epoch_text(t1), machine, end_inclusive=False)
+    if threshold is not None:
+        where += f" AND {fault or MAX_FAULT_SQL} >= ?"
+        args.append(threshold)
+    # the newest readings, not in the stored buckets yet
+    found = conn.execute(f"SELECT count(*) FROM {raw_table} NOT INDEXED WHERE {where}", args).fetchall()[0][0]
+    if first_only and found:
+        return found
     straddled: list[tuple[int, int]] = []  # [start, end) ranges left for raw rows
     for bucket, n, lo, hi in _buckets(conn, "hour", machine, t0, t1, fault):
         verdict = _verdict(n, lo, hi, threshold, fault)
@@ -43,7 +60,7 @@ def count(conn: sqlite3.Connection, raw_table: str, t0: int, t1: int, machine: s
         if first_only and found:
             return found
     for start, end in straddled:
-        found += _raw(conn, raw_table, start, end, machine, threshold, fault)
+        found += _raw(conn, raw_table, start, end, machine, threshold, fault, after)
         if first_only and found:
             break
     return found
@@ -69,9 +86,10 @@ def _extend(ranges: list[tuple[int, int]], start: int, end: int) -> None:
 
 
 def _raw(conn: sqlite3.Connection, raw_table: str, start: int, end: int, machine: str | None,
-         threshold: float | None, fault: str | None) -> int:
-    where = f"time >= ? AND time < ? AND {fault or MAX_FAULT_SQL} >= ?"
-    args: list = [epoch_text(start), epoch_text(end), threshold]
+         threshold: float | None, fault: str | None, covered: int) -> int:
+    """Matches among the stored buckets' rows (the tail is counted apart)."""
+    where = f"time >= ? AND time < ? AND {fault or MAX_FAULT_SQL} >= ? AND id <= ?"
+    args: list = [epoch_text(start), epoch_text(end), threshold, covered]
     if machine:
         where += " AND machine = ?"
         args.append(machine)

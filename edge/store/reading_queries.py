@@ -118,7 +118,7 @@ def _raw_series(conn: sqlite3.Connection, start: datetime, end: datetime, column
 
 def _rollup_series(conn: sqlite3.Connection, level: str, t0: float, t1: float, columns: list[str],
                    machine: str | None, bucket: float) -> tuple[list[int], list[list], list[list], list[list]]:
-    starts, counts, _, stats = rollups.read(conn, level, machine, t0, t1)
+    starts, counts, stats = rollups.read(conn, TABLE, level, machine, t0, t1)
     if not len(starts):
         return [], [[] for _ in columns], [[] for _ in columns], [[] for _ in columns]
     keys = np.maximum(np.floor((starts - t0) / bucket), 0).astype(np.int64)

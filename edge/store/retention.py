@@ -71,25 +71,35 @@ def prune_chunk(conn: sqlite3.Connection, rollups: Rollups, days: float, keep_ro
     so a clock that jumps years ahead (dead RTC battery, bad NTP) cannot wipe the history. The
     readings, their machines' counts and the rollups they were in change together."""
     out = Pruned()
-    with transaction(conn):
-        due = _due(conn, days, keep_rows, limit)
-        if due:
-            conn.execute(f"DELETE FROM {TABLE} WHERE id IN (SELECT value FROM json_each(?))",
-                         (json.dumps([r[0] for r in due]),))
-            counts = Counter(r[1] for r in due)
-            out.machines_gone = machine_state.forget(conn, TABLE, counts)
-            firsts = dict.fromkeys(counts, None) | dict(conn.execute(
-                f"SELECT name, first_time FROM {machine_state.MACHINES} WHERE name IN "
-                "(SELECT value FROM json_each(?))", (json.dumps(list(counts)),)).fetchall())
-            firsts[FLEET] = conn.execute(f"SELECT min(time) FROM {TABLE}").fetchall()[0][0]
-            rollups.forget_before(conn, firsts)
-            for _, machine, t in due:
-                minute = minute_of(t[:16]) if t else None
-                if minute is not None:
-                    out.touched.update(((machine, minute), (FLEET, minute)))
-            out.rows = len(due)
-        _prune_keys(conn)
+    try:
+        with transaction(conn):
+            _prune(conn, rollups, days, keep_rows, limit, out)
+    except BaseException:
+        rollups.rollback()
+        raise
+    rollups.commit()
     return out
+
+
+def _prune(conn: sqlite3.Connection, rollups: Rollups, days: float, keep_rows: int, limit: int, out: Pruned) -> None:
+    due = _due(conn, days, keep_rows, limit)
+    if due:
+        rollups.flush(conn)  # the buckets in memory go first: the cut below changes stored ones
+        conn.execute(f"DELETE FROM {TABLE} WHERE id IN (SELECT value FROM json_each(?))",
+                     (json.dumps([r[0] for r in due]),))
+        counts = Counter(r[1] for r in due)
+        out.machines_gone = machine_state.forget(conn, TABLE, counts)
+        firsts = dict.fromkeys(counts, None) | dict(conn.execute(
+            f"SELECT name, first_time FROM {machine_state.MACHINES} WHERE name IN "
+            "(SELECT value FROM json_each(?))", (json.dumps(list(counts)),)).fetchall())
+        firsts[FLEET] = conn.execute(f"SELECT min(time) FROM {TABLE}").fetchall()[0][0]
+        rollups.forget_before(conn, firsts)
+        for _, machine, t in due:
+            minute = minute_of(t[:16]) if t else None
+            if minute is not None:
+                out.touched.update(((machine, minute), (FLEET, minute)))
+        out.rows = len(due)
+    _prune_keys(conn)
 
 
 def _prune_keys(conn: sqlite3.Connection) -> None:
@@ -127,8 +137,14 @@ def _still_held(conn: sqlite3.Connection, touched: set[tuple[str, int]]) -> list
 
 
 def recompute(conn: sqlite3.Connection, rollups: Rollups, keys: list[tuple[str, int]]) -> None:
-    with transaction(conn):
-        rollups.recompute(conn, TABLE, keys)
+    try:
+        with transaction(conn):
+            rollups.flush(conn)
+            rollups.recompute(conn, TABLE, keys)
+    except BaseException:
+        rollups.rollback()
+        raise
+    rollups.commit()
 
 
 def vacuum_step(conn: sqlite3.Connection) -> int:

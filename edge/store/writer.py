@@ -132,7 +132,9 @@ class Writer:
         self.max_machines = max_machines
         self.machine_count: int = machine_state.count(self.conn)
         self.rollups = Rollups()
-        self.rollups.load(self.conn)
+        redone = self.rollups.load(self.conn, TABLE)
+        if redone:
+            log.info("rolled up %d readings the last run had not stored in its rollups", redone)
         self._known_machines: set[str] = set()  # names known to be stored (a cache, bounded)
         self.alarms = alarms
         self.on_alarms = on_alarms
@@ -165,13 +167,20 @@ class Writer:
         self._thread.start()
 
     def stop(self) -> None:
+        stopped = True
         if self._thread is not None:
             self._queue.put(_STOP)
             self._thread.join(timeout=10)
+            stopped = not self._thread.is_alive()
             self._thread = None
         if self._syncer is not None:
             self._syncer.stop()
             self._syncer = None
+        try:
+            if stopped:  # the thread has stopped: the connection is ours
+                self.flush_rollups(self.conn)
+        except sqlite3.Error as exc:
+            log.warning("could not store the rollups at stop (%s); the next start rolls them up again", exc)
         self.conn.close()
 
     @property
@@ -386,6 +395,19 @@ class Writer:
             keep.append(job)
         return keep
 
+    def flush_rollups(self, conn: sqlite3.Connection) -> bool:
+        """Store the buckets changed since the last flush (a task, when ingest is quiet)."""
+        if not self.rollups.due(now=float("inf")):
+            return False
+        try:
+            with transaction(conn):
+                self.rollups.flush(conn)
+        except BaseException:
+            self.rollups.rollback()
+            raise
+        self.rollups.commit()
+        return True
+
     def stopped_by(self, finding: str) -> None:
         """The integrity check found damage: ingest stops (read by the writer thread)."""
         self.corrupt = finding
@@ -510,7 +532,9 @@ class Writer:
                 # after the engine, which reads a dropped machine's last time from the previous state
                 seen = machine_state.record(conn, first, times, machines, peaks.tolist())
                 new = [m for m in seen if m not in self._known_machines]
-                self.rollups.add(conn, times, machines, np.hstack((x, y)), peaks)
+                self.rollups.add(conn, times, machines, np.hstack((x, y)), peaks, last_id=last)
+                if self.rollups.due():
+                    self.rollups.flush(conn)
             self.rollups.commit()
             if self.alarms is not None:
                 self.alarms.commit()

@@ -58,6 +58,8 @@ def _flt(**kw) -> export.ReportFilter:
 
 
 H = NOW - timedelta(hours=1)
+# the newest readings, not in the stored rollups yet, are read by rowid after the id they cover
+TAIL = r"|sensor_data USING INTEGER PRIMARY KEY \(rowid>\?\)"
 CASES: dict[str, tuple[Callable[[sqlite3.Connection], object], str]] = {
     "latest": (lambda c: queries.latest(c, None, 20), r"SCAN sensor_data$"),  # newest ids, LIMIT stops it
     "latest, machine": (lambda c: queries.latest(c, "m1", 20), r"USING INDEX sensor_data_machine_id \(machine=\?\)"),
@@ -70,16 +72,16 @@ CASES: dict[str, tuple[Callable[[sqlite3.Connection], object], str]] = {
     "series raw, machine": (lambda c: queries.series(c, H, NOW, ["fault0"], "m1", 600),
                             r"USING INDEX sensor_data_machine_time \(machine=\? AND time>\? AND time<\?\)"),
     "series minutes": (lambda c: queries.series(c, NOW - timedelta(days=1), NOW, ["fault0"], "m1", 600),
-                       r"SEARCH fdedge_rollup_minute USING PRIMARY KEY \(machine=\? AND bucket>\? AND bucket<\?\)"),
+                       r"(SEARCH fdedge_rollup_minute USING PRIMARY KEY \(machine=\? AND bucket>\? AND bucket<\?\)" + TAIL + ")"),
     "series hours": (lambda c: queries.series(c, NOW - timedelta(days=90), NOW, ["fault0"], None, 600),
-                     r"SEARCH fdedge_rollup_hour USING PRIMARY KEY \(machine=\? AND bucket>\? AND bucket<\?\)"),
+                     r"(SEARCH fdedge_rollup_hour USING PRIMARY KEY \(machine=\? AND bucket>\? AND bucket<\?\)" + TAIL + ")"),
     "machines": (machine_state.listing, r"SCAN fdedge_machines$"),
-    "count": (lambda c: export.count(c, _flt()), r"fdedge_rollup_hour USING PRIMARY KEY"),
+    "count": (lambda c: export.count(c, _flt()), r"(fdedge_rollup_hour USING PRIMARY KEY" + TAIL + ")"),
     "count, threshold": (lambda c: export.count(c, _flt(threshold="0.0")),
-                         r"(fdedge_rollup_\w+ USING PRIMARY KEY|sensor_data_time \(time>\? AND time<\?\))"),
+                         r"(fdedge_rollup_\w+ USING PRIMARY KEY|sensor_data_time \(time>\? AND time<\?\)" + TAIL + ")"),
     "count, fault, machine": (lambda c: export.count(c, _flt(threshold="0.0", fault="fault2", machine="m1")),
                               r"(fdedge_rollup_\w+ USING PRIMARY KEY|sensor_data_machine_time "
-                              r"\(machine=\? AND time>\? AND time<\?\))"),
+                              r"\(machine=\? AND time>\? AND time<\?\)" + TAIL + ")"),
     "export": (lambda c: list(export.export_csv(c, _flt())), r"sensor_data_time \(time>\? AND time<\?\)"),
     "export, machine": (lambda c: list(export.export_csv(c, _flt(machine="m0"))),
                         r"sensor_data_machine_time \(machine=\? AND time>\? AND time<\?\)"),
@@ -91,7 +93,7 @@ CASES: dict[str, tuple[Callable[[sqlite3.Connection], object], str]] = {
     "retention by days": (lambda c: retention.prune_chunk(c, Rollups(), days=0.5, keep_rows=0),
                           r"(sensor_data_time \(time<\?\)|USING INTEGER PRIMARY KEY|SCAN fdedge_machines|SCAN sensor_data$"
                           r"|fdedge_machines USING PRIMARY KEY|sensor_data_machine_time)"),
-    "retention's exact buckets": (lambda c: Rollups().recompute(c, "sensor_data", [("m1", int(H.timestamp()) // 60 * 60),
+    "retention's exact buckets": (lambda c: retention.recompute(c, Rollups(), [("m1", int(H.timestamp()) // 60 * 60),
                                                                                    ("", int(H.timestamp()) // 60 * 60)]),
                                   r"(sensor_data_machine_time \(machine=\? AND time>\? AND time<\?\)"
                                   r"|sensor_data_time \(time>\? AND time<\?\)|fdedge_rollup_minute USING PRIMARY KEY)"),

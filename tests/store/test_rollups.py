@@ -3,8 +3,10 @@ new readings, for a database that had none (backfilled), and after retention cut
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
 
 import numpy as np
 import pytest
@@ -148,3 +150,58 @@ def test_retention_cuts_the_rollups_with_the_rows(make_client, settings):
         _check_series(client, settings.db_path, None, 1, "minute", 60)
         _check_series(client, settings.db_path, "press", 30, "hour", 3600)
         _check_counts(client, settings.db_path)
+
+
+def test_an_fdrest_file_is_rolled_up_nulls_and_all(tmp_path, make_client):
+    db = tmp_path / "sensor_data.db"
+    names = COLUMNS + FAULTS
+    rng = np.random.default_rng(4)
+    with sqlite3.connect(db) as conn:  # FD-REST's own DDL: no machine column, nothing of FD-Edge's
+        conn.execute("CREATE TABLE sensor_data (id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT, "
+                     + ", ".join(f"{c} REAL" for c in names) + ")")
+        rows = []
+        for k in range(3000):
+            values = [round(float(v), 4) for v in rng.normal(size=43)]
+            if k % 97 == 0:
+                values[1] = None  # FD-REST stored whatever the sensor sent, NULL included
+            rows.append((format_time(START + timedelta(seconds=20 * k)), *values))
+        conn.executemany(f"INSERT INTO sensor_data (time, {', '.join(names)}) VALUES ({', '.join('?' * 44)})", rows)
+    with make_client(db=db) as client:
+        app = client.app.state.appliance
+        from tests.reliability_helpers import wait_for
+        wait_for(lambda: app.writer.rollups.ready, 20, "the backfill")
+        ans = client.get("/api/series", params={"start": START.isoformat(), "end": (START + timedelta(days=2)).isoformat(),
+                                                "metrics": "temperature,fault1", "points": 100}).json()
+        assert ans["resolution"] == "minute"
+        with sqlite3.connect(db) as conn:
+            low, high, mean = conn.execute("SELECT min(temperature), max(temperature), avg(temperature) "
+                                           "FROM sensor_data").fetchone()
+        assert min(v for v in ans["min"]["temperature"] if v is not None) == pytest.approx(low, abs=1e-4)
+        assert max(v for v in ans["max"]["temperature"] if v is not None) == pytest.approx(high, abs=1e-4)
+        assert client.get("/api/count", params={"start": "2026-03-01", "end": "2026-03-02"}).json()["count"] == 3000
+        assert [m["readings"] for m in client.get("/api/machines").json()["machines"]] == [3000]
+
+
+def test_buckets_in_memory_at_a_kill_are_rolled_up_again_at_start(server_factory, linear_model):
+    from tests.reliability_helpers import get, post
+    server = server_factory(linear_model[0]).start()
+    body = _readings(400, MACHINES, 30.0, seed=5)
+    for start in range(0, len(body), 400):
+        assert post(server.port, json.dumps(body[start:start + 400]).encode()).status == 200
+    server.kill()  # SIGKILL: the buckets changed since the last flush were in memory only
+    db = server.data_dir / "sensor_data.db"
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute("SELECT coalesce(sum(n), 0) FROM fdedge_rollup_hour WHERE machine = ''").fetchone()[0]
+    assert stored < len(body)  # the kill came before a flush (10 s), as a crash would
+    server.start()
+    with sqlite3.connect(db) as conn:
+        for table in ("fdedge_rollup_minute", "fdedge_rollup_hour"):
+            n = conn.execute(f"SELECT coalesce(sum(n), 0) FROM {table} WHERE machine = ''").fetchone()[0]
+            assert n == len(body), table  # redone at start-up, and stored
+    end = START + timedelta(days=30)
+    ans = json.loads(get(server.port, "/api/series?" + urlencode(
+        {"start": START.isoformat(), "end": end.isoformat(), "metrics": "fault0", "points": 100})).body)
+    assert ans["resolution"] == "hour"
+    t, values = _raw(db, None)
+    want = _expected(t, values, START.timestamp(), end.timestamp(), ans["bucket_seconds"], 3600, "fault0")
+    assert [pytest.approx(v[0], rel=1e-5) for v in want.values()] == ans["series"]["fault0"]
