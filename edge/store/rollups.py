@@ -34,12 +34,12 @@ N = len(DATA_COLUMNS)
 LEVELS: dict[str, int] = {"minute": 60, "hour": 3600}
 FLEET = ""  # machine names are 1-64 printable characters, so '' is free for "every machine"
 DTYPE = np.dtype("<f4")
-CACHE_MAX = 8192
+CACHE_MAX = 512  # buckets kept in memory besides the unstored ones: a sensor's current minute and hour
 BACKFILL_ROWS = 2000
 META_NEXT, META_END = "rollup_backfill_next", "rollup_backfill_end"
 META_COVERED = "rollup_covered"  # the newest row id the stored buckets include (with the backfill's)
 FLUSH_S = 10.0  # changed buckets are stored this often (and when the writer stops)
-DIRTY_MAX = 4096  # ...or sooner when this many wait
+DIRTY_MAX = 1024  # ...or sooner when this many wait (about 1.5 KB each in memory)
 
 
 def table(level: str) -> str:
