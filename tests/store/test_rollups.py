@@ -205,3 +205,17 @@ def test_buckets_in_memory_at_a_kill_are_rolled_up_again_at_start(server_factory
     t, values = _raw(db, None)
     want = _expected(t, values, START.timestamp(), end.timestamp(), ans["bucket_seconds"], 3600, "fault0")
     assert [pytest.approx(v[0], rel=1e-5) for v in want.values()] == ans["series"]["fault0"]
+
+
+@pytest.mark.parametrize("text, want", [
+    ("2023-11-06 10:07", datetime(2023, 11, 6, 10, 7, tzinfo=UTC)),
+    ("2023-11-06T10:07", datetime(2023, 11, 6, 10, 7, tzinfo=UTC)),
+    ("2023-11-06 10", datetime(2023, 11, 6, 10, tzinfo=UTC)),
+    ("0001-01-01 00:00", datetime(1, 1, 1, tzinfo=UTC)),
+    ("9999-12-31 23:59", datetime(9999, 12, 31, 23, 59, tzinfo=UTC)),
+    ("2023-02-30 10:00", None), ("2023-11-06 24:00", None), ("2023-11-06 10:60", None),
+    ("06/11/2023 10:0", None), ("", None), ("2023-11-06 1x:00", None),
+])
+def test_a_stored_time_is_placed_in_its_minute(text, want):
+    from edge.store.rollups import minute_of
+    assert minute_of(text) == (None if want is None else int(want.timestamp()))
