@@ -13,7 +13,7 @@ from bench.common import BenchError, Plan, batch_body, median
 from bench.servers import Server, http_get
 
 
-def _ingest(server: Server, bodies: Iterator[bytes], requests: int) -> float:
+def ingest(server: Server, bodies: Iterator[bytes], requests: int) -> float:
     """POST `requests` bodies on one keep-alive connection; returns the seconds it took."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
     start = time.perf_counter()
@@ -59,7 +59,7 @@ def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
         idle = server.status()
         requests = plan.stored_readings // plan.batch_rows
         bodies = (batch_body(readings, plan.batch_rows, first=k * plan.batch_rows) for k in range(requests))
-        seconds = _ingest(server, bodies, requests)
+        seconds = ingest(server, bodies, requests)
         time.sleep(1.0)  # let the writer checkpoint / settle
         after = server.status()
         rows = _stored(server)

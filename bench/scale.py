@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 import orjson
 
+from bench import resources
 from bench.common import BenchError, Plan, median, ratio
 from bench.loadgen import open_loop
 from bench.servers import Server, http_get
@@ -40,19 +41,8 @@ def _body(readings: list[dict[str, Any]], first: int, rows: int, end: datetime, 
 
 
 def _fill(server: Server, readings: list[dict[str, Any]], total: int, end: datetime) -> float:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
-    started = time.perf_counter()
-    try:
-        for first in range(0, total, BATCH):
-            conn.request("POST", "/send", body=_body(readings, first, min(BATCH, total - first), end, total),
-                         headers={"Content-Type": "application/json"})
-            response = conn.getresponse()
-            answer = response.read()
-            if response.status != 200:
-                raise BenchError(f"filling {total:,}: POST answered {response.status}: {answer[:200]!r}")
-    finally:
-        conn.close()
-    return time.perf_counter() - started
+    bodies = (_body(readings, first, min(BATCH, total - first), end, total) for first in range(0, total, BATCH))
+    return resources.ingest(server, bodies, -(-total // BATCH))
 
 
 def _timed_get(port: int, path: str, repeats: int) -> tuple[float | None, bytes]:

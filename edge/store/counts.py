@@ -113,5 +113,3 @@ def _buckets(conn: sqlite3.Connection, level: str, machine: str | None, t0: int,
         out.append((bucket, n, float(stats[i]), float(stats[N + i])))
     return out
 
-
-ready = rollups.ready

@@ -16,7 +16,7 @@ from typing import Any
 from edge.alarms.tables import alarm_columns_sql
 from edge.errors import BadRequest
 from edge.fdrest import COLUMNS, FAULTS
-from edge.store import counts
+from edge.store import counts, rollups
 from edge.store.counts import MAX_FAULT_SQL
 from edge.store.schema import TABLE
 
@@ -90,7 +90,7 @@ def _date(params: dict[str, str], key: str) -> date:
 
 def _hours(flt: ReportFilter) -> tuple[int, int] | None:
     """The filter's days as epoch seconds, when the rollups can answer for them."""
-    if flt.end >= date.max or not flt.start.year > 1:
+    if flt.end >= date.max:
         return None
     start = datetime(flt.start.year, flt.start.month, flt.start.day, tzinfo=UTC)
     end = datetime(flt.end.year, flt.end.month, flt.end.day, tzinfo=UTC) + timedelta(days=1)
@@ -99,7 +99,7 @@ def _hours(flt: ReportFilter) -> tuple[int, int] | None:
 
 def count(conn: sqlite3.Connection, flt: ReportFilter) -> int:
     hours = _hours(flt)
-    if hours is not None and counts.ready(conn):
+    if hours is not None and rollups.ready(conn):
         return counts.count(conn, TABLE, *hours, flt.machine, flt.threshold, flt.fault)
     where, args = flt.where()
     return conn.execute(f"SELECT count(*) FROM {TABLE} WHERE {where}", args).fetchone()[0]
@@ -107,7 +107,7 @@ def count(conn: sqlite3.Connection, flt: ReportFilter) -> int:
 
 def first_match(conn: sqlite3.Connection, flt: ReportFilter) -> bool:
     hours = _hours(flt)
-    if hours is not None and counts.ready(conn):
+    if hours is not None and rollups.ready(conn):
         return counts.count(conn, TABLE, *hours, flt.machine, flt.threshold, flt.fault, first_only=True) > 0
     where, args = flt.where()
     return conn.execute(f"SELECT 1 FROM {TABLE} WHERE {where} LIMIT 1", args).fetchone() is not None

@@ -89,11 +89,7 @@ def _prune(conn: sqlite3.Connection, rollups: Rollups, days: float, keep_rows: i
                      (json.dumps([r[0] for r in due]),))
         counts = Counter(r[1] for r in due)
         out.machines_gone = machine_state.forget(conn, TABLE, counts)
-        firsts = dict.fromkeys(counts, None) | dict(conn.execute(
-            f"SELECT name, first_time FROM {machine_state.MACHINES} WHERE name IN "
-            "(SELECT value FROM json_each(?))", (json.dumps(list(counts)),)).fetchall())
-        firsts[FLEET] = conn.execute(f"SELECT min(time) FROM {TABLE}").fetchall()[0][0]
-        rollups.forget_before(conn, firsts)
+        rollups.forget_before(conn, dict.fromkeys(counts, None) | _first_times(conn, list(counts)))
         for _, machine, t in due:
             minute = minute_of(t[:16]) if t else None
             if minute is not None:
@@ -122,11 +118,22 @@ def newest_time(conn: sqlite3.Connection) -> datetime | None:
         return None
 
 
+def _first_times(conn: sqlite3.Connection, names: list[str] | None) -> dict[str, str | None]:
+    """The first remaining time of machines `names` (None: all) and of the fleet (FLEET)."""
+    if names is None:
+        rows = conn.execute(f"SELECT name, first_time FROM {machine_state.MACHINES}").fetchall()
+    else:
+        rows = conn.execute(f"SELECT name, first_time FROM {machine_state.MACHINES} WHERE name IN "
+                            "(SELECT value FROM json_each(?))", (json.dumps(names),)).fetchall()
+    firsts: dict[str, str | None] = dict(rows)
+    firsts[FLEET] = conn.execute(f"SELECT min(time) FROM {TABLE}").fetchall()[0][0]
+    return firsts
+
+
 def _still_held(conn: sqlite3.Connection, touched: set[tuple[str, int]]) -> list[tuple[str, int]]:
     """Touched minute buckets some remaining reading may still fall in: at or after their
     machine's first remaining minute (usually one per machine, where the cut went through)."""
-    firsts = dict(conn.execute(f"SELECT name, first_time FROM {machine_state.MACHINES}").fetchall())
-    firsts[FLEET] = conn.execute(f"SELECT min(time) FROM {TABLE}").fetchall()[0][0]
+    firsts = _first_times(conn, None)
     keep = []
     for machine, minute in touched:
         first = firsts.get(machine)

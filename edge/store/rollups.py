@@ -25,7 +25,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from edge.fdrest import COLUMNS, FAULTS
+from edge.fdrest import COLUMNS, FAULTS, format_time
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def minute_of(text: str) -> int | None:
 
 def epoch_text(seconds: float) -> str:
     """An epoch second as stored time text, for range bounds over raw rows."""
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return format_time(datetime.fromtimestamp(seconds, UTC))
 
 
 @dataclass(frozen=True)
