@@ -200,8 +200,13 @@ async def prune_once(writer: Writer, settings: Settings, metrics: Metrics) -> in
 
 
 async def run(writer: Writer, settings: Settings, metrics: Metrics) -> None:
-    """Prune every `retention_interval` seconds until cancelled; a failed pass is logged, not fatal."""
+    """Prune every `retention_interval` seconds until cancelled; a failed pass is logged, not fatal.
+
+    Passes start `retention_interval` apart, however long a pass's tail (exact buckets, vacuum)
+    takes, so the rows stored between two cuts stay bounded by the rate times the interval."""
+    loop = asyncio.get_running_loop()
     while True:
+        started = loop.time()
         try:
             await prune_once(writer, settings, metrics)
         except Unavailable as exc:
@@ -210,4 +215,4 @@ async def run(writer: Writer, settings: Settings, metrics: Metrics) -> None:
         # frames of its stream) that only a full collection frees, and start-up froze the rest.
         gc.collect()
         memory.trim(min_interval=0)  # hand back what bursts of large batches left behind
-        await asyncio.sleep(settings.retention_interval)
+        await asyncio.sleep(max(settings.retention_interval - (loop.time() - started), 0.0))
