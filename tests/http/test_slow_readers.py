@@ -28,8 +28,14 @@ def _stalled_get(port: int, path: str) -> socket.socket:
 
 
 def _sockets(pid: int) -> int:
-    fds = Path(f"/proc/{pid}/fd")
-    return sum(1 for fd in fds.iterdir() if os.readlink(fd).startswith("socket:"))
+    """Open sockets of `pid`; a descriptor closed between listing and reading it is not one."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            count += os.readlink(fd).startswith("socket:")
+        except FileNotFoundError:
+            continue
+    return count
 
 
 def _batch(n: int, seed: int, day: int) -> bytes:
