@@ -101,18 +101,19 @@ def _is_standard(op_type: str, domain: str, opset: int) -> bool:
 def layer_of(node_name: str, layer_names: Iterable[str]) -> str | None:
     """The Keras layer a TF op path such as `sequential_1/dense_1/Gelu/Erfc` belongs to.
 
-    Keras 3 uniquifies name scopes per trace (`dense` becomes `dense_1`), so a path part
-    matches a layer's name exactly or with one `_N` suffix added.
+    Keras 3 enters each layer's name scope with a `_1` suffix when the model is traced
+    (`dense` appears as `dense_1`, a layer named `dense_1` as `dense_1_1`), so one numeric
+    suffix is dropped first; an exact match is the fallback.
     """
     names = set(layer_names)
     parts = node_name.split("/")[:-1]
     for part in reversed(parts):
+        stripped = re.sub(r"_\d+$", "", part)
+        if stripped != part and stripped in names:
+            return stripped
+    for part in reversed(parts):
         if part in names:
             return part
-    for part in reversed(parts):
-        stripped = re.sub(r"_\d+$", "", part)
-        if stripped in names:
-            return stripped
     return None
 
 

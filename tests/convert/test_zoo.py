@@ -72,6 +72,18 @@ MY_LAYERS = textwrap.dedent('''
 
         def get_config(self):
             return {**super().get_config(), "units": self.units}
+
+
+    class NoConfig(keras.Model):
+        """A subclassed model as most are written: no get_config, an exact-GELU hidden layer."""
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.hidden = keras.layers.Dense(16, activation="gelu")
+            self.head = keras.layers.Dense(8)
+
+        def call(self, x):
+            return self.head(self.hidden(x))
 ''')
 
 
@@ -275,16 +287,29 @@ def test_custom_layer_with_weights(keras: Any, zoo: Path, my_layers: dict[str, A
     convert_ok(zoo, save(keras, zoo, "custom_layer", model), "--custom-objects", zoo / "my_layers.py")
 
 
-def test_subclassed_model(keras: Any, zoo: Path, my_layers: dict[str, Any],
+@pytest.mark.parametrize("cls", ["TwoLayer", "NoConfig"])
+def test_subclassed_model(keras: Any, zoo: Path, my_layers: dict[str, Any], cls: str,
                           capsys: pytest.CaptureFixture[str]) -> None:
     keras.utils.set_random_seed(0)
-    model = my_layers["TwoLayer"]()
+    model = my_layers[cls]()
     model(np.zeros((1, N_IN), dtype=np.float32))
-    path = save(keras, zoo, "subclassed", model)
+    path = save(keras, zoo, f"subclassed_{cls}", model)
     message = one_error_line(capsys, "--keras", path, "--feature-scaler", zoo / "feature_scaler.pkl",
                              "--target-scaler", zoo / "target_scaler.pkl", "--out", zoo / "out-refused")
-    assert "Could not locate class 'TwoLayer'" in message and "--custom-objects" in message
-    convert_ok(zoo, path, "--custom-objects", zoo / "my_layers.py")
+    assert f"Could not locate class '{cls}'" in message and "--custom-objects" in message
+    m = convert_ok(zoo, path, "--custom-objects", zoo / "my_layers.py")
+    if cls == "NoConfig":
+        assert any("Erfc" in note and "layer(s) dense" in note for note in m["notes"]), m["notes"]
+
+
+def test_layer_of_maps_traced_scopes_to_layer_names() -> None:
+    from convert.onnx_rewrite import layer_of
+
+    names = ["dense", "dense_1", "norm", "block_2"]
+    assert layer_of("sequential_1/dense_1/Gelu/Erfc", names) == "dense"  # Keras traces `dense` as dense_1
+    assert layer_of("sequential_1/dense_1_1/Gelu/Erfc", names) == "dense_1"
+    assert layer_of("model/block_2/Expm1", names) == "block_2"
+    assert layer_of("model/other/Expm1", names) is None
 
 
 def test_custom_objects_file_that_fails(zoo: Path, plain_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
