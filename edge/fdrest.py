@@ -92,12 +92,14 @@ CATALOGUE_TEXT = ("category", "observed", "root_causes")  # what each entry says
 MAX_CATALOGUE_TEXT = 1000  # characters per field: a sentence or two on a page, not a document
 
 
-def parse_catalogue(value: object) -> tuple[dict[str, str], ...]:
+def parse_catalogue(value: object, *, strict: bool = True) -> tuple[dict[str, str], ...]:
     """A model's own catalogue, checked: one entry per fault in FAULTS order (raises ValueError).
 
     Each entry holds non-empty `category` (the fault's name on the pages), `observed` (the
     symptoms) and `root_causes` strings; `fault` may be left out, and if given must be the
-    entry's own fault. Unknown keys are refused so a misspelt field is not silently dropped.
+    entry's own fault. `strict` (the build step) refuses unknown keys so a misspelt field is
+    not silently dropped; the runtime ignores them, so a newer converter's additions do not
+    stop an older appliance.
     """
     if not isinstance(value, list):
         raise ValueError(f"must be a JSON list of {len(FAULTS)} entries, got {type(value).__name__}")
@@ -110,7 +112,7 @@ def parse_catalogue(value: object) -> tuple[dict[str, str], ...]:
         if not isinstance(entry, dict):
             raise ValueError(f"{where} must be an object, got {type(entry).__name__}")
         unknown = sorted(set(entry) - {"fault", *CATALOGUE_TEXT})
-        if unknown:
+        if unknown and strict:
             raise ValueError(f"{where} has unknown keys {unknown}; allowed: fault, {', '.join(CATALOGUE_TEXT)}")
         if entry.get("fault", FAULTS[i]) != FAULTS[i]:
             raise ValueError(f"{where} says fault {entry['fault']!r}: entries go in output order, fault0 first")

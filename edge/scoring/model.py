@@ -109,7 +109,7 @@ def load(model_dir: Path, threads: int = 1) -> Model:
         raise StartupError(f"{manifest_path}: faults must be {list(fdrest.FAULTS)}, got {list(faults)}")
     try:
         given = manifest.get("catalogue")
-        catalogue = fdrest.CATALOGUE if given is None else fdrest.parse_catalogue(given)
+        catalogue = fdrest.CATALOGUE if given is None else fdrest.parse_catalogue(given, strict=False)
     except ValueError as exc:
         raise StartupError(f"{manifest_path}: catalogue {exc}") from None
 

@@ -69,6 +69,13 @@ def test_runtime_exposes_the_manifest_catalogue(model_copy: Path) -> None:
     assert model.catalogue[3]["fault"] == "fault3"
 
 
+def test_runtime_ignores_keys_it_does_not_know(model_copy: Path) -> None:
+    from edge.scoring.model import load
+
+    rewrite_manifest(model_copy, catalogue=[{**e, "severity": "high"} for e in own_catalogue()])
+    assert load(model_copy).catalogue == parse_catalogue(own_catalogue())
+
+
 def test_runtime_without_catalogue_uses_fdrest(model_copy: Path) -> None:
     from edge.scoring.model import load
 
