@@ -105,7 +105,8 @@ def kind(path: Path) -> str:
 def _from_saved_model(path: Path, tf: ModuleType, keras: ModuleType) -> Any:
     """A SavedModel's serving signature as a one-input, one-output Keras model (TFSMLayer)."""
     try:
-        signature = tf.saved_model.load(str(path)).signatures.get("serving_default")
+        with quiet_stderr():  # TensorFlow's C++ loader logs (fingerprints, op registrations) before raising
+            signature = tf.saved_model.load(str(path)).signatures.get("serving_default")
     except Exception as exc:  # TensorFlow raises many kinds for damaged protos
         raise ModelLoadError(f"{path} cannot be loaded as a SavedModel ({' '.join(str(exc).split())})") from None
     if signature is None:
@@ -118,7 +119,8 @@ def _from_saved_model(path: Path, tf: ModuleType, keras: ModuleType) -> Any:
     (spec,), (out_name,) = inputs.values(), outputs
     if spec.shape.rank != 2 or spec.shape[1] is None:
         raise DimensionMismatch(f"{path}: expected input (batch, n), got {tuple(spec.shape)}")
-    layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
+    with quiet_stderr():
+        layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
     x = keras.Input((int(spec.shape[1]),), name="features")
     return keras.Model(x, layer(x)[out_name], name=path.name)
 

@@ -345,6 +345,11 @@ def test_saved_model_change_is_stale(keras: Any, zoo: Path, capsys: pytest.Captu
 def test_directory_that_is_no_saved_model(zoo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (zoo / "empty_dir").mkdir(exist_ok=True)
     assert "not a TensorFlow SavedModel" in one_error_line(capsys, "--keras", zoo / "empty_dir")
+    (zoo / "damaged").mkdir(exist_ok=True)
+    (zoo / "damaged" / "saved_model.pb").write_bytes(b"not a protobuf")
+    message = one_error_line(capsys, "--keras", zoo / "damaged", "--feature-scaler", "none", "--target-scaler", "none",
+                             "--out", zoo / "out-refused")
+    assert "cannot be loaded as a SavedModel" in message
 
 
 def test_mixed_float16_converted_in_float32(keras: Any, zoo: Path) -> None:
