@@ -27,10 +27,18 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR,
                    help="directory holding the sources and receiving the outputs (default: %(default)s)")
-    p.add_argument("--keras", type=Path, help="Keras model (default: MODEL_DIR/dnn_model.keras)")
+    p.add_argument("--keras", type=Path,
+                   help="Keras model: a .keras archive, a legacy .h5 file or a TensorFlow SavedModel directory "
+                        "(default: MODEL_DIR/dnn_model.keras)")
     p.add_argument("--feature-scaler", help="feature scaler pickle, or 'none' (default: MODEL_DIR/feature_scaler.pkl)")
     p.add_argument("--target-scaler", help="target scaler pickle, or 'none' (default: MODEL_DIR/target_scaler.pkl)")
     p.add_argument("--out", type=Path, help="output directory (default: MODEL_DIR)")
+    p.add_argument("--catalogue", type=Path, metavar="JSON",
+                   help="the model's fault catalogue: 8 entries (fault0 first) with category, observed and "
+                        "root_causes (default: MODEL_DIR/catalogue.json if present, else FD-REST's)")
+    p.add_argument("--custom-objects", type=Path, metavar="PY",
+                   help="Python file defining the model's custom activations, layers or model classes; "
+                        "THIS RUNS THE FILE'S CODE, so give only files you trust (never loaded by default)")
     data = p.add_mutually_exclusive_group()
     data.add_argument("--sample", type=Path, metavar="CSV",
                       help="readings to check parity on (FD-REST data.csv layout); default: 1024 readings "
@@ -60,18 +68,22 @@ def _scaler_path(value: str | None, default: Path) -> Path | None:
 
 def sources(args: argparse.Namespace) -> manifest.Sources:
     d = args.model_dir
+    catalogue = args.catalogue or (d / "catalogue.json" if (d / "catalogue.json").is_file() else None)
     return manifest.Sources(
         keras=args.keras or d / "dnn_model.keras",
         feature_scaler=_scaler_path(args.feature_scaler, d / "feature_scaler.pkl"),
         target_scaler=_scaler_path(args.target_scaler, d / "target_scaler.pkl"),
+        catalogue=catalogue,
+        custom_objects=args.custom_objects,
     )
 
 
-def bench(out_dir: Path, keras_path: Path, name: str, log: Any = print) -> None:
+def bench(out_dir: Path, src: manifest.Sources, name: str, log: Any = print) -> None:
     """Benchmark the converted model against its Keras source and update the model card."""
-    from convert import benchmark, keras_model, model_card
+    from convert import benchmark, custom_objects, keras_model, model_card
 
-    figures = benchmark.run(out_dir, keras_model.load(keras_path))
+    objects = custom_objects.load(src.custom_objects) if src.custom_objects else None
+    figures = benchmark.run(out_dir, keras_model.load(src.keras, objects))
     model_card.update(out_dir, "benchmark", benchmark.markdown(figures), name)
     log(f"benchmark: onnxruntime {figures.onnx_batch1_us:.1f} µs/reading at batch 1, "
         f"{figures.onnx_batch256_us:.2f} at batch 256; Keras predict {figures.keras_predict_batch1_us:,.0f} µs")
@@ -104,7 +116,7 @@ def convert(args: argparse.Namespace) -> int:
               f"{parity['relative_error']:.2g} of the output range (tolerance {parity['tolerance']:g})")
         print(f"graph optimisation ({opt['level']}): {'kept' if opt['kept'] else 'not kept'}, {opt['reason']}")
     if args.bench:
-        bench(out_dir, src.keras, name)
+        bench(out_dir, src, name)
     return 0
 
 

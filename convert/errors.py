@@ -27,7 +27,15 @@ class SourceMissing(ConvertError):
 
 
 class ModelLoadError(ConvertError):
-    """The .keras file exists but Keras cannot read it (truncated, not a Keras archive...)."""
+    """The model file exists but Keras cannot read it (truncated, not a Keras archive...)."""
+
+
+class CustomObjectsError(ConvertError):
+    """The --custom-objects file cannot be imported or defines nothing usable."""
+
+
+class CatalogueError(ConvertError):
+    """The --catalogue file is unreadable or not a catalogue of FD-REST's eight faults."""
 
 
 class ScalerError(ConvertError):
@@ -50,9 +58,17 @@ class ExportError(ConvertError):
     """tf2onnx or onnxruntime could not produce a loadable ONNX file."""
 
 
+class UnsupportedOp(ExportError):
+    """The graph holds an operator ONNX has no equivalent for and no rewrite covers."""
+
+
 class ParityError(ConvertError):
     """The converted pipeline does not reproduce the Keras pipeline within tolerance."""
 
 
 class SimulatorMissing(ConvertError):
     """`fdedge train` needs simulator.dataset.generate(rows, seed)."""
+
+
+class TrainingDataError(ConvertError):
+    """`fdedge train --csv`: the labelled readings cannot be trained on."""

@@ -20,30 +20,40 @@ ONNX = "model.onnx"
 SCALERS = "scalers.npz"
 # Keys under "sources": FD-REST's file names, whatever the files are called on disk.
 SOURCE_KEYS = ("dnn_model.keras", "feature_scaler.pkl", "target_scaler.pkl")
+# Optional inputs that change the outputs too, hashed under these keys (null when not given).
+EXTRA_KEYS = ("catalogue.json", "custom_objects.py")
 
 
 @dataclass(frozen=True)
 class Sources:
-    """Where the three sources are; a scaler of None means identity (no scaling)."""
+    """Where the sources are; a scaler of None means identity, a catalogue of None FD-REST's."""
 
     keras: Path
     feature_scaler: Path | None
     target_scaler: Path | None
+    catalogue: Path | None = None
+    custom_objects: Path | None = None
 
     def items(self) -> list[tuple[str, Path | None]]:
-        return list(zip(SOURCE_KEYS, (self.keras, self.feature_scaler, self.target_scaler), strict=True))
+        paths = (self.keras, self.feature_scaler, self.target_scaler, self.catalogue, self.custom_objects)
+        return list(zip(SOURCE_KEYS + EXTRA_KEYS, paths, strict=True))
 
 
 def sha256(path: Path) -> str:
+    """Of a file's bytes; of a directory (a SavedModel) its files' relative names and bytes, in order."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 
 def source_hashes(sources: Sources) -> dict[str, str | None]:
-    return {key: (sha256(path) if path is not None else None) for key, path in sources.items()}
+    return {key: (sha256(path) if path is not None and path.exists() else None) for key, path in sources.items()}
 
 
 def read(out_dir: Path) -> dict[str, Any] | None:
@@ -69,10 +79,10 @@ def staleness(out_dir: Path, sources: Sources, opset: int) -> str | None:
     if manifest.get("opset") != opset:
         return f"opset {manifest.get('opset')} was used, {opset} requested"
     recorded = manifest.get("sources") or {}
-    given = [path for _, path in sources.items() if path is not None]
-    present = [path for path in given if path.is_file()]
+    given = [path for key, path in sources.items() if path is not None and key in SOURCE_KEYS]
+    present = [path for path in given if path.exists()]
     if present and len(present) < len(given):  # a partial set is a mistake, not a deployment
-        return f"source {next(p for p in given if not p.is_file())} is missing"
+        return f"source {next(p for p in given if not p.exists())} is missing"
     if present:  # no sources at all: a runtime-only copy of the converted files, nothing to rebuild from
         changed = [key for key, digest in source_hashes(sources).items() if recorded.get(key) != digest]
         if changed:

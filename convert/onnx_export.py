@@ -9,6 +9,7 @@ The graph gets stable names (input `features`, output `scaled_faults`, batch axi
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -32,9 +33,37 @@ KEEP_IF_FASTER_BY = 0.10
 PAIRS = 8
 
 
-def export(model: Any, n_features: int, opset: int, path: Path, metadata: dict[str, str]) -> None:
-    """Write the model's raw (scaled) output graph to `path`."""
-    from convert.keras_model import import_tensorflow, quiet_stderr
+class _Collect(logging.Handler):
+    """Keeps tf2onnx's own error lines ("Unsupported ops: ...") for the one-line message."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(" ".join(record.getMessage().split()))
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line, whole: the useful sentence is often not the first."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+def _captured_constants(function: Any) -> dict[str, np.ndarray]:
+    """Eager tensors the traced model captured, by the placeholder name tf2onnx gives its input."""
+    concrete = function.get_concrete_function()
+    out = {}
+    for external, internal in zip(concrete.captured_inputs, concrete.graph.internal_captures, strict=False):
+        if hasattr(external, "numpy") and getattr(external, "dtype", None) is not None \
+                and external.dtype.name != "resource":
+            out[internal.name] = external.numpy()
+    return out
+
+
+def export(model: Any, n_features: int, opset: int, path: Path, metadata: dict[str, str]) -> list[str]:
+    """Write the model's raw (scaled) output graph to `path`; returns notes on what was repaired."""
+    from convert import onnx_rewrite
+    from convert.keras_model import import_tensorflow, layer_names, quiet_stderr
 
     tf, _ = import_tensorflow()
     try:
@@ -42,29 +71,47 @@ def export(model: Any, n_features: int, opset: int, path: Path, metadata: dict[s
         import tf2onnx
     except ImportError as exc:
         raise BuildExtraMissing(exc.name or "tf2onnx") from None
-    import logging
 
-    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    log = logging.getLogger("tf2onnx")
+    log.setLevel(logging.ERROR)
+    collect = _Collect()
     spec = (tf.TensorSpec((None, n_features), tf.float32, name=INPUT_NAME),)
     function = tf.function(lambda x: model(x, training=False), input_signature=spec)
+    log.addHandler(collect)
     try:
         with quiet_stderr():  # grappler's C++ start-up lines, when TensorFlow came in noisy
             proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=opset)
     except Exception as exc:  # tf2onnx raises bare Exceptions/ValueErrors for unsupported opsets/ops
-        detail = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise ExportError(f"tf2onnx could not convert the model at opset {opset} "
-                          f"({type(exc).__name__}: {detail})") from None
+        said = f"; tf2onnx said: {' / '.join(collect.lines)}" if collect.lines else ""
+        raise ExportError(f"tf2onnx could not convert the model at opset {opset} ({one_line(exc)}){said}") from None
+    finally:
+        log.removeHandler(collect)
+    notes = []
+    names = layer_names(model)
+    folded = onnx_rewrite.fold_captured_constants(proto, _captured_constants(function))
+    if folded:
+        layers = sorted({onnx_rewrite.layer_of(name, names) or name for name in folded})
+        notes.append(f"{len(folded)} constant(s) of layer(s) {', '.join(layers)} that tf2onnx made graph inputs "
+                     "folded back into the graph")
+    notes += onnx_rewrite.rewrite_unsupported(proto, opset, names, collect.lines)
     _tidy(proto)
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
-    onnx.checker.check_model(proto)
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as exc:  # onnx's ValidationError / InferenceError
+        raise ExportError(f"the converted graph is not valid ONNX ({one_line(exc)})") from None
     onnx.save(proto, str(path))
+    return notes
 
 
 def _tidy(proto: Any) -> None:
     """Stable names: `scaled_faults` for tf2onnx's `Identity:0`, `batch` for its `unk__N` axes."""
-    (graph_input,) = [i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
-    (graph_output,) = proto.graph.output
+    inputs = [i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
+    if len(inputs) != 1 or len(proto.graph.output) != 1:
+        raise ExportError(f"the converted graph has inputs {[i.name for i in inputs]} and "
+                          f"{len(proto.graph.output)} output(s); expected one input ({INPUT_NAME}) and one output")
+    (graph_input,), (graph_output,) = inputs, proto.graph.output
     old = graph_output.name
     for node in proto.graph.node:
         node.output[:] = [OUTPUT_NAME if name == old else name for name in node.output]

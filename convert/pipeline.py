@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from convert import keras_model, manifest, onnx_export, parity, readings, scalers
-from convert.errors import DimensionMismatch, ExportError, SampleError, SourceMissing
+from convert import catalogue, custom_objects, keras_model, manifest, onnx_export, parity, readings, scalers
+from convert.errors import DimensionMismatch, ExportError, ParityError, SampleError, SourceMissing
 from edge import fdrest
 
 
@@ -82,20 +82,24 @@ def _parity_readings(job: Job, features: tuple[str, ...], feature: scalers.Affin
 def run(job: Job, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Convert, verify and publish; returns the manifest written."""
     src = job.sources
-    if not src.keras.is_file():
-        raise SourceMissing(f"Keras model not found: {src.keras}")
-    for label, path in (("feature scaler", src.feature_scaler), ("target scaler", src.target_scaler)):
+    keras_model.kind(src.keras)  # exists, and is a format Keras reads
+    for label, path in (("feature scaler", src.feature_scaler), ("target scaler", src.target_scaler),
+                        ("catalogue", src.catalogue), ("--custom-objects file", src.custom_objects)):
         if path is not None and not path.is_file():
             raise SourceMissing(f"{label} not found: {path}")
     hashes = manifest.source_hashes(src)  # of the bytes about to be read, not of a later rewrite
+    entries = catalogue.load(src.catalogue)
     feature_src = scalers.load(src.feature_scaler, label="feature scaler")
     target_src = scalers.load(src.target_scaler, label="target scaler")
     notes = [note for s in (feature_src, target_src) if s is not None for note in s.notes]
+
+    objects = custom_objects.load(src.custom_objects) if src.custom_objects else None
+    loaded = keras_model.load_source(src.keras, objects)
+    model = loaded.model
+    notes += loaded.notes
     for note in notes:
         log(f"note: {note}")
-
-    model = keras_model.load(src.keras)
-    n_in, n_out = keras_model.io_sizes(model, src.keras)
+    n_in, n_out = keras_model.io_sizes(model, src.keras, feature_src.affine.n if feature_src else len(fdrest.FEATURES))
     feature = feature_src.affine if feature_src else scalers.identity(n_in)
     target = target_src.affine if target_src else scalers.identity(n_out)
     _check_dimensions(src.keras, n_in, n_out, feature, target)
@@ -107,16 +111,25 @@ def run(job: Job, log: Callable[[str], None] = print) -> dict[str, Any]:
     try:
         onnx_path, scalers_path = scratch / manifest.ONNX, scratch / manifest.SCALERS
         metadata = {"name": job.name, "features": json.dumps(features), "faults": json.dumps(fdrest.FAULTS)}
-        onnx_export.export(model, n_in, job.opset, onnx_path, metadata)
+        for note in onnx_export.export(model, n_in, job.opset, onnx_path, metadata):
+            log(f"note: {note}")
+            notes.append(note)
         np.savez(scalers_path, x_scale=feature.scale, x_offset=feature.offset,
                  y_scale=target.inv_scale, y_offset=target.inv_offset)
         probe = feature.forward(data.x).astype(np.float32)
         optimisation = onnx_export.optimise(onnx_path, scratch / "optimised.onnx", probe, job.tolerance, job.optimize)
         if onnx_export.metadata_features(onnx_path) != list(features):
             raise ExportError("the ONNX file's feature metadata does not match the scaler's order")
-        figures = parity.check(model, feature_src, target_src, data.x, onnx_path, scalers_path,
-                               tolerance=job.tolerance, source=source,
-                               expected=data.faults if source == "reference" else None)
+        try:
+            figures = parity.check(model, feature_src, target_src, data.x, onnx_path, scalers_path,
+                                   tolerance=job.tolerance, source=source,
+                                   expected=data.faults if source == "reference" else None)
+        except ParityError as exc:
+            if not loaded.float16:
+                raise
+            raise ParityError(f"{exc}; the model computes in 16-bit floats (about 3 significant digits), which "
+                              "alone can exceed the tolerance: re-save it with a float32 policy or raise --tolerance "
+                              "(e.g. --tolerance 1e-2)") from None
         onnx_hash = manifest.sha256(onnx_path)
         document = {
             "format": manifest.FORMAT,
@@ -124,7 +137,7 @@ def run(job: Job, log: Callable[[str], None] = print) -> dict[str, Any]:
             "onnx": manifest.ONNX, "scalers": manifest.SCALERS,
             "input_name": onnx_export.INPUT_NAME, "output_name": onnx_export.OUTPUT_NAME, "opset": job.opset,
             "features": list(features), "faults": list(fdrest.FAULTS),
-            "catalogue": [dict(entry) for entry in fdrest.CATALOGUE],
+            "catalogue": [dict(entry) for entry in entries],
             "scalers_kind": {"features": feature.kind, "targets": target.kind},
             "sources": hashes,
             "tools": tool_versions(),

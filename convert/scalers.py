@@ -18,6 +18,9 @@ from convert.errors import BuildExtraMissing, FeatureNamesError, ScalerError, So
 from edge import fdrest
 
 SUPPORTED = ("StandardScaler", "MinMaxScaler", "RobustScaler", "MaxAbsScaler")
+# Also accepted: a Pipeline of these (composed into one affine) and FunctionTransformer() without
+# functions (the identity); see to_affine.
+COMPOSITE = ("Pipeline of them", "FunctionTransformer() (identity)")
 IDENTITY = "identity"
 
 
@@ -65,19 +68,74 @@ def _vector(estimator: Any, attr: str, n: int, default: float) -> np.ndarray:
     return np.asarray(value, dtype=np.float64).reshape(-1)
 
 
+def compose(first: Affine, then: Affine, kind: str, names: tuple[str, ...] | None) -> Affine:
+    """`then` applied after `first`: still one multiply-add per column, and its inverse."""
+    return Affine(
+        kind,
+        first.scale * then.scale, first.offset * then.scale + then.offset,
+        then.inv_scale * first.inv_scale, then.inv_offset * first.inv_scale + first.inv_offset,
+        names,
+    )
+
+
+def _names(estimator: Any) -> tuple[str, ...] | None:
+    try:
+        names = getattr(estimator, "feature_names_in_", None)
+    except AttributeError:  # Pipeline's property raises when its first step has none
+        names = None
+    return tuple(str(v) for v in names) if names is not None else None
+
+
+def _fitted_width(estimator: Any, role: str, kind: str) -> int:
+    try:
+        n = getattr(estimator, "n_features_in_", None)
+    except AttributeError:  # Pipeline's property raises when unfitted
+        n = None
+    if not isinstance(n, (int, np.integer)):
+        raise ScalerError(f"{role} holds an unfitted {kind}")
+    return int(n)
+
+
+def _pipeline(estimator: Any, role: str) -> Affine:
+    """Each step's affine composed in order; 'passthrough' / None steps are skipped."""
+    n = _fitted_width(estimator, role, "Pipeline")
+    combined, kinds = identity(n), list[str]()
+    for name, step in estimator.steps:
+        if step is None or step == "passthrough":
+            continue
+        part = to_affine(step, role=f"{role}'s Pipeline step {name!r}")
+        if part.n != combined.n:
+            raise ScalerError(f"{role}'s Pipeline step {name!r} has {part.n} columns, the step before {combined.n}")
+        combined, kinds = compose(combined, part, "", None), [*kinds, part.kind]
+    kind = f"Pipeline({', '.join(kinds)})" if kinds else IDENTITY
+    return Affine(kind, combined.scale, combined.offset, combined.inv_scale, combined.inv_offset, _names(estimator))
+
+
+def _function_transformer(estimator: Any, role: str) -> Affine:
+    functions = {"func": estimator.func, "inverse_func": estimator.inverse_func}
+    given = {k: getattr(f, "__name__", repr(f)) for k, f in functions.items() if f is not None}
+    if given:
+        shown = ", ".join(f"{k}={v}" for k, v in given.items())
+        raise ScalerError(f"{role} holds a FunctionTransformer({shown}), which is not an affine scaler: "
+                          "only FunctionTransformer() without functions (the identity) is supported")
+    n = _fitted_width(estimator, role, "FunctionTransformer")
+    return identity(n, _names(estimator))
+
+
 def to_affine(estimator: Any, *, role: str) -> Affine:
     """The affine form of a fitted supported scaler; `role` names it in error messages."""
     kind = type(estimator).__name__
     module = type(estimator).__module__
+    if kind == "Pipeline" and module.startswith("sklearn."):
+        return _pipeline(estimator, role)
+    if kind == "FunctionTransformer" and module.startswith("sklearn."):
+        return _function_transformer(estimator, role)
     if kind not in SUPPORTED or not module.startswith("sklearn."):
         raise ScalerError(
             f"{role} holds a {kind}, which is not an affine scaler; "
-            f"supported: {', '.join(SUPPORTED)} (or none)"
+            f"supported: {', '.join(SUPPORTED)}, a {' or '.join(COMPOSITE)} (or none)"
         )
-    n = getattr(estimator, "n_features_in_", None)
-    if not isinstance(n, (int, np.integer)):
-        raise ScalerError(f"{role} holds an unfitted {kind}")
-    n = int(n)
+    n = _fitted_width(estimator, role, kind)
     if kind == "StandardScaler":
         centre = _vector(estimator, "mean_", n, 0.0) if estimator.with_mean else np.zeros(n)
         spread = _vector(estimator, "scale_", n, 1.0) if estimator.with_std else np.ones(n)
@@ -97,9 +155,7 @@ def to_affine(estimator: Any, *, role: str) -> Affine:
     params = (scale, offset, inv_scale, inv_offset)
     if any(p.shape != (n,) or not np.isfinite(p).all() for p in params) or not scale.all():
         raise ScalerError(f"{role}: the {kind}'s parameters are not {n} finite, non-zero numbers")
-    names = getattr(estimator, "feature_names_in_", None)
-    names = tuple(str(v) for v in names) if names is not None else None
-    return Affine(kind, *params, names)
+    return Affine(kind, *params, _names(estimator))
 
 
 def _version_note(label: str, warning: warnings.WarningMessage) -> str:

@@ -1,8 +1,11 @@
-"""`fdedge train`: a seeded FD-REST-family regressor on the simulated data set.
+"""`fdedge train`: a seeded FD-REST-family regressor on simulated readings or the user's own.
 
-Writes the three sources exactly as FD-REST saves them (dnn_model.keras and two joblib
-pickles), so everything downstream (`fdedge convert`, FD-REST itself) treats a trained
-model and FD-REST's original alike; then converts, benchmarks and writes MODEL_CARD.md.
+The simulated data set is the default (it made the bundled model); `--csv labelled.csv`
+trains on readings in FD-REST's data.csv format instead, with the same held-out split,
+scores and conversion. Writes the three sources exactly as FD-REST saves them
+(dnn_model.keras and two joblib pickles), so everything downstream (`fdedge convert`,
+FD-REST itself) treats a trained model and FD-REST's original alike; then converts,
+benchmarks and writes MODEL_CARD.md.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from convert.errors import BuildExtraMissing, ConvertError, SimulatorMissing
+from convert.errors import BuildExtraMissing, ConvertError
 
 R2_TARGET = 0.9
 # FD-REST fitted its target scaler on columns named adv0..adv7; the same names keep the
@@ -26,10 +29,13 @@ R2_TARGET = 0.9
 TARGET_NAMES = tuple(f"adv{i}" for i in range(8))
 
 
+DEFAULT_ROWS = 60000
+
+
 @dataclass(frozen=True)
 class Settings:
     model_dir: Path
-    rows: int = 60000
+    rows: int = DEFAULT_ROWS
     epochs: int = 200
     seed: int = 0
     batch_size: int = 256
@@ -38,14 +44,24 @@ class Settings:
     learning_rate: float = 1e-3
     test_fraction: float = 0.15
     val_fraction: float = 0.1
+    csv: Path | None = None  # labelled readings instead of the simulator
+    catalogue: Path | None = None  # the model's own catalogue, copied to MODEL_DIR/catalogue.json
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fdedge train",
-                                description="Train an FD-REST-family DNN on simulated readings, then convert it.")
+                                description="Train an FD-REST-family DNN on simulated readings (or your own "
+                                            "labelled readings with --csv), then convert it.")
     p.add_argument("--model-dir", type=Path, default=Path("models/default"),
                    help="output directory (default: %(default)s)")
-    p.add_argument("--rows", type=int, default=60000, help="simulated readings (default: %(default)s)")
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("--rows", type=int, help=f"simulated readings (default: {DEFAULT_ROWS})")
+    data.add_argument("--csv", type=Path, metavar="LABELLED_CSV",
+                      help="train on these labelled readings instead of simulated ones: FD-REST's data.csv "
+                           "format (Time, the 35 features, fault0..fault7; columns by name, any order)")
+    p.add_argument("--catalogue", type=Path, metavar="JSON",
+                   help="the model's fault catalogue (see fdedge convert --catalogue); copied to "
+                        "MODEL_DIR/catalogue.json so every later conversion uses it")
     p.add_argument("--epochs", type=int, default=200,
                    help="maximum epochs; early stopping usually ends sooner (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0,
@@ -57,31 +73,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-convert", action="store_true", help="only write the sources and the training section")
     p.add_argument("--no-bench", action="store_true", help="convert but skip the benchmark")
     return p
-
-
-def load_data(rows: int, seed: int) -> tuple[Any, Any]:
-    """simulator.dataset.generate(rows, seed) -> (X (n, 35), Y (n, 8)), checked."""
-    import numpy as np
-
-    try:
-        from simulator.dataset import generate
-    except ImportError as exc:
-        raise SimulatorMissing(f"simulator.dataset.generate is not available ({exc})") from None
-    x, y = (np.asarray(a, dtype=np.float64) for a in generate(rows, seed))
-    if x.shape != (rows, 35) or y.shape != (rows, 8) or not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise SimulatorMissing(f"simulator.dataset.generate returned {x.shape} / {y.shape}, "
-                               f"expected ({rows}, 35) / ({rows}, 8) finite")
-    return x, y
-
-
-def simulator_fingerprint() -> dict[str, str]:
-    """sha256 of the simulator's sources: the data set is a function of this code and the seed."""
-    import hashlib
-
-    import simulator
-
-    root = Path(simulator.__file__).parent
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in sorted(root.glob("*.py"))}
 
 
 def split(n: int, settings: Settings) -> tuple[Any, Any, Any]:
@@ -139,11 +130,13 @@ def train(settings: Settings, log: Callable[[str], None] = say) -> dict[str, Any
         importlib.import_module("sklearn")  # present, or the build extra is missing: say so now
     except ImportError as exc:
         raise BuildExtraMissing(exc.name or "scikit-learn") from None
-    from convert import network
+    from convert import network, training_data
     from convert.keras_model import import_tensorflow, quiet_stderr
 
     started = time.perf_counter()
-    x, y = load_data(settings.rows, settings.seed)
+    dataset = (training_data.from_csv(settings.csv) if settings.csv is not None
+               else training_data.simulated(settings.rows, settings.seed))
+    x, y = dataset.x, dataset.y
     train_idx, val_idx, test_idx = split(len(x), settings)
     feature_scaler, target_scaler = fit_scalers(x[train_idx], y[train_idx])
     with warnings.catch_warnings():
@@ -192,7 +185,9 @@ def train(settings: Settings, log: Callable[[str], None] = say) -> dict[str, Any
     joblib.dump(target_scaler, d / "target_scaler.pkl")
     record = {
         "settings": {k: (str(v) if isinstance(v, Path) else v)
-                     for k, v in asdict(settings).items() if k != "model_dir"},
+                     for k, v in asdict(settings).items()
+                     if k not in ("model_dir", "csv", "catalogue") and not (k == "rows" and settings.csv)},
+        "data": {"description": dataset.description, **dataset.provenance},
         "widths": network.widths(settings.width),
         "parameters": int(model.count_params()),
         "split": {"train": len(train_idx), "validation": len(val_idx), "test": len(test_idx)},
@@ -200,7 +195,6 @@ def train(settings: Settings, log: Callable[[str], None] = say) -> dict[str, Any
         "seconds": round(trained, 1),
         "test": per_fault,
         "r2_target": R2_TARGET,
-        "simulator_sha256": simulator_fingerprint(),
         "tools": {"tensorflow": tf.__version__, "keras": keras.__version__,
                   "scikit-learn": sys.modules["sklearn"].__version__, "numpy": np.__version__},
     }
@@ -208,12 +202,13 @@ def train(settings: Settings, log: Callable[[str], None] = say) -> dict[str, Any
     return record
 
 
-def training_section(record: dict[str, Any]) -> str:
+def training_section(record: dict[str, Any], catalogue: tuple[dict[str, str], ...] | None = None) -> str:
     from edge.fdrest import CATALOGUE
 
     s = record["settings"]
+    names = catalogue or CATALOGUE
     rows = [
-        f"| fault{i} | {CATALOGUE[i]['category']} | {m['mae']:.3f} | {m['r2']:.4f} | "
+        f"| fault{i} | {names[i]['category']} | {m['mae']:.3f} | {m['r2']:.4f} | "
         f"{'yes' if m['r2'] >= record['r2_target'] else '**no**'} |"
         for i, m in enumerate(record["test"])
     ]
@@ -221,7 +216,7 @@ def training_section(record: dict[str, Any]) -> str:
     return "\n".join([
         "## Training",
         "",
-        f"Data: `simulator.dataset.generate({s['rows']}, seed={s['seed']})`, split at random (seeded) into "
+        f"Data: {record['data']['description']}, split at random (seed {s['seed']}) into "
         f"{record['split']['train']} training, {record['split']['validation']} validation (early stopping) and "
         f"{record['split']['test']} held-out readings.",
         "",
@@ -249,18 +244,28 @@ def training_section(record: dict[str, Any]) -> str:
     ]) + "\n"
 
 
+def _copy_catalogue(source: Path, model_dir: Path) -> None:
+    target = model_dir / "catalogue.json"
+    if source.resolve() != target.resolve():
+        target.write_bytes(source.read_bytes())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    settings = Settings(model_dir=args.model_dir, rows=args.rows, epochs=args.epochs, seed=args.seed,
-                        batch_size=args.batch_size, width=args.width, patience=args.patience)
+    settings = Settings(model_dir=args.model_dir, rows=DEFAULT_ROWS if args.rows is None else args.rows,
+                        epochs=args.epochs, seed=args.seed, batch_size=args.batch_size, width=args.width,
+                        patience=args.patience, csv=args.csv, catalogue=args.catalogue)
     try:
         if settings.rows < 100 or settings.epochs < 1 or settings.width < 4 or settings.batch_size < 1:
             raise ConvertError("need --rows >= 100, --epochs >= 1, --width >= 4 and --batch-size >= 1")
-        from convert import model_card
+        from convert import catalogue, model_card
 
+        entries = catalogue.load(settings.catalogue) if settings.catalogue else None  # refused before training
         record = train(settings)
+        if settings.catalogue is not None:
+            _copy_catalogue(settings.catalogue, settings.model_dir)
         name = settings.model_dir.resolve().name
-        model_card.update(settings.model_dir, "training", training_section(record), name)
+        model_card.update(settings.model_dir, "training", training_section(record, entries), name)
         worst = min(record["test"], key=lambda m: m["r2"])
         r2 = ", ".join(f"{m['r2']:.3f}" for m in record["test"])
         print(f"held-out R² per fault: {r2} "

@@ -14,7 +14,7 @@ import orjson
 from edge.alarms.engine import AlarmChange, AlarmEngine
 from edge.alarms.notifier import Notifier
 from edge.alarms.rules import load_rules
-from edge.fdrest import CATALOGUE, FEATURE_COLUMNS
+from edge.fdrest import FEATURE_COLUMNS
 from edge.http.body_deadlines import BodyDeadlines
 from edge.metrics import Metrics
 from edge.scoring import model as model_module
@@ -55,7 +55,7 @@ class Appliance:
         """Load the model and open the database; raises StartupError with a clear reason."""
         model = model_module.load(settings.model_dir, threads=settings.threads)
         rules = load_rules(settings.alarm_rules, settings.warning_threshold, settings.alarm_threshold)
-        engine = AlarmEngine(rules, model.manifest.get("catalogue") or CATALOGUE, clock_skew_s=settings.clock_skew)
+        engine = AlarmEngine(rules, model.catalogue, clock_skew_s=settings.clock_skew)
         hub = Hub(settings.sse_buffer)
         metrics = Metrics(settings.db_path, sse_clients=lambda: len(hub))
         writer = Writer(settings.db_path, model, sync=settings.sync, init=settings.init_db,
@@ -136,7 +136,7 @@ class Appliance:
             # the database column of each feature, in the same order: what /history and /api/series take
             "columns": [COLUMN_OF[name] for name in self.model.features],
             "faults": list(self.model.faults),
-            "catalogue": m.get("catalogue", []),
+            "catalogue": [dict(entry) for entry in self.model.catalogue],
             "thresholds": {"warning": self.settings.warning_threshold, "alarm": self.settings.alarm_threshold},
             "opset": m.get("opset"),
             "tools": m.get("tools", {}),

@@ -88,6 +88,44 @@ CATALOGUE: tuple[dict[str, str], ...] = (
 )
 
 
+CATALOGUE_TEXT = ("category", "observed", "root_causes")  # what each entry says about its fault
+MAX_CATALOGUE_TEXT = 1000  # characters per field: a sentence or two on a page, not a document
+
+
+def parse_catalogue(value: object, *, strict: bool = True) -> tuple[dict[str, str], ...]:
+    """A model's own catalogue, checked: one entry per fault in FAULTS order (raises ValueError).
+
+    Each entry holds non-empty `category` (the fault's name on the pages), `observed` (the
+    symptoms) and `root_causes` strings; `fault` may be left out, and if given must be the
+    entry's own fault. `strict` (the build step) refuses unknown keys so a misspelt field is
+    not silently dropped; the runtime ignores them, so a newer converter's additions do not
+    stop an older appliance.
+    """
+    if not isinstance(value, list):
+        raise ValueError(f"must be a JSON list of {len(FAULTS)} entries, got {type(value).__name__}")
+    if len(value) != len(FAULTS):
+        raise ValueError(f"must have one entry per fault ({len(FAULTS)}, fault0..fault{len(FAULTS) - 1} in order), "
+                         f"got {len(value)}")
+    entries = []
+    for i, entry in enumerate(value):
+        where = f"entry {i} (fault{i})"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where} must be an object, got {type(entry).__name__}")
+        unknown = sorted(set(entry) - {"fault", *CATALOGUE_TEXT})
+        if unknown and strict:
+            raise ValueError(f"{where} has unknown keys {unknown}; allowed: fault, {', '.join(CATALOGUE_TEXT)}")
+        if entry.get("fault", FAULTS[i]) != FAULTS[i]:
+            raise ValueError(f"{where} says fault {entry['fault']!r}: entries go in output order, fault0 first")
+        for key in CATALOGUE_TEXT:
+            text = entry.get(key)
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"{where}: {key!r} must be a non-empty string")
+            if len(text) > MAX_CATALOGUE_TEXT:
+                raise ValueError(f"{where}: {key!r} is {len(text)} characters, at most {MAX_CATALOGUE_TEXT}")
+        entries.append({"fault": FAULTS[i], **{key: entry[key].strip() for key in CATALOGUE_TEXT}})
+    return tuple(entries)
+
+
 def format_time(dt: datetime, ms: bool = False) -> str:
     """A time as FD-REST's `YYYY-MM-DD HH:MM:SS` in UTC (naive times are taken as UTC), plus a
     fraction only when there is one: as stored, microseconds without trailing zeros; with `ms`,

@@ -35,6 +35,9 @@ class Model:
     manifest: dict[str, Any]
     features: tuple[str, ...]  # model input order
     faults: tuple[str, ...]
+    # the model's own fault catalogue (category, observed, root_causes per fault, in `faults` order);
+    # FD-REST's when the manifest has none, so models converted before `--catalogue` keep working
+    catalogue: tuple[dict[str, str], ...]
     session: ort.InferenceSession
     input_name: str
     x_scale: np.ndarray
@@ -104,6 +107,11 @@ def load(model_dir: Path, threads: int = 1) -> Model:
         raise StartupError(f"{manifest_path}: features must be FD-REST's 35 names; missing {missing}, unknown {extra}")
     if faults != fdrest.FAULTS:
         raise StartupError(f"{manifest_path}: faults must be {list(fdrest.FAULTS)}, got {list(faults)}")
+    try:
+        given = manifest.get("catalogue")
+        catalogue = fdrest.CATALOGUE if given is None else fdrest.parse_catalogue(given, strict=False)
+    except ValueError as exc:
+        raise StartupError(f"{manifest_path}: catalogue {exc}") from None
 
     scalers_path = model_dir / manifest.get("scalers", "scalers.npz")
     try:
@@ -134,6 +142,7 @@ def load(model_dir: Path, threads: int = 1) -> Model:
         manifest=manifest,
         features=features,
         faults=faults,
+        catalogue=catalogue,
         session=session,
         input_name=inputs[0].name,
         order=np.array([fdrest.FEATURES.index(name) for name in features]),
