@@ -1,9 +1,10 @@
 """Counting readings over days, optionally at or above a threshold, from the rollups.
 
 Why: /api/count and the report's "is there anything to export" read every row of the range (30
-days, 2.5M rows). An hour bucket whose largest value is below the threshold holds no match, one
-whose smallest is at or above it holds `n`; only buckets the threshold cuts through are looked
-at closer, minute buckets first, raw rows of single minutes last."""
+days, 2.5M rows). A threshold on the largest fault that is a multiple of 0.5 is answered from the
+hours' peak histograms alone. Otherwise an hour bucket whose largest value is below the threshold holds no
+match, one whose smallest is at or above it holds `n`; only buckets the threshold cuts through are
+looked at closer, minute buckets first, raw rows of single minutes last."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from edge.fdrest import FAULTS
 from edge.store import rollups
-from edge.store.rollups import DATA_COLUMNS, DTYPE, FLEET, N, epoch_text, table
+from edge.store.rollups import DATA_COLUMNS, DTYPE, FLEET, HIST_DTYPE, N, epoch_text, table
 
 MAX_FAULT_SQL = f"max({', '.join(FAULTS)})"
 FLOAT32_MARGIN = 1e-6  # stats are float32: a bound this close to the threshold is looked at closer
@@ -46,10 +47,12 @@ def _count(conn: sqlite3.Connection, raw_table: str, t0: int, t1: int, machine: 
     if first_only and found:
         return found
     straddled: list[tuple[int, int]] = []  # [start, end) ranges left for raw rows
-    for bucket, n, lo, hi in _buckets(conn, "hour", machine, t0, t1, fault):
-        verdict = _verdict(n, lo, hi, threshold, fault)
+    for bucket, n, lo, hi, hist in _buckets(conn, "hour", machine, t0, t1, fault, threshold):
+        verdict = None if hist is None or threshold is None else rollups.at_or_above(hist, threshold)
         if verdict is None:
-            for b, k, low, high in _buckets(conn, "minute", machine, bucket, bucket + 3600, fault):
+            verdict = _verdict(n, lo, hi, threshold, fault)
+        if verdict is None:
+            for b, k, low, high, _ in _buckets(conn, "minute", machine, bucket, bucket + 3600, fault, None):
                 minute = _verdict(k, low, high, threshold, fault)
                 if minute is None:
                     _extend(straddled, b, b + 60)
@@ -97,12 +100,16 @@ def _raw(conn: sqlite3.Connection, raw_table: str, start: int, end: int, machine
 
 
 def _buckets(conn: sqlite3.Connection, level: str, machine: str | None, t0: int, t1: int,
-             fault: str | None) -> list[tuple[int, int, float, float]]:
-    """(bucket, n, lower bound, upper bound) of the value the threshold applies to."""
+             fault: str | None, threshold: float | None
+             ) -> list[tuple[int, int, float, float, np.ndarray | None]]:
+    """(bucket, n, lower bound, upper bound, peak histogram or None) of the value the threshold
+    applies to; the histogram only where it can answer (hours, the largest fault)."""
     if fault is None:
-        return conn.execute(f"SELECT bucket, n, peak_min, peak_max FROM {table(level)} "
-                            "WHERE machine = ? AND bucket >= ? AND bucket < ? ORDER BY bucket",
+        wanted = level == "hour" and threshold is not None
+        rows = conn.execute(f"SELECT bucket, n, peak_min, peak_max, {'peaks' if wanted else 'NULL'} "
+                            f"FROM {table(level)} WHERE machine = ? AND bucket >= ? AND bucket < ? ORDER BY bucket",
                             (machine or FLEET, t0, t1)).fetchall()
+        return [(b, n, lo, hi, None if h is None else np.frombuffer(h, HIST_DTYPE)) for b, n, lo, hi, h in rows]
     rows = conn.execute(f"SELECT bucket, n, stats FROM {table(level)} "
                         "WHERE machine = ? AND bucket >= ? AND bucket < ? ORDER BY bucket",
                         (machine or FLEET, t0, t1)).fetchall()
@@ -110,6 +117,6 @@ def _buckets(conn: sqlite3.Connection, level: str, machine: str | None, t0: int,
     out = []
     for bucket, n, blob in rows:
         stats = np.frombuffer(blob, DTYPE)
-        out.append((bucket, n, float(stats[i]), float(stats[N + i])))
+        out.append((bucket, n, float(stats[i]), float(stats[N + i]), None))
     return out
 

@@ -8,7 +8,9 @@ bounds and only read raw rows where a bucket straddles the threshold.
 One row per (machine, bucket start in epoch seconds); machine '' is the fleet (every machine).
 `n` readings; `peak_min`/`peak_max` the smallest and largest "largest fault" of a reading;
 `stats` packs float32 [min, max, mean] of the 43 data columns (edge.store.schema.DATA_COLUMNS
-order, features then faults), little-endian: 516 bytes, so a row stays inside its page.
+order, features then faults), little-endian: 516 bytes, so a row stays inside its page. Hour
+buckets also keep `peaks`, a histogram of the largest fault (uint32 counts of PEAK_EDGES' bins,
+808 bytes): a count at a threshold that is a multiple of 0.5 reads no raw row (see PEAK_EDGES).
 """
 
 from __future__ import annotations
@@ -40,6 +42,14 @@ META_NEXT, META_END = "rollup_backfill_next", "rollup_backfill_end"
 META_COVERED = "rollup_covered"  # the newest row id the stored buckets include (with the backfill's)
 FLUSH_S = 10.0  # changed buckets are stored this often (and when the writer stops)
 DIRTY_MAX = 1024  # ...or sooner when this many wait (about 1.5 KB each in memory)
+# Bin k of an hour's peak histogram holds peaks p with PEAK_EDGES[k-1] <= p < PEAK_EDGES[k] (bin 0:
+# p < 0, the last: p >= 100). Fault intensities run 0-100 and thresholds are set in halves
+# (alarm rules 30/60, clear 25, the report's 0.5): every multiple of 0.5 in [0, 100] is an edge,
+# exactly (halves are exact doubles), so its count is exact. Why not minute buckets too: 808
+# bytes per minute per machine would be 12 % of the raw rows' size; per hour it is 0.2 %.
+PEAK_EDGES = np.arange(201) * 0.5
+PEAK_BINS = len(PEAK_EDGES) + 1
+HIST_DTYPE = np.dtype("<u4")
 
 
 def table(level: str) -> str:
@@ -48,8 +58,27 @@ def table(level: str) -> str:
 
 CREATE = ("CREATE TABLE IF NOT EXISTS {t} (machine TEXT NOT NULL, bucket INTEGER NOT NULL, n INTEGER NOT NULL, "
           "peak_min REAL, peak_max REAL, stats BLOB NOT NULL, PRIMARY KEY (machine, bucket)) WITHOUT ROWID")
-_WRITE = {level: f"INSERT OR REPLACE INTO {table(level)}(machine, bucket, n, peak_min, peak_max, stats) "
-                 "VALUES (?, ?, ?, ?, ?, ?)" for level in LEVELS}
+ADD_PEAKS = f"ALTER TABLE {table('hour')} ADD COLUMN peaks BLOB"  # NULL: not known (an older file's hour)
+_WRITE = {"minute": f"INSERT OR REPLACE INTO {table('minute')}(machine, bucket, n, peak_min, peak_max, stats) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+          "hour": f"INSERT OR REPLACE INTO {table('hour')}(machine, bucket, n, peak_min, peak_max, stats, peaks) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?)"}
+_READ = {"minute": "n, peak_min, peak_max, stats", "hour": "n, peak_min, peak_max, stats, peaks"}
+
+
+def peak_histogram(peaks: np.ndarray) -> np.ndarray:
+    """Counts per PEAK_EDGES bin; a NaN peak (a legacy row with a NULL fault, which SQL's max()
+    never counts either) is left out."""
+    peaks = peaks[~np.isnan(peaks)]
+    return np.bincount(np.searchsorted(PEAK_EDGES, peaks, side="right"), minlength=PEAK_BINS).astype(np.int64)
+
+
+def at_or_above(hist: np.ndarray, threshold: float) -> int | None:
+    """Peaks >= threshold from a histogram, or None when the threshold is not one of its edges."""
+    k = int(np.searchsorted(PEAK_EDGES, threshold))
+    if k >= len(PEAK_EDGES) or PEAK_EDGES[k] != threshold:
+        return None
+    return int(hist[k + 1:].sum())
 
 
 _EPOCH_DAY = date(1970, 1, 1).toordinal()
@@ -86,36 +115,45 @@ class Bucket:
     mean: np.ndarray
     peak_lo: float
     peak_hi: float
+    hist: np.ndarray | None = None  # an hour's peak histogram; None for minutes and unknown hours
 
     @classmethod
-    def of(cls, values: np.ndarray, peaks: np.ndarray, finite: bool = True) -> Bucket:
+    def of(cls, values: np.ndarray, peaks: np.ndarray, finite: bool = True, hist: bool = False) -> Bucket:
         """Stats of readings (rows of `values`); `finite=False` for a legacy file's rows, where
-        NULL is NaN and is left out."""
+        NULL is NaN and is left out. `hist`: with the peak histogram (hours)."""
+        counts = None
+        if hist:  # from the values: a row with any NULL fault has no peak, as in SQL
+            counts = peak_histogram(peaks if finite else values[:, len(COLUMNS):].max(axis=1))
         if len(values) == 1:  # one reading: its values are min, max and mean (most groups)
             v, p = values[0], float(peaks[0])
-            return cls(1, v, v, v, p, p)
+            return cls(1, v, v, v, p, p, counts)
         if finite:
             return cls(len(values), values.min(axis=0), values.max(axis=0), values.mean(axis=0),
-                       float(peaks.min()), float(peaks.max()))
+                       float(peaks.min()), float(peaks.max()), counts)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # an all-NULL column: NaN, not a warning
             return cls(len(values), np.nanmin(values, axis=0), np.nanmax(values, axis=0),
-                       np.nanmean(values, axis=0), float(np.nanmin(peaks)), float(np.nanmax(peaks)))
+                       np.nanmean(values, axis=0), float(np.nanmin(peaks)), float(np.nanmax(peaks)), counts)
 
     def merge(self, other: Bucket) -> Bucket:
         n = self.n + other.n
         mean = (self.mean * self.n + other.mean * other.n) / n
+        hist = None if self.hist is None or other.hist is None else self.hist + other.hist
         return Bucket(n, np.fmin(self.lo, other.lo), np.fmax(self.hi, other.hi), mean,
-                      min(self.peak_lo, other.peak_lo), max(self.peak_hi, other.peak_hi))
+                      min(self.peak_lo, other.peak_lo), max(self.peak_hi, other.peak_hi), hist)
 
-    def row(self, machine: str, bucket: int) -> tuple:
+    def row(self, machine: str, bucket: int, level: str) -> tuple:
         stats = np.concatenate((self.lo, self.hi, self.mean)).astype(DTYPE).tobytes()
-        return machine, bucket, self.n, self.peak_lo, self.peak_hi, stats
+        if level == "minute":
+            return machine, bucket, self.n, self.peak_lo, self.peak_hi, stats
+        hist = None if self.hist is None else self.hist.astype(HIST_DTYPE).tobytes()
+        return machine, bucket, self.n, self.peak_lo, self.peak_hi, stats, hist
 
     @classmethod
-    def decode(cls, n: int, peak_lo: float, peak_hi: float, blob: bytes) -> Bucket:
+    def decode(cls, n: int, peak_lo: float, peak_hi: float, blob: bytes, peaks: bytes | None = None) -> Bucket:
         s = np.frombuffer(blob, DTYPE).astype(np.float64)
-        return cls(n, s[:N], s[N:2 * N], s[2 * N:], peak_lo, peak_hi)
+        hist = None if peaks is None else np.frombuffer(peaks, HIST_DTYPE).astype(np.int64)
+        return cls(n, s[:N], s[N:2 * N], s[2 * N:], peak_lo, peak_hi, hist)
 
 
 Key = tuple[str, str, int]  # level, machine, bucket
@@ -131,7 +169,7 @@ def _parts(times: list[str], machines: list[str], values: np.ndarray, peaks: np.
         for level, prefixes in (("minute", minutes), ("hour", [t[:13] for t in minutes])):
             distinct = list(dict.fromkeys(prefixes))
             starts = [bisect.bisect_left(prefixes, prefix) for prefix in distinct]
-            yield level, machines[0], distinct, _reduced(values, peaks, starts)
+            yield level, machines[0], distinct, _reduced(values, peaks, starts, hist=level == "hour")
         return
     by_minute: dict[tuple[str, str], list[int]] = {}
     by_hour: dict[tuple[str, str], list[int]] = {}
@@ -140,20 +178,26 @@ def _parts(times: list[str], machines: list[str], values: np.ndarray, peaks: np.
         by_hour.setdefault((machine, minute[:13]), []).append(i)
     for level, groups in (("minute", by_minute), ("hour", by_hour)):
         for (machine, prefix), rows in groups.items():
-            yield level, machine, [prefix], [Bucket.of(values[rows], peaks[rows], finite)]
+            yield level, machine, [prefix], [Bucket.of(values[rows], peaks[rows], finite, hist=level == "hour")]
 
 
-def _reduced(values: np.ndarray, peaks: np.ndarray, starts: list[int]) -> list[Bucket]:
-    """Stats of consecutive row ranges beginning at `starts`, in five numpy calls."""
+def _reduced(values: np.ndarray, peaks: np.ndarray, starts: list[int], hist: bool) -> list[Bucket]:
+    """Stats of consecutive row ranges beginning at `starts`, in a few numpy calls."""
     if len(starts) == 1:
-        return [Bucket.of(values, peaks)]
+        return [Bucket.of(values, peaks, hist=hist)]
     lo = np.minimum.reduceat(values, starts, axis=0)
     hi = np.maximum.reduceat(values, starts, axis=0)
     sums = np.add.reduceat(values, starts, axis=0)
     plo, phi = np.minimum.reduceat(peaks, starts).tolist(), np.maximum.reduceat(peaks, starts).tolist()
     counts = np.diff([*starts, len(values)])
     means = sums / counts[:, None]
-    return [Bucket(int(counts[k]), lo[k], hi[k], means[k], plo[k], phi[k]) for k in range(len(starts))]
+    hists: list[np.ndarray | None] = [None] * len(starts)
+    if hist:
+        group = np.repeat(np.arange(len(starts)), counts)
+        flat = np.bincount(group * PEAK_BINS + np.searchsorted(PEAK_EDGES, peaks, side="right"),
+                           minlength=len(starts) * PEAK_BINS)
+        hists = list(flat.reshape(len(starts), PEAK_BINS))
+    return [Bucket(int(counts[k]), lo[k], hi[k], means[k], plo[k], phi[k], hists[k]) for k in range(len(starts))]
 
 
 class Rollups:
@@ -254,7 +298,7 @@ class Rollups:
         by_level: dict[str, list[tuple]] = {level: [] for level in LEVELS}
         for key in self._dirty | set(self._staged):
             bucket = self._staged.get(key) or self._cache[key]
-            by_level[key[0]].append(bucket.row(key[1], key[2]))
+            by_level[key[0]].append(bucket.row(key[1], key[2], key[0]))
             mark = (key[0], key[1])
             if key[2] > self._newest.get(mark, key[2]):
                 self._newest[mark] = key[2]
@@ -305,7 +349,7 @@ class Rollups:
             self._newest[(level, machine)] = newest
         if bucket > newest:
             return None
-        rows = conn.execute(f"SELECT n, peak_min, peak_max, stats FROM {table(level)} WHERE machine = ? AND bucket = ?",
+        rows = conn.execute(f"SELECT {_READ[level]} FROM {table(level)} WHERE machine = ? AND bucket = ?",
                             (machine, bucket)).fetchall()
         return Bucket.decode(*rows[0]) if rows else None
 
@@ -363,7 +407,7 @@ class Rollups:
             if bucket is None:
                 conn.execute(f"DELETE FROM {table('minute')} WHERE machine = ? AND bucket = ?", (machine, minute))
             else:
-                conn.execute(_WRITE["minute"], bucket.row(machine, minute))
+                conn.execute(_WRITE["minute"], bucket.row(machine, minute, "minute"))
         for machine, hour in hours:
             parts = conn.execute(f"SELECT n, peak_min, peak_max, stats FROM {table('minute')} "
                                  "WHERE machine = ? AND bucket >= ? AND bucket < ?",
@@ -371,10 +415,10 @@ class Rollups:
             if not parts:
                 conn.execute(f"DELETE FROM {table('hour')} WHERE machine = ? AND bucket = ?", (machine, hour))
                 continue
-            total = Bucket.decode(*parts[0])
+            total = Bucket.decode(*parts[0])  # minutes keep no histogram: this hour's is unknown now
             for part in parts[1:]:
                 total = total.merge(Bucket.decode(*part))
-            conn.execute(_WRITE["hour"], total.row(machine, hour))
+            conn.execute(_WRITE["hour"], total.row(machine, hour, "hour"))
         self._forget_cache()
 
     # -- backfill ------------------------------------------------------------------------------
@@ -413,9 +457,12 @@ def migrate(conn: sqlite3.Connection, raw_table: str) -> None:
     """Create the rollup tables; rows already stored (an FD-REST or older FD-Edge file) are
     rolled up in the background afterwards, so start-up does not wait for them."""
     if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table("minute"),)).fetchall():
+        if not any(c[1] == "peaks" for c in conn.execute(f"PRAGMA table_info({table('hour')})")):
+            conn.execute(ADD_PEAKS)  # a file of the first rollup version: its hours' histograms are unknown
         return
     for level in LEVELS:
         conn.execute(CREATE.format(t=table(level)))
+    conn.execute(ADD_PEAKS)
     first, last = conn.execute(f"SELECT coalesce(min(id), 1), coalesce(max(id), 0) FROM {raw_table}").fetchall()[0]
     conn.executemany("INSERT OR REPLACE INTO fdedge_meta(key, value) VALUES (?, ?)",
                      [(META_NEXT, str(first)), (META_END, str(last)), (META_COVERED, str(last))])

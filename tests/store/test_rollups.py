@@ -11,21 +11,23 @@ from urllib.parse import urlencode
 import numpy as np
 import pytest
 
-from edge.fdrest import COLUMNS, FAULTS, format_time
-from edge.store import retention
-from tests.harness import reading
+from edge.fdrest import COLUMNS, FAULTS, FEATURES, format_time
+from edge.store import counts, retention
+from simulator import dataset
+from tests.harness import BUNDLED, reading
 
 START = datetime(2026, 3, 1, 0, 0, 0, tzinfo=UTC)
 CHECKED = ["temperature", "kurtosis_axial", "fault0", "fault3"]
 
 
-def _readings(n: int, machines: tuple[str, ...], every_s: float, seed: int = 0) -> list[dict]:
+def _readings(n: int, machines: tuple[str, ...], every_s: float, seed: int = 0, start: datetime = START
+              ) -> list[dict]:
     """`n` readings per machine, one every `every_s` seconds, in shuffled order (late readings too)."""
     rng = np.random.default_rng(seed)
     out = []
     for k in range(n):
         for j, m in enumerate(machines):
-            t = START + timedelta(seconds=k * every_s + j * 0.37 + float(rng.uniform(0, every_s / 2)))
+            t = start + timedelta(seconds=k * every_s + j * 0.37 + float(rng.uniform(0, every_s / 2)))
             out.append(reading(seed * 100_000 + k * len(machines) + j, machine=m, Time=format_time(t, ms=True)))
     order = rng.permutation(len(out))
     return [out[i] for i in order]
@@ -219,3 +221,54 @@ def test_buckets_in_memory_at_a_kill_are_rolled_up_again_at_start(server_factory
 def test_a_stored_time_is_placed_in_its_minute(text, want):
     from edge.store.rollups import minute_of
     assert minute_of(text) == (None if want is None else int(want.timestamp()))
+
+
+def test_a_half_step_threshold_is_counted_from_the_hours_alone(make_client, settings):
+    """The sample data's largest fault crosses a threshold in nearly every minute, so bucket bounds
+    alone sent every row of a 30-day count to SQL (1.3 s at 10M readings): the hours' peak
+    histograms answer any multiple of 0.5 exactly; any other threshold still comes out exact."""
+    x, _ = dataset.generate(3600, seed=3)  # the simulator's readings, healthy and faulty
+    readings = [{**dict(zip(FEATURES, map(float, row), strict=True)), "machine": MACHINES[k % 3],
+                 "Time": format_time(START + timedelta(seconds=10 * (k // 3)))} for k, row in enumerate(x)]
+    with make_client(model_dir=BUNDLED) as client:  # the real model: intensities on its 0-100 scale
+        _post(client, readings)
+    with sqlite3.connect(settings.db_path) as conn:
+        peaks = [r[0] for r in conn.execute(f"SELECT max({', '.join(FAULTS)}) FROM sensor_data")]
+        median = round(float(np.median(peaks)) * 2) / 2  # straddled by most minutes
+        assert 0 < median < 100
+        t0, t1 = int(START.timestamp()), int(START.timestamp()) + 86400
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        for machine in (None, "pump"):
+            for threshold in (median, 0.0, -0.5, 30.0, 100.0, median + 0.001):
+                statements.clear()
+                got = counts.count(conn, "sensor_data", t0, t1, machine, threshold, None)
+                conn.set_trace_callback(None)
+                where, args = "time >= ? AND time < ? AND max(" + ", ".join(FAULTS) + ") >= ?", [
+                    "2026-03-01", "2026-03-02", threshold]
+                if machine:
+                    where += " AND machine = ?"
+                    args.append(machine)
+                want = conn.execute(f"SELECT count(*) FROM sensor_data WHERE {where}", args).fetchone()[0]
+                conn.set_trace_callback(statements.append)
+                assert got == want, (machine, threshold)
+                raw = [s for s in statements if "FROM sensor_data WHERE" in s]  # not the NOT INDEXED tail
+                if threshold == median + 0.001:
+                    assert raw, "a threshold between edges must look at the straddled minutes' rows"
+                else:
+                    assert raw == [], (machine, threshold, raw)
+
+
+def test_hours_of_the_first_rollup_version_gain_the_peak_column(make_client, settings):
+    """A file whose hour buckets were stored before the peak histogram existed: the column is added
+    at start, those hours count from their bounds and raw rows, and still agree with SQL."""
+    with make_client() as client:
+        _post(client, _readings(600, MACHINES, 30.0))
+    with sqlite3.connect(settings.db_path) as conn:
+        conn.execute("ALTER TABLE fdedge_rollup_hour DROP COLUMN peaks")
+    with make_client() as client:
+        _post(client, _readings(600, MACHINES, 30.0, seed=1, start=START + timedelta(hours=4)))
+        _check_counts(client, settings.db_path)
+    with sqlite3.connect(settings.db_path) as conn:
+        known = conn.execute("SELECT count(*), count(peaks) FROM fdedge_rollup_hour").fetchone()
+    assert known[0] > known[1] > 0  # the old hours unknown, hours merged since then too; new ones kept
