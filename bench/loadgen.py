@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,7 @@ def _request(port: int, body: bytes, path: str = "/send") -> bytes:
 
 
 async def _open_loop(port: int, body: bytes, rate: float, duration: float, connections: int,
-                     discard: float) -> dict[str, Any]:
+                     discard: float, stop: threading.Event | None = None) -> dict[str, Any]:
     request = _request(port, body)
     total = int(rate * duration)
     interval = 1.0 / rate
@@ -191,7 +192,7 @@ async def _open_loop(port: int, body: bytes, rate: float, duration: float, conne
     workers = [asyncio.create_task(worker()) for _ in range(connections)]
     cpu0 = time.process_time()
     i = 0
-    while i < total:
+    while i < total and not (stop is not None and stop.is_set()):
         now = time.perf_counter()
         while i < total and start + i * interval <= now:
             queue.put_nowait(start + i * interval)
@@ -207,7 +208,7 @@ async def _open_loop(port: int, body: bytes, rate: float, duration: float, conne
     lags.sort()
     return {
         "rate": rate,
-        "scheduled": total,
+        "scheduled": i,
         "completed": sum(statuses.values()),
         "achieved_rps": sum(statuses.values()) / wall if wall else 0.0,
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
@@ -226,14 +227,15 @@ async def _open_loop(port: int, body: bytes, rate: float, duration: float, conne
 
 
 def open_loop(port: int, body: bytes, rate: float, duration: float, connections: int = 64,
-              discard: float = 0.5) -> dict[str, Any]:
-    """Send `rate` requests/s for `duration` s on up to `connections` keep-alive connections.
+              discard: float = 0.5, stop: threading.Event | None = None) -> dict[str, Any]:
+    """Send `rate` requests/s for `duration` s (or until `stop` is set) on up to `connections`
+    keep-alive connections.
 
     Latency is measured from each request's scheduled time, so time spent waiting for a free
     connection or for the server counts. Requests scheduled in the first `discard` seconds
     are sent but not recorded (connection set-up, warm-up).
     """
-    return run_async(_open_loop(port, body, rate, duration, connections, discard))
+    return run_async(_open_loop(port, body, rate, duration, connections, discard, stop))
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -89,17 +90,26 @@ def _export(port: int, end: datetime) -> dict[str, Any]:
     return {"rows": lines - 1, "seconds": seconds, "rows_per_s": (lines - 1) / seconds if seconds else None}
 
 
-def _wait_pruned(server: Server, want: int, timeout: float) -> float | None:
-    deadline = time.perf_counter() + timeout
+def _metric(port: int, name: str) -> float:
+    status, body = http_get(port, "/metrics", timeout=10)
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise BenchError(f"/metrics has no {name}")
+
+
+def _wait_pass(server: Server, timeout: float, done: threading.Event) -> float | None:
+    """Seconds until the first retention pass has finished (rows cut, buckets made exact, space
+    handed back), then sets `done`."""
     started = time.perf_counter()
-    while time.perf_counter() < deadline:
-        status, body = http_get(server.port, "/metrics", timeout=10)
-        for line in body.decode().splitlines():
-            if line.startswith("fdedge_readings_pruned_total "):
-                if float(line.split()[1]) >= want:
-                    return time.perf_counter() - started
-        time.sleep(0.05)
-    return None
+    try:
+        while time.perf_counter() - started < timeout:
+            if _metric(server.port, "fdedge_retention_passes_total") >= 1:
+                return time.perf_counter() - started
+            time.sleep(0.05)
+        return None
+    finally:
+        done.set()
 
 
 def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]], sizes: list[int],
@@ -144,24 +154,27 @@ def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
 def _retention(plan: Plan, root: Path, model_dir: Path, data_dir: Path, size: int,
                readings: list[dict[str, Any]]) -> dict[str, Any]:
     """Restart with --retention-rows at 90 %: the first pass starts at once; single readings
-    arrive at a fixed rate during it, then again once it is over (quiet)."""
+    arrive at a fixed rate from its start to its end (vacuum included), then again once it is
+    over (quiet). The file's size is taken after the pass, so it shows the space handed back."""
     keep = size - size // 10
     body = orjson.dumps({**readings[0], "machine": "machine-00"})
     rate, seconds = (200, 2.0) if plan.quick else (200, 6.0)
     before = (data_dir / "sensor_data.db").stat().st_size
+    done = threading.Event()
     with Server("edge", root, model_dir=model_dir, data_dir=data_dir, name=f"edge-retention-{size}",
                 args=("--retention-rows", str(keep), "--retention-interval", "3600")) as server:
         with ThreadPoolExecutor(1) as pool:
-            load = pool.submit(open_loop, server.port, body, rate, seconds, 8, 0.2)
-            took = _wait_pruned(server, size // 10, 1800)
+            load = pool.submit(open_loop, server.port, body, rate, 1800, 8, 0.2, done)
+            took = _wait_pass(server, 1800, done)
             during = load.result()
         if took is None:
             raise BenchError("the retention pass did not finish within 30 min")
+        after = (data_dir / "sensor_data.db").stat().st_size
+        pruned = _metric(server.port, "fdedge_readings_pruned_total")
         time.sleep(1.0)
         quiet = open_loop(server.port, body, rate, seconds, connections=8, discard=0.2)
-    after = (data_dir / "sensor_data.db").stat().st_size
     return {
-        "retention_deleted": size // 10,
+        "retention_deleted": int(pruned),
         "retention_pass_s": took,
         "load_s": seconds,  # a pass shorter than this mixes quiet time into "during"
         "ingest_p99_during_retention_ms": during.get("p99_ms"),

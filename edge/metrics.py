@@ -28,6 +28,9 @@ class Metrics:
             "fdedge_commit_seconds", "SQLite insert + commit per group", buckets=LATENCY_BUCKETS, registry=r
         )
         self.pruned = Counter("fdedge_readings_pruned", "Readings deleted by retention", registry=r)
+        self.retention_passes = Counter(
+            "fdedge_retention_passes", "Retention passes finished (rows cut, buckets made exact, space handed back)",
+            registry=r)
         Gauge("fdedge_sse_clients", "Connected Server-Sent Events clients", registry=r).set_function(sse_clients)
         Gauge("fdedge_database_bytes", "Database file size including WAL", registry=r).set_function(
             lambda: database_bytes(db_path)

@@ -114,7 +114,7 @@ def _buckets(conn: sqlite3.Connection, level: str, machine: str | None, t0: int,
                         "WHERE machine = ? AND bucket >= ? AND bucket < ? ORDER BY bucket",
                         (machine or FLEET, t0, t1)).fetchall()
     i = DATA_COLUMNS.index(fault)
-    out = []
+    out: list[tuple[int, int, float, float, np.ndarray | None]] = []
     for bucket, n, blob in rows:
         stats = np.frombuffer(blob, DTYPE)
         out.append((bucket, n, float(stats[i]), float(stats[N + i]), None))

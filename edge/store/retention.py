@@ -8,6 +8,7 @@ import gc
 import json
 import logging
 import sqlite3
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,10 +26,12 @@ from edge.store.schema import TABLE
 from edge.store.writer import Writer
 
 log = logging.getLogger(__name__)
-# Rows per chunk, each chunk its own short transaction in the writer thread: measured at about
-# 3 ms on a 10M-row file (bench "scale"), so an ingest group never waits long behind one.
-CHUNK = 1000
-PAUSE_S = 0.002  # between chunks, so a pass takes at most about half of the writer's time
+# Rows per chunk, each chunk its own short transaction in the writer thread. A reading that
+# arrives during a chunk waits for it, so a chunk must take about what a quiet commit does: 1,000
+# rows took 13 ms on a 10M-row file and tripled single-reading p99 (bench "scale"); 250 take ~3 ms.
+CHUNK = 250
+PAUSE_S = 0.002  # at least this between chunks, and at least as long as the last one took, so a
+# pass never takes more than half of the writer's time
 KEY_DAYS = 2  # idempotency keys outlive any sensor's retry window
 VACUUM_PAGES = 256  # pages handed back to the filesystem per writer task
 VACUUM_SLACK = 1024  # free pages kept for the next inserts (no shrink-then-grow churn)
@@ -41,6 +44,7 @@ class Pruned:
     rows: int = 0
     machines_gone: int = 0
     touched: set[tuple[str, int]] = field(default_factory=set)
+    seconds: float = 0.0  # how long the chunk held the writer
 
 
 def _due(conn: sqlite3.Connection, days: float, keep_rows: int, limit: int) -> list[tuple[int, str, str | None]]:
@@ -71,6 +75,7 @@ def prune_chunk(conn: sqlite3.Connection, rollups: Rollups, days: float, keep_ro
     so a clock that jumps years ahead (dead RTC battery, bad NTP) cannot wipe the history. The
     readings, their machines' counts and the rollups they were in change together."""
     out = Pruned()
+    started = time.perf_counter()
     try:
         with transaction(conn):
             _prune(conn, rollups, days, keep_rows, limit, out)
@@ -78,6 +83,7 @@ def prune_chunk(conn: sqlite3.Connection, rollups: Rollups, days: float, keep_ro
         rollups.rollback()
         raise
     rollups.commit()
+    out.seconds = time.perf_counter() - started
     return out
 
 
@@ -154,17 +160,19 @@ def recompute(conn: sqlite3.Connection, rollups: Rollups, keys: list[tuple[str, 
     rollups.commit()
 
 
-def vacuum_step(conn: sqlite3.Connection) -> int:
+def vacuum_step(conn: sqlite3.Connection) -> tuple[int, float]:
     """Hand up to VACUUM_PAGES free pages back to the filesystem (databases created with
-    auto_vacuum=INCREMENTAL, which FD-Edge's are); returns the free pages left above the slack."""
+    auto_vacuum=INCREMENTAL, which FD-Edge's are); returns the free pages left above the slack
+    and how long the step held the writer."""
+    started = time.perf_counter()
     if conn.execute("PRAGMA auto_vacuum").fetchall()[0][0] != 2:
-        return 0
+        return 0, 0.0
     free = conn.execute("PRAGMA freelist_count").fetchall()[0][0]
     if free <= VACUUM_SLACK:
-        return 0
+        return 0, 0.0
     conn.execute(f"PRAGMA incremental_vacuum({min(VACUUM_PAGES, free - VACUUM_SLACK)})").fetchall()
     left = conn.execute("PRAGMA freelist_count").fetchall()[0][0]
-    return max(left - VACUUM_SLACK, 0) if left < free else 0  # 0 too when nothing moved
+    return (max(left - VACUUM_SLACK, 0) if left < free else 0), time.perf_counter() - started  # 0: nothing moved
 
 
 async def prune_once(writer: Writer, settings: Settings, metrics: Metrics) -> int:
@@ -182,20 +190,24 @@ async def prune_once(writer: Writer, settings: Settings, metrics: Metrics) -> in
         touched |= pruned.touched
         if pruned.rows < CHUNK:
             break
-        await asyncio.sleep(PAUSE_S)  # let queued ingest commit between chunks
+        await asyncio.sleep(max(PAUSE_S, pruned.seconds))  # let queued ingest commit between chunks
     if total:
         metrics.pruned.inc(total)
         writer.machines_gone(gone)
         keys = await writer.call(partial(_still_held, touched=touched))
         for start in range(0, len(keys), 20):
             await writer.call(partial(recompute, rollups=writer.rollups, keys=keys[start:start + 20]))
-        while await writer.call(vacuum_step):
-            await asyncio.sleep(PAUSE_S)
+        while True:
+            left, took = await writer.call(vacuum_step)
+            if not left:
+                break
+            await asyncio.sleep(max(PAUSE_S, took))
         # The file shrinks when the checkpoint copies the vacuum into it. fetchall: a cursor handed
         # back to the loop keeps its statement open on the writer's connection until the loop
         # drops it, and the next group's COMMIT fails meanwhile.
         await writer.call(lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
         log.info("retention removed %d readings", total)
+    metrics.retention_passes.inc()
     return total
 
 

@@ -312,6 +312,7 @@ def test_retention_keeps_the_newest_rows(make_client):
         wait_for(lambda: app.metrics.registry.get_sample_value("fdedge_readings_pruned_total") == 60, 10,
                  "60 pruned readings counted")
         assert metric_value(client.get("/metrics").text, "fdedge_readings_pruned_total") == 60
+        assert metric_value(client.get("/metrics").text, "fdedge_retention_passes_total") >= 1
         ids = [r["id"] for r in client.get("/api/latest?limit=1000").json()["readings"]]
         assert len(ids) == 50 and min(ids) == 61
 
