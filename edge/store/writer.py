@@ -27,6 +27,8 @@ from edge.fdrest import FAULTS, now_text
 from edge.ingest.bodies import DIGEST_VERSION, Batch
 from edge.scoring.model import Model
 from edge.store import machine_state, schema
+from edge.store.checkpointer import CHANGES as CHECKPOINT_CHANGES
+from edge.store.checkpointer import Checkpointer
 from edge.store.database import transaction
 from edge.store.reserve import RESERVE_BYTES, Reserve
 from edge.store.rollups import Rollups
@@ -155,7 +157,9 @@ class Writer:
         self._pending: list[tuple[asyncio.Future, Any, BaseException | None]] = []
         self._trim_due = False
         self._syncer: WalSyncer | None = None
+        self.checkpointer: Checkpointer | None = None
         self._changes = 0  # conn.total_changes when the syncer last heard from us
+        self._noted = 0  # ... and when the checkpointer did
 
     # -- event-loop side ----------------------------------------------------------------------
 
@@ -163,6 +167,9 @@ class Writer:
         self._loop = loop
         if self.durable:
             self._syncer = WalSyncer(self.wal_path, self._deliver)
+        self.conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer's thread does them
+        self.checkpointer = Checkpointer(self.db_path)
+        self.checkpointer.start()
         self._thread = threading.Thread(target=self._work, name="fdedge-writer", daemon=True)
         self._thread.start()
 
@@ -176,6 +183,9 @@ class Writer:
         if self._syncer is not None:
             self._syncer.stop()
             self._syncer = None
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+            self.checkpointer = None
         try:
             if stopped:  # the thread has stopped: the connection is ours
                 self.flush_rollups(self.conn)
@@ -186,7 +196,8 @@ class Writer:
     @property
     def alive(self) -> bool:
         return (self._thread is not None and self._thread.is_alive()
-                and (self._syncer is None or self._syncer.alive))
+                and (self._syncer is None or self._syncer.alive)
+                and (self.checkpointer is None or self.checkpointer.alive))
 
     async def ingest(self, batch: Batch, key: str | None = None, digest: str | None = None) -> Stored:
         """Score and store `batch`; answered once committed (and synced with --sync full). A `key`
@@ -263,6 +274,11 @@ class Writer:
         self._pending.append((future, result, error))
 
     def _flush(self) -> None:
+        if self.checkpointer is not None:
+            changes = self.conn.total_changes
+            if changes != self._noted:  # a wrapped 32-bit count counts as many changes
+                self.checkpointer.note(changes - self._noted if changes > self._noted else CHECKPOINT_CHANGES)
+                self._noted = changes
         if not self._pending:
             return
         pending, self._pending = self._pending, []
@@ -439,6 +455,10 @@ class Writer:
         except sqlite3.Error:
             return 0
 
+    def checkpoint_soon(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.soon()
+
     def wal_over_cap(self) -> bool:
         """The database plus its WAL exceed --max-db-mb. max_page_count bounds the database file
         only; a reader holding an old snapshot keeps every later commit in the WAL, which then
@@ -450,10 +470,14 @@ class Writer:
         now = time.monotonic()
         if now - self._checkpoint_tried >= 1.0:
             self._checkpoint_tried = now
-            try:
-                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            except sqlite3.Error:
-                pass
+            for _ in range(5):  # busy while the checkpointer's thread runs one: it takes milliseconds
+                try:
+                    busy = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0][0]
+                except sqlite3.Error:
+                    break
+                if not busy:
+                    break
+                time.sleep(0.02)
             size = _size(self.db_path) + _size(self.wal_path)
         return size > self.max_bytes
 

@@ -96,10 +96,11 @@ def test_retention_hands_the_space_back_to_the_filesystem(make_client, settings)
                                                    .fetchall()))
         before = settings.db_path.stat().st_size
         client.portal.call(retention.prune_once, app.writer, app.settings, app.metrics)
-        after = settings.db_path.stat().st_size
+        # the checkpointer's thread copies the vacuum into the file, just after the pass
+        wait_for(lambda: settings.db_path.stat().st_size < before * 0.4, 10,
+                 f"the file shrinks below 40 % of {before} bytes")
         storage = client.get("/api/storage").json()
     assert storage["auto_vacuum"] == "incremental"
-    assert after < before * 0.4, f"{before} -> {after} bytes"
     assert storage["free_pages"] <= retention.VACUUM_SLACK
 
 
@@ -122,3 +123,21 @@ def test_bytes_written_per_reading_are_counted(make_client, settings):
     assert wear["readings"] == 3000 and wear["bytes_per_reading"] > 100
     assert wear["card_bytes"] == 32_000_000_000 and wear["card_pe_cycles"] == 3000
     assert "fdedge_disk_bytes_written_total" in metrics and "fdedge_disk_card_life_days" in metrics
+
+
+def test_checkpoints_run_off_the_writers_thread_and_keep_the_wal_short(make_client, settings):
+    """SQLite's own checkpoint ran inside the writer's COMMIT (240 ms once on a 1M-row file while
+    a retention chunk took 3 ms, every queued reading waiting): the writer's connection does none,
+    the checkpointer's thread copies the frames as changes pile up, and the WAL stays short."""
+    wal = Path(str(settings.db_path) + "-wal")
+    with make_client() as client:
+        app = client.app.state.appliance
+        autocheckpoint = client.portal.call(
+            lambda: app.writer.call(lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchall()[0][0]))
+        assert autocheckpoint == 0
+        for k in range(3000):  # single readings, about 5 frames (20 KB) each: 60 MB of WAL unchecked
+            assert client.post("/send", json=reading(k, machine=f"m{k % 7}")).status_code == 200
+        assert app.writer.checkpointer.checkpoints >= 5
+        assert wal.stat().st_size < 16 * 1024 * 1024
+        with sqlite3.connect(settings.db_path) as conn:
+            assert conn.execute("SELECT count(*) FROM sensor_data").fetchone()[0] == 3000
