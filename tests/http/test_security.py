@@ -344,6 +344,9 @@ SQL_INTERPOLATIONS = {
     "table('hour')": "store.rollups.table(): a constant table name",
     "machine_state.MACHINES": "store.machine_state: machines table name constant",
     "', '.join(DATA_COLUMNS)": "fdrest constants (features and faults)",
+    "_READ[level]": "store.rollups: constant column lists per level",
+    "_READ['minute']": "store.rollups: a constant column list",
+    "'peaks' if wanted else 'NULL'": "store.counts: one of two constant column expressions",
 }
 SQL_NAMES = {  # statements passed as a variable or built by a call
     "CREATE_TABLE": "store.schema constant", "ddl": "loop over a tuple of DDL constants",
@@ -354,6 +357,7 @@ SQL_NAMES = {  # statements passed as a variable or built by a call
     "CREATE.format(t=table(level))": "store.rollups constant DDL and table name",
     "_WRITE[level]": "store.rollups: constant statements per level", "_WRITE['minute']": "store.rollups constant",
     "_WRITE['hour']": "store.rollups constant",
+    "ADD_PEAKS": "store.rollups constant DDL",
 }
 
 
