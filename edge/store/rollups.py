@@ -409,7 +409,7 @@ class Rollups:
             else:
                 conn.execute(_WRITE["minute"], bucket.row(machine, minute, "minute"))
         for machine, hour in hours:
-            parts = conn.execute(f"SELECT n, peak_min, peak_max, stats FROM {table('minute')} "
+            parts = conn.execute(f"SELECT {_READ['minute']} FROM {table('minute')} "
                                  "WHERE machine = ? AND bucket >= ? AND bucket < ?",
                                  (machine, hour, hour + 3600)).fetchall()
             if not parts:

@@ -274,16 +274,15 @@ class Writer:
         self._pending.append((future, result, error))
 
     def _flush(self) -> None:
-        if self.checkpointer is not None:
-            changes = self.conn.total_changes
-            if changes != self._noted:  # a wrapped 32-bit count counts as many changes
-                self.checkpointer.note(changes - self._noted if changes > self._noted else CHECKPOINT_CHANGES)
-                self._noted = changes
+        changes = self.conn.total_changes  # read once: the checkpointer and the syncer both want it
+        if self.checkpointer is not None and changes != self._noted:
+            # a wrapped 32-bit count counts as many changes
+            self.checkpointer.note(changes - self._noted if changes > self._noted else CHECKPOINT_CHANGES)
+            self._noted = changes
         if not self._pending:
             return
         pending, self._pending = self._pending, []
         if self._syncer is not None:
-            changes = self.conn.total_changes
             self._syncer.submit(pending, wrote=changes != self._changes)
             self._changes = changes
             return
