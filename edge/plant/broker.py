@@ -1,0 +1,65 @@
+"""Where an MQTT broker is and how to reach it: `mqtt://user:pass@host:1883` or `mqtts://...`.
+
+Parsed once as a setting, so a bad URL stops start-up with the setting's name; the password never
+reaches a log line (`str()` hides it)."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+@dataclass(frozen=True)
+class BrokerURL:
+    scheme: str
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "mqtts"
+
+    def __str__(self) -> str:
+        user = f"{self.username}:***@" if self.password is not None else (f"{self.username}@" if self.username else "")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{user}{host}:{self.port}"
+
+
+def parse_url(text: str) -> BrokerURL:
+    """`mqtt[s]://[user[:password]@]host[:port]`; percent-escapes in the user and password are decoded."""
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a broker URL ({exc})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS:
+        raise ValueError(f"the scheme must be mqtt:// or mqtts://, not {parts.scheme or 'none'}")
+    if not parts.hostname:
+        raise ValueError("the URL names no host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("a broker URL has no path, query or fragment (topics are their own settings)")
+    return BrokerURL(scheme, parts.hostname, port or DEFAULT_PORTS[scheme],
+                     unquote(parts.username) if parts.username is not None else None,
+                     unquote(parts.password) if parts.password is not None else None)
+
+
+def tls_context(url: BrokerURL, ca: Path | None, cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """The TLS context for an `mqtts://` broker: the system's CAs unless `ca` names the plant's,
+    and a client certificate when the broker wants one. None for plain `mqtt://`."""
+    if not url.tls:
+        if ca or cert or key:
+            raise ValueError(f"CA or client certificate given for {url}, which is not mqtts://")
+        return None
+    context = ssl.create_default_context(cafile=str(ca) if ca else None)
+    if cert:
+        context.load_cert_chain(str(cert), str(key) if key else None)
+    elif key:
+        raise ValueError("a client key without its certificate")
+    return context
