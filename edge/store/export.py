@@ -7,11 +7,14 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+
+import orjson
 
 from edge.alarms.tables import alarm_columns_sql
 from edge.errors import BadRequest
@@ -26,8 +29,40 @@ _MACHINE = EXPORT_HEADER.index("machine")
 _TEXT_CELLS = (1, _MACHINE, EXPORT_HEADER.index("alarms"))  # the cells that are text in FD-Edge's files
 
 
+# Text the csv module would quote, or that needs neutralising: such a row takes the slow path.
+_NEEDS_CARE = re.compile(r'[,"\r\n]|^[=+\-@\t]')
+# orjson writes what repr() writes for every float except below 1e-04: positional down to 1e-09
+# (0.00001 for 1e-05), then one exponent digit (1e-7 for 1e-07); non-finite ones are null.
+# Strings and NULLs (FD-REST files) show as quotes and null.
+_NOT_AS_REPR = (b"0.0000", b"e-", b"null", b'"')
+
+
 def _unsafe(value: Any) -> bool:
     return isinstance(value, str) and (value.startswith(_FORMULA_START) or "\r" in value)
+
+
+def format_rows(rows: list[tuple], writer: Any, buffer: io.StringIO) -> str:
+    """The CSV text of `rows`, byte for byte what `csv.writer` writes after `safe_cell`.
+
+    Python's float repr is most of an export's cost (44 numbers a row, 40k rows/s); orjson writes
+    the same digits for nearly every value 4x faster, so a row whose numbers and texts need no
+    care goes out that way and only the others through the csv module."""
+    dumps, care, lines = orjson.dumps, _NEEDS_CARE.search, []
+    for row in rows:
+        numbers = dumps(row[2:_MACHINE])
+        when, machine, alarms = row[1], row[_MACHINE], row[_MACHINE + 1]
+        if (type(when) is str and type(machine) is str and type(alarms) is str
+                and not any(bad in numbers for bad in _NOT_AS_REPR)
+                and not (care(when) or care(machine) or care(alarms))):
+            lines.append(f"{row[0]},{when},{numbers[1:-1].decode()},{machine},{alarms}\n")
+            continue
+        if str in map(type, row[2:_MACHINE]) or any(_unsafe(row[i]) for i in _TEXT_CELLS):
+            row = tuple(safe_cell(v) for v in row)
+        writer.writerow(row)
+        lines.append(buffer.getvalue())
+        buffer.seek(0)
+        buffer.truncate()
+    return "".join(lines)
 
 
 @dataclass(frozen=True)
@@ -140,20 +175,16 @@ def export_csv(conn: sqlite3.Connection, flt: ReportFilter, chunk_rows: int = 20
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(EXPORT_HEADER)
     rows = conn.execute(f"{select} ORDER BY time, id LIMIT ?", (*args, chunk_rows)).fetchall()
+    header = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
     while rows:
-        for row in rows:
-            # the whole row only when some cell needs it: most rows are numbers and two clean texts
-            if str in map(type, row[2:_MACHINE]) or any(_unsafe(row[i]) for i in _TEXT_CELLS):
-                row = [safe_cell(v) for v in row]
-            writer.writerow(row)
-        yield buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
+        yield header + format_rows(rows, writer, buffer)
+        header = ""
         if len(rows) < chunk_rows:
             break
         last_id, last_time = rows[-1][0], rows[-1][1]
         rows = conn.execute(f"{select} AND (time, id) > (?, ?) ORDER BY time, id LIMIT ?",
                             (*args, last_time, last_id, chunk_rows)).fetchall()
-    rest = buffer.getvalue()
-    if rest:
-        yield rest
+    if header:
+        yield header
