@@ -305,3 +305,25 @@ print(sorted(m for m in ("paho", "aiomqtt", "edge.plant.mqtt_ingest") if m in sy
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_message_is_acknowledged_only_once_its_reading_is_committed(
+        mosquitto, clients, server_factory, linear_model):
+    """While another process locks the database the message is held, not acknowledged: killed
+    then, the appliance gets it again from the broker after its restart and stores it."""
+    server = start(server_factory, linear_model, mosquitto.url)
+    connected(server)
+    holder = sqlite3.connect(server.data_dir / "sensor_data.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        clients(mosquitto.port).publish("fdedge/m/reading", reading(1, Time=T0))
+        eventually(lambda: "message held" in server.read_log(), what="the writer to meet the lock")
+        assert metric(server, "fdedge_mqtt_unacknowledged") == 1
+        server.kill()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    server.start()
+    eventually(lambda: rows(server) == [(T0, "m")])
+    eventually(lambda: metric(server, "fdedge_mqtt_unacknowledged") == 0)
+    assert metric(server, "fdedge_mqtt_duplicates_total") == 0
