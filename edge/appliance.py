@@ -8,6 +8,7 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -26,6 +27,9 @@ from edge.store.wear import Wear
 from edge.store.writer import Stored, Writer
 from edge.stream.hub import Event, Hub
 
+if TYPE_CHECKING:
+    from edge.plant.mqtt_ingest import MqttIngest
+
 log = logging.getLogger(__name__)
 COLUMN_OF = dict(FEATURE_COLUMNS)
 
@@ -43,6 +47,7 @@ class Appliance:
     wear: Wear | None = None
     alarms: AlarmEngine | None = None
     notifier: Notifier | None = None
+    mqtt: MqttIngest | None = None  # --mqtt-url: readings from a broker
     loop: asyncio.AbstractEventLoop | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
     # Large ingest bodies are parsed here, one per core at most: apart from the reads (a read
@@ -76,11 +81,16 @@ class Appliance:
         metrics.card_life_days.set_function(lambda: wear.report()["card_life_days"] or math.nan)
         writer.on_commit = appliance.publish
         writer.on_alarms = appliance.publish_alarms
+        if settings.mqtt_url is not None:
+            from edge.plant.mqtt_ingest import MqttIngest  # paho is loaded only with MQTT on
+            appliance.mqtt = MqttIngest(settings, writer, metrics.registry)
         return appliance
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.writer.start(loop)
+        if self.mqtt is not None:
+            self.mqtt.start(loop)
         if self.notifier is not None:
             self.notifier.start()
         self.tasks.append(loop.create_task(self.deadlines.sweep_forever()))
@@ -90,6 +100,8 @@ class Appliance:
     def stop(self) -> None:
         for task in self.tasks:
             task.cancel()
+        if self.mqtt is not None:
+            self.mqtt.stop()  # before the writer: what it has not acknowledged, the broker sends again
         if self.notifier is not None:
             self.notifier.stop()
         if self.integrity is not None:

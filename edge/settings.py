@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.http import hosts, origins
+from edge.plant.broker import BrokerURL, parse_url, topic_filter, topic_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_MODEL = REPO_ROOT / "models" / "default"
@@ -95,6 +96,22 @@ class Settings:
     sse_replay_max: int = setting(10_000, int, "most missed readings replayed to a reconnecting SSE client")
     init_db: bool = setting(False, flag, "create a new empty database even though this data directory had one "
                             "before")
+    mqtt_url: BrokerURL | None = setting(None, parse_url, "MQTT broker to take readings from, "
+                                         "mqtt://user:pass@host:1883 or mqtts://... (unset = no MQTT ingest)")
+    mqtt_ca: Path | None = setting(None, Path, "CA certificate file for an mqtts:// broker (default: the system's)")
+    mqtt_cert: Path | None = setting(None, Path, "client certificate file for an mqtts:// broker that wants one")
+    mqtt_key: Path | None = setting(None, Path, "the client certificate's key file (if not in --mqtt-cert)")
+    mqtt_ingest_topic: str = setting("fdedge/+/reading", topic_filter, "topic filter to subscribe to; each "
+                                     "message is what POST /send takes (a JSON reading or an array)")
+    mqtt_machine_level: int | None = setting(None, int, "topic level (0 = the first) naming the machine of a "
+                                             "reading without a machine field (default: the filter's first +; "
+                                             "-1 = never from the topic)")
+    mqtt_error_topic: str | None = setting(None, topic_name, "topic refused messages are republished to, "
+                                           "with the reason (unset = only counted and logged)")
+    mqtt_client_id: str | None = setting(None, str, "MQTT client id, which names the broker's persistent session "
+                                         "(default: fdedge- and a hash of the host name and database path)")
+    mqtt_qos: int = setting(1, int, "subscription QoS: 1 = each message acknowledged once its readings are "
+                            "stored (none lost), 0 = at most once")
     log_level: str = setting("info", str, "log level", choices=("debug", "info", "warning", "error"))
     access_log: bool = setting(False, flag, "log every request (off: costs throughput on a Pi)")
 
@@ -183,8 +200,35 @@ class Settings:
             return "clock-skew must be 0-86400 seconds"
         if self.allowed_hosts is not None and not any(hosts.parse(self.allowed_hosts)):
             return "allowed-hosts lists no names (leave it unset to answer to any)"
+        mqtt = self.mqtt_problem()
+        if mqtt:
+            return mqtt
         if self.max_body_bytes < 1024 or self.max_batch_rows < 1 or self.threads < 1 or self.sse_buffer < 1:
             return "max-body-bytes >= 1024, max-batch-rows, threads and sse-buffer >= 1"
+        return None
+
+    def mqtt_problem(self) -> str | None:
+        """Checked only with --mqtt-url set: the MQTT settings mean nothing without it."""
+        if self.mqtt_url is None:
+            return None
+        if self.mqtt_qos not in (0, 1):
+            return "mqtt-qos must be 0 or 1"
+        if not self.mqtt_url.tls and (self.mqtt_ca or self.mqtt_cert or self.mqtt_key):
+            return f"mqtt-ca, mqtt-cert and mqtt-key need an mqtts:// broker, not {self.mqtt_url}"
+        if self.mqtt_key and not self.mqtt_cert:
+            return "mqtt-key needs its mqtt-cert"
+        levels = self.mqtt_ingest_topic.split("/")
+        level = self.mqtt_machine_level
+        if level is not None and not (level == -1 or 0 <= level < len(levels) and levels[level] != "#"):
+            return (f"mqtt-machine-level {level} is not a level of {self.mqtt_ingest_topic} "
+                    f"(0-{len(levels) - 1}, or -1 for none)")
+        if self.mqtt_client_id is not None and not 0 < len(self.mqtt_client_id.encode()) <= 65535:
+            return "mqtt-client-id must not be empty"
+        if self.mqtt_error_topic is not None:
+            from paho.mqtt.client import topic_matches_sub  # only with MQTT on
+            if topic_matches_sub(self.mqtt_ingest_topic, self.mqtt_error_topic):
+                return (f"mqtt-error-topic {self.mqtt_error_topic} matches mqtt-ingest-topic "
+                        f"{self.mqtt_ingest_topic}: refused messages would come back as input")
         return None
 
 

@@ -6,6 +6,8 @@ same port (a broker outage). With `users={"name": "password"}` anonymous clients
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -32,7 +34,10 @@ class Mosquitto:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def _config(self) -> Path:
-        lines = [f"listener {self.port} 127.0.0.1", "persistence false", "log_dest stderr",
+        # Started as root, mosquitto drops to the `mosquitto` user, which cannot read the password
+        # file in pytest's private tmp dir: stay the user the tests run as.
+        lines = [f"user {pwd.getpwuid(os.getuid()).pw_name}",
+                 f"listener {self.port} 127.0.0.1", "persistence false", "log_dest stderr",
                  "log_type error", "log_type warning", "max_queued_messages 100000"]
         if self.users:
             passwords = self.directory / "passwords"

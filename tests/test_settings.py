@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.plant.broker import BrokerURL
 from edge.settings import Settings
 
 
@@ -114,6 +115,15 @@ EVERY_SETTING = {
     "init_db": ("yes", True),
     "log_level": ("warning", "warning"),
     "access_log": ("on", True),
+    "mqtt_url": ("mqtt://edge:pw@broker.plant.local:1884", BrokerURL("mqtt", "broker.plant.local", 1884, "edge", "pw")),
+    "mqtt_ca": ("/etc/fdedge/ca.pem", Path("/etc/fdedge/ca.pem")),
+    "mqtt_cert": ("/etc/fdedge/edge.pem", Path("/etc/fdedge/edge.pem")),
+    "mqtt_key": ("/etc/fdedge/edge.key", Path("/etc/fdedge/edge.key")),
+    "mqtt_ingest_topic": ("plant/+/+/reading", "plant/+/+/reading"),
+    "mqtt_machine_level": ("2", 2),
+    "mqtt_error_topic": ("plant/errors", "plant/errors"),
+    "mqtt_client_id": ("line1-edge", "line1-edge"),
+    "mqtt_qos": ("0", 0),
 }
 
 
@@ -133,7 +143,8 @@ def test_every_setting_is_parsed_from_its_flag_and_its_variable():
 
 @pytest.mark.parametrize("name, text", [
     ("port", "fifty"), ("max_batch_rows", "1.5"), ("warning_threshold", "high"), ("init_db", "perhaps"),
-    ("sync", "sometimes"),
+    ("sync", "sometimes"), ("mqtt_url", "http://broker"), ("mqtt_ingest_topic", "plant/#/reading"),
+    ("mqtt_error_topic", "errors/+"),
 ])
 def test_a_bad_value_names_its_setting(capsys, name, text):
     with pytest.raises(SystemExit) as exit_:

@@ -239,7 +239,7 @@ def build(version: str) -> dict[str, Any]:
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": ok_json({"type": "object"})}}},
             "/readyz": {
                 "get": {
-                    "summary": "Readiness",
+                    "summary": "Readiness; with --mqtt-url also the broker's state (never a reason to be unready)",
                     "responses": {"200": ok_json({"type": "object"}), "503": {"description": "not ready"}},
                 }
             },

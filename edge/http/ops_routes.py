@@ -73,9 +73,11 @@ async def readyz(request: Request) -> Response:
         problems.append(f"only {free // 1024} KiB free on the database's disk{paused}")
     if problems:
         return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
-    answer = {"status": "ready", "model": app.model.name, "version": app.model.version}
+    answer: dict[str, object] = {"status": "ready", "model": app.model.name, "version": app.model.version}
     if app.integrity is not None:
         answer["integrity"] = app.integrity.state
+    if app.mqtt is not None:  # reported, never a reason to be unready: HTTP ingest works without it
+        answer["mqtt"] = app.mqtt.report()
     return JSONResponse(answer)
 
 

@@ -144,7 +144,9 @@ def _values(obj: dict, row: int) -> list:
     return values
 
 
-def from_objects(objects: list, received: str | None, ignore: frozenset[str] = frozenset()) -> Batch:
+def from_objects(objects: list, received: str | None, ignore: frozenset[str] = frozenset(),
+                 machine: str | None = None) -> Batch:
+    """`machine`: the name for readings that carry none (an MQTT topic level names it); else the default."""
     if not objects:
         raise BadRequest("the body holds no readings")
     times: list[str] = []
@@ -164,7 +166,8 @@ def from_objects(objects: list, received: str | None, ignore: frozenset[str] = f
             untimed.append(index)
         else:
             times.append(parse_time(stamp, index))
-        machines.append(parse_machine(obj.get(MACHINE_KEY), index))
+        name = obj.get(MACHINE_KEY)
+        machines.append(parse_machine(machine if name is None else name, index))
         if len(obj) != 35 + (TIME_KEY in obj) + (MACHINE_KEY in obj):
             ignored.update(k for k in obj if k not in KNOWN_KEYS and k not in ignore)
     for index, values in enumerate(rows):
@@ -194,12 +197,12 @@ def _json(data: bytes) -> object:
         raise InvalidJSON(f"the body is not valid JSON: {exc}") from None
 
 
-def parse_json(data: bytes, received: str | None) -> Batch:
+def parse_json(data: bytes, received: str | None, machine: str | None = None) -> Batch:
     body = _json(data)
     if isinstance(body, dict):
-        return from_objects([body], received=received)
+        return from_objects([body], received=received, machine=machine)
     if isinstance(body, list):
-        return from_objects(body, received=received)
+        return from_objects(body, received=received, machine=machine)
     raise InvalidReading("the body must be a JSON object (one reading) or an array of objects", row=None, field=None)
 
 
@@ -282,9 +285,10 @@ def _over(media: str, data: bytes, limit: int) -> int | None:
 
 
 def parse(content_type: str | None, data: bytes, received: str | None = None,
-          max_rows: int | None = None) -> Batch:
+          max_rows: int | None = None, machine: str | None = None) -> Batch:
     """Dispatch on the media type; a missing type is read as JSON (HTTP requires one, see ingest_routes).
-    With `max_rows`, a body holding more is refused before it is parsed."""
+    With `max_rows`, a body holding more is refused before it is parsed. `machine` (JSON only):
+    the name for readings without one."""
     media = (content_type or "application/json").split(";")[0].strip().lower()
     if max_rows is not None and media in ACCEPTED_TYPES:
         n = _over(media, data, max_rows)
@@ -293,7 +297,7 @@ def parse(content_type: str | None, data: bytes, received: str | None = None,
             raise PayloadTooLarge(f"{n} readings exceed the limit of {max_rows} per request (counted as {what} "
                                   "before parsing; nothing was stored)", limit=max_rows)
     if media in JSON_TYPES:
-        return parse_json(data, received)
+        return parse_json(data, received, machine)
     if media in NDJSON_TYPES:
         return parse_ndjson(data, received)
     if media in CSV_TYPES:

@@ -63,3 +63,28 @@ def tls_context(url: BrokerURL, ca: Path | None, cert: Path | None, key: Path | 
     elif key:
         raise ValueError("a client key without its certificate")
     return context
+
+
+def topic_filter(text: str) -> str:
+    """A subscription filter (`plant/+/+/reading`, `fdedge/#`): `+` and `#` stand alone in their
+    level, `#` only last. Checked as a setting, so a typo stops start-up instead of subscribing to nothing."""
+    levels = _levels(text, "topic filter")
+    for index, level in enumerate(levels):
+        if ("+" in level or "#" in level) and level not in ("+", "#"):
+            raise ValueError(f"level {index} ({level!r}): + and # must be a whole level, as in plant/+/reading")
+        if level == "#" and index != len(levels) - 1:
+            raise ValueError("# must be the last level (plant/#)")
+    return text
+
+
+def topic_name(text: str) -> str:
+    """A topic to publish to: no wildcards."""
+    if "+" in _levels(text, "topic") or any("+" in level or "#" in level for level in text.split("/")):
+        raise ValueError("a topic to publish to has no + or # wildcards")
+    return text
+
+
+def _levels(text: str, what: str) -> list[str]:
+    if not text or "\0" in text or len(text.encode()) > 65535:
+        raise ValueError(f"a {what} is 1-65535 bytes of UTF-8 without NUL")
+    return text.split("/")
