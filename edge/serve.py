@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class Server(uvicorn.Server):
-    """uvicorn's server, except that Ctrl-C or SIGTERM first ends every SSE stream cleanly.
+    """uvicorn's server, except that Ctrl-C or SIGTERM first ends every SSE stream (and Socket.IO
+    client) cleanly.
 
     Otherwise sse-starlette cancels each open stream mid-response and uvicorn logs an ERROR
     ("ASGI callable returned without completing response") for every dashboard connected."""
@@ -63,5 +64,5 @@ class Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         loop = self.appliance.loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self.appliance.hub.close)  # signal-safe: the loop's self-pipe
+            loop.call_soon_threadsafe(self.appliance.closing)  # signal-safe: the loop's self-pipe
         super().handle_exit(sig, frame)
