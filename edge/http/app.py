@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 from edge.appliance import Appliance
 from edge.errors import FDEdgeError, Unauthorized
 from edge.http import alarm_routes, event_routes, ingest_routes, openapi, ops_routes, read_routes
-from edge.http.auth import TokenAuth
+from edge.http.auth import TokenAuth, drop_query_token
 from edge.http.hosts import BadHost, HostCheck
 from edge.http.responses import EXCEPTION_HANDLERS, error_response, internal_error
 from edge.http.send_deadline import SendDeadline
@@ -78,7 +78,9 @@ class App(Starlette):
             return
         bridge = self.state.appliance.socketio
         assert bridge is not None
-        if self.auth is not None and not self.auth.may_read(scope) and not bridge.in_session(scope):
+        refused = self.auth is not None and not self.auth.may_read(scope) and not bridge.in_session(scope)
+        drop_query_token(scope)
+        if refused:
             await refuse(scope, receive, send, Unauthorized(
                 "a valid read token is required for Socket.IO (Authorization: Bearer <token>, the "
                 "fdedge_token cookie or ?token=)"), headers={"WWW-Authenticate": 'Bearer realm="fdedge"'})

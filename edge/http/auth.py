@@ -58,6 +58,14 @@ def query_token(scope: Scope) -> str | None:
     return values[-1] if values else None
 
 
+def drop_query_token(scope: Scope) -> None:
+    """Take `token=` out of the query once it has been checked: uvicorn's access log writes the
+    scope's query, and a token must never reach the log."""
+    query = scope.get("query_string", b"")
+    if b"token=" in query:
+        scope["query_string"] = b"&".join(p for p in query.split(b"&") if not p.startswith(b"token="))
+
+
 def matches(given: str | None, expected: str) -> bool:
     # compare_digest on bytes of equal-time compare; never short-circuits on the first mismatch
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())

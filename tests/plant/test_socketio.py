@@ -194,7 +194,8 @@ def test_a_websocket_only_client_connects_directly(server_factory, linear_model)
 # -- access -----------------------------------------------------------------------------------------
 
 def test_with_a_read_token_a_client_needs_it_by_header_cookie_or_query(server_factory, linear_model, listeners):
-    server = server_factory(linear_model[0], args=["--socketio", "--read-token", READ, "--token", INGEST]).start()
+    server = server_factory(linear_model[0], args=["--socketio", "--read-token", READ, "--token", INGEST,
+                                                   "--access-log"]).start()
     for kwargs in ({}, {"headers": {"Authorization": "Bearer wrong"}}, {"headers": {"Cookie": "fdedge_token=wrong"}}):
         with pytest.raises(socketio.exceptions.ConnectionError, match="401"):
             listeners().connect(server.url, **kwargs)
@@ -215,6 +216,12 @@ def test_with_a_read_token_a_client_needs_it_by_header_cookie_or_query(server_fa
     ws = WebSocket(server.port, f"/socket.io/?EIO=4&transport=websocket&token={READ}")
     assert ws.status == 101
     ws.close()
+    for listener in allowed:
+        listener.close()
+    server.stop()
+    log = server.read_log()
+    assert "GET /socket.io/?" in log and "WebSocket /socket.io/?" in log, "the access log was off"
+    assert READ not in log and INGEST not in log and "wrong" not in log  # a query token is never logged
 
 
 def test_pages_of_other_sites_are_refused_and_listed_origins_served(server_factory, linear_model, listeners):
