@@ -41,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     http = protocol(settings.head_timeout, settings.max_connections)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, loop=loop, http=http,
                             log_level=settings.log_level, access_log=settings.access_log, server_header=False,
-                            timeout_keep_alive=30, timeout_graceful_shutdown=5)
+                            timeout_keep_alive=30, timeout_graceful_shutdown=5,
+                            # WebSockets are only Socket.IO's (--socketio): its clients send pings, and
+                            # compressing each small event for each client would cost a Pi more than it saves
+                            ws_max_size=64 * 1024, ws_per_message_deflate=False)
     quiet_logs.install()  # after uvicorn.Config, which configures uvicorn's loggers
     try:
         Server(config, appliance).run()

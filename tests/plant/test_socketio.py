@@ -175,20 +175,29 @@ def test_the_websocket_upgrade_a_browser_makes_works_and_carries_the_events(serv
         ws.close()
 
 
-def test_a_websocket_only_client_connects_directly(server_factory, linear_model):
+def test_a_websocket_only_client_connects_directly_and_gets_every_reading_of_a_batch(server_factory, linear_model):
     server = server_factory(linear_model[0], args=["--socketio"]).start()
     ws = WebSocket(server.port, "/socket.io/?EIO=4&transport=websocket")
     try:
         assert ws.status == 101 and ws.recv().startswith("0")
         ws.send("40")
         assert ws.recv().startswith("40")
-        answer = post(server.url, [reading(8), reading(9)])
-        packets = []
-        while len(socketio_events(packets)) < 2:
+        answer = post(server.url, [reading(i) for i in range(1000)])
+        packets: list[str] = []
+        while len(socketio_events(packets)) < len(answer):
             packets.append(ws.recv())
-        assert socketio_events(packets) == [["update_table", [answer[0]]], ["update_table", [answer[1]]]]
+        assert socketio_events(packets) == [["update_table", [row]] for row in answer]
     finally:
         ws.close()
+
+
+def test_the_event_is_encoded_as_python_socketios_own_encoder_does():
+    from edge.plant.socketio_bridge import EVENT, event_packet
+
+    payload = [{f"fault{i}": 0.1 * i - 3.3 for i in range(8)}]
+    own = socketio.packet.Packet(socketio.packet.EVENT, data=[EVENT, payload]).encode()
+    ours = event_packet(payload)
+    assert ours[0] == own[0] == "2" and json.loads(ours[1:]) == json.loads(own[1:]) == ["update_table", payload]
 
 
 # -- access -----------------------------------------------------------------------------------------
