@@ -6,9 +6,10 @@ import asyncio
 import logging
 import math
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -16,6 +17,7 @@ from edge.alarms.engine import AlarmChange, AlarmEngine
 from edge.alarms.notifier import Notifier
 from edge.alarms.rules import load_rules
 from edge.fdrest import FEATURE_COLUMNS
+from edge.http import origins
 from edge.http.body_deadlines import BodyDeadlines
 from edge.metrics import Metrics
 from edge.scoring import model as model_module
@@ -29,6 +31,7 @@ from edge.stream.hub import Event, Hub
 
 if TYPE_CHECKING:
     from edge.plant.mqtt_ingest import MqttIngest
+    from edge.plant.socketio_bridge import SocketIOBridge
 
 log = logging.getLogger(__name__)
 COLUMN_OF = dict(FEATURE_COLUMNS)
@@ -48,6 +51,7 @@ class Appliance:
     alarms: AlarmEngine | None = None
     notifier: Notifier | None = None
     mqtt: MqttIngest | None = None  # --mqtt-url: readings from a broker
+    socketio: SocketIOBridge | None = None  # --socketio: FD-REST's live clients
     loop: asyncio.AbstractEventLoop | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
     # Large ingest bodies are parsed here, one per core at most: apart from the reads (a read
@@ -80,6 +84,9 @@ class Appliance:
         wear = appliance.wear
         metrics.card_life_days.set_function(lambda: wear.report()["card_life_days"] or math.nan)
         writer.on_commit = appliance.publish
+        if settings.socketio:
+            appliance.socketio = socketio_bridge(settings)
+            writer.on_commit = appliance.publish_with_socketio
         writer.on_alarms = appliance.publish_alarms
         if settings.mqtt_url is not None:
             from edge.plant.mqtt_ingest import MqttIngest  # paho is loaded only with MQTT on
@@ -96,6 +103,8 @@ class Appliance:
         self.tasks.append(loop.create_task(self.deadlines.sweep_forever()))
         if self.integrity is not None:
             self.integrity.start()
+        if self.socketio is not None:
+            self.socketio.start(loop)
 
     def stop(self) -> None:
         for task in self.tasks:
@@ -109,6 +118,13 @@ class Appliance:
         self.writer.stop()
         self.readers.close()
         self.parse_pool.shutdown(wait=False, cancel_futures=True)
+
+    def closing(self) -> None:
+        """The server is shutting down (on the event loop): end every live stream now, so it does
+        not wait for them."""
+        self.hub.close()
+        if self.socketio is not None:
+            self.tasks.append(asyncio.ensure_future(self.socketio.close()))
 
     def publish(self, stored: list[Stored]) -> None:
         """Called in the writer thread after each commit; encodes each reading once per shape that
@@ -125,6 +141,13 @@ class Appliance:
             for j in range(len(b)):
                 events.append(reading(first + j, b.times[j], b.machines[j], x_rows[j], y_rows[j], shapes))
         self.loop.call_soon_threadsafe(self.hub.publish, events, shapes)
+
+    def publish_with_socketio(self, stored: list[Stored]) -> None:
+        """`publish`, then the same commit to Socket.IO (the writer's hook only with --socketio,
+        so without it the commit path has nothing more to do)."""
+        self.publish(stored)
+        assert self.socketio is not None
+        self.socketio.publish([s.faults for s in stored])
 
     def publish_alarms(self, changes: list[AlarmChange]) -> None:
         """After a commit (writer thread) or an ack (event loop): count, wake the webhooks, tell live
@@ -155,6 +178,22 @@ class Appliance:
             "parity": m.get("parity", {}),
             "created": m.get("created"),
         }
+
+
+def socketio_bridge(settings: Settings) -> SocketIOBridge:
+    """Imported here, so python-socketio is loaded only with --socketio. Origins as for writes:
+    the appliance's own pages and --allowed-origins; clients bounded like connections."""
+    from edge.http.connections import connection_cap
+    from edge.plant.socketio_bridge import SocketIOBridge
+
+    allowed = settings.allowed_origins or frozenset()
+
+    def origin_allowed(origin: str | None, environ: Mapping[str, Any]) -> bool:
+        # None: no Origin header (scripts, sensors), which python-socketio lets through; no CORS headers then
+        return origin is not None and origins.allowed_origin(origin, environ.get("HTTP_HOST"), allowed)
+
+    return SocketIOBridge(origin_allowed, max_clients=connection_cap(settings.max_connections),
+                          backlog=settings.sse_buffer)
 
 
 def dumps(obj: object) -> bytes:

@@ -41,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     http = protocol(settings.head_timeout, settings.max_connections)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, loop=loop, http=http,
                             log_level=settings.log_level, access_log=settings.access_log, server_header=False,
-                            timeout_keep_alive=30, timeout_graceful_shutdown=5)
+                            timeout_keep_alive=30, timeout_graceful_shutdown=5,
+                            # WebSockets are only Socket.IO's (--socketio): its clients send pings, and
+                            # compressing each small event for each client would cost a Pi more than it saves
+                            ws_max_size=64 * 1024, ws_per_message_deflate=False)
     quiet_logs.install()  # after uvicorn.Config, which configures uvicorn's loggers
     try:
         Server(config, appliance).run()
@@ -51,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class Server(uvicorn.Server):
-    """uvicorn's server, except that Ctrl-C or SIGTERM first ends every SSE stream cleanly.
+    """uvicorn's server, except that Ctrl-C or SIGTERM first ends every SSE stream (and Socket.IO
+    client) cleanly.
 
     Otherwise sse-starlette cancels each open stream mid-response and uvicorn logs an ERROR
     ("ASGI callable returned without completing response") for every dashboard connected."""
@@ -63,5 +67,5 @@ class Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         loop = self.appliance.loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self.appliance.hub.close)  # signal-safe: the loop's self-pipe
+            loop.call_soon_threadsafe(self.appliance.closing)  # signal-safe: the loop's self-pipe
         super().handle_exit(sig, frame)

@@ -94,6 +94,9 @@ class Settings:
     send_timeout: float = setting(30.0, float, "seconds a client may stop reading a stream (/events, "
                                   "/generate_csv, large answers) before it is disconnected and its snapshot released")
     sse_replay_max: int = setting(10_000, int, "most missed readings replayed to a reconnecting SSE client")
+    socketio: bool = setting(False, flag, "serve Socket.IO at /socket.io/ on this port (polling and WebSocket), "
+                             "emitting FD-REST's `update_table` event for every stored reading, so FD-REST's "
+                             "pages and scripts keep working; the read token applies")
     init_db: bool = setting(False, flag, "create a new empty database even though this data directory had one "
                             "before")
     mqtt_url: BrokerURL | None = setting(None, parse_url, "MQTT broker to take readings from, "

@@ -112,6 +112,7 @@ EVERY_SETTING = {
     "threads": ("2", 2),
     "sse_buffer": ("1024", 1024),
     "sse_replay_max": ("500", 500),
+    "socketio": ("on", True),
     "init_db": ("yes", True),
     "log_level": ("warning", "warning"),
     "access_log": ("on", True),

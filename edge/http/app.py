@@ -18,34 +18,47 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from edge.appliance import Appliance
-from edge.errors import FDEdgeError
+from edge.errors import FDEdgeError, Unauthorized
 from edge.http import alarm_routes, event_routes, ingest_routes, openapi, ops_routes, read_routes
-from edge.http.auth import TokenAuth
-from edge.http.hosts import HostCheck
+from edge.http.auth import TokenAuth, drop_query_token
+from edge.http.hosts import BadHost, HostCheck
 from edge.http.responses import EXCEPTION_HANDLERS, error_response, internal_error
 from edge.http.send_deadline import SendDeadline
 from edge.settings import Settings
 from edge.store import backfill, retention
 
 log = logging.getLogger(__name__)
+SOCKETIO_PATH = "/socket.io"  # Flask-SocketIO's, which FD-REST's pages connect to
 
 
 class App(Starlette):
-    """Starlette, except that POST /send goes straight to the ingest app.
+    """Starlette, except that POST /send goes straight to the ingest app, and /socket.io/ (with
+    --socketio) straight to edge.plant.socketio_bridge.
 
     Ingest is the one path sensors hit thousands of times a second; Starlette's error and
     routing layers (two middlewares, a route scan, an exception wrapper) are a measurable share of
     its time in the app.
     The shortcut keeps what those layers do for this path: the host and token checks (a request
-    either refuses takes the normal way, which answers 400 or 401) and one JSON error mapping."""
+    either refuses takes the normal way, which answers 400 or 401) and one JSON error mapping.
+
+    Socket.IO is no route: its polling POSTs are reads (they carry only pings and the namespace
+    connect), which the token middleware would take for writes, and its WebSocket never reaches
+    Starlette's HTTP layers. The host check and the read token (`may_read`: header, cookie or
+    `?token=`, when a session opens) are applied here instead; origins by python-socketio
+    (edge.appliance's `socketio_bridge`)."""
 
     auth: TokenAuth | None = None
     hosts: HostCheck | None = None
+    socketio = False  # --socketio: /socket.io/ is served
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or scope["path"] != "/send" or scope["method"] != "POST"
                 or (self.hosts is not None and not self.hosts.allowed(scope))
                 or (self.auth is not None and not self.auth.allowed(scope))):
+            if self.socketio and scope["type"] != "lifespan" and (
+                    scope["path"] == SOCKETIO_PATH or scope["path"].startswith(SOCKETIO_PATH + "/")):
+                await self.socket_io(scope, receive, send)
+                return
             await super().__call__(scope, receive, send)
             return
         scope["app"] = self
@@ -55,6 +68,24 @@ class App(Starlette):
             await error_response(exc)(scope, receive, send)
         except Exception:  # as ServerErrorMiddleware: logged, a JSON 500, no traceback out
             await internal_error("POST", "/send")(scope, receive, send)
+
+    async def socket_io(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from edge.plant.socketio_bridge import refuse
+
+        if self.hosts is not None and not self.hosts.allowed(scope):
+            await refuse(scope, receive, send, BadHost("the Host header is not a name this appliance answers to "
+                                                       "(--allowed-hosts)", field="Host"))
+            return
+        bridge = self.state.appliance.socketio
+        assert bridge is not None
+        refused = self.auth is not None and not self.auth.may_read(scope) and not bridge.in_session(scope)
+        drop_query_token(scope)
+        if refused:
+            await refuse(scope, receive, send, Unauthorized(
+                "a valid read token is required for Socket.IO (Authorization: Bearer <token>, the "
+                "fdedge_token cookie or ?token=)"), headers={"WWW-Authenticate": 'Bearer realm="fdedge"'})
+            return
+        await bridge(scope, receive, send)
 
 
 def create_app(settings: Settings, appliance: Appliance | None = None) -> Starlette:
@@ -77,6 +108,8 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
         try:
             yield
         finally:
+            if built.socketio is not None:
+                await built.socketio.close()
             built.stop()
 
     spec = None
@@ -128,4 +161,5 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
         app.auth = TokenAuth(app.router, token=settings.token, read_token=settings.read_token)
     if settings.allowed_hosts:
         app.hosts = HostCheck(app.router, settings.allowed_hosts)
+    app.socketio = settings.socketio
     return app

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 from http.cookies import SimpleCookie
+from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -51,6 +52,20 @@ def presented(scope: Scope, cookie_ok: bool = True) -> str | None:
     return cookie
 
 
+def query_token(scope: Scope) -> str | None:
+    """`?token=` (the last one given)."""
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
+    return values[-1] if values else None
+
+
+def drop_query_token(scope: Scope) -> None:
+    """Take `token=` out of the query once it has been checked: uvicorn's access log writes the
+    scope's query, and a token must never reach the log."""
+    query = scope.get("query_string", b"")
+    if b"token=" in query:
+        scope["query_string"] = b"&".join(p for p in query.split(b"&") if not p.startswith(b"token="))
+
+
 def matches(given: str | None, expected: str) -> bool:
     # compare_digest on bytes of equal-time compare; never short-circuits on the first mismatch
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
@@ -73,6 +88,15 @@ class TokenAuth:
             return self.token is None or matches(given, self.token)
         if self.read_token is None:
             return True
+        return matches(given, self.read_token) or (self.token is not None and matches(given, self.token))
+
+    def may_read(self, scope: Scope) -> bool:
+        """A read outside the routes (Socket.IO, edge.plant.socketio_bridge), whatever its method:
+        the header, the cookie, or a `token=` query parameter, which is all a browser's WebSocket
+        or a Socket.IO script's URL can carry."""
+        if self.read_token is None:
+            return True
+        given = presented(scope) or query_token(scope)
         return matches(given, self.read_token) or (self.token is not None and matches(given, self.token))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -61,13 +61,15 @@ def _same_host(origin_key_text: str, host: str) -> bool:
     return origin_name == name and int(origin_port) in ((port,) if port else (80, 443))
 
 
-def check(origin: str | None, host: str | None, allowed: frozenset[str] = frozenset()) -> None:
-    """Raise Forbidden unless `origin` is absent, this server itself (the `Host` the request came
-    to) or listed in `allowed`."""
-    if origin is None:
-        return
+def allowed_origin(origin: str, host: str | None, allowed: frozenset[str] = frozenset()) -> bool:
+    """`origin` is this server itself (the `Host` the request came to) or listed in `allowed`."""
     key = origin_key(origin)
-    if key is not None and (key in allowed or _same_host(key, host or "")):
+    return key is not None and (key in allowed or _same_host(key, host or ""))
+
+
+def check(origin: str | None, host: str | None, allowed: frozenset[str] = frozenset()) -> None:
+    """Raise Forbidden unless `origin` is absent, this server itself or listed in `allowed`."""
+    if origin is None or allowed_origin(origin, host, allowed):
         return
     raise Forbidden(f"writes from another site are refused (Origin {origin[:100]!r}); "
                     "a page on another host needs --allowed-origins", reason="cross_origin",
