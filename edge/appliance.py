@@ -7,7 +7,9 @@ import logging
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -17,14 +19,19 @@ from edge.alarms.rules import load_rules
 from edge.fdrest import FEATURE_COLUMNS
 from edge.http.body_deadlines import BodyDeadlines
 from edge.metrics import Metrics
+from edge.plant.latest import Latest
+from edge.plant.machine_metrics import MachineCollector
 from edge.scoring import model as model_module
 from edge.scoring.model import Model
 from edge.settings import Settings
-from edge.store.database import Readers
+from edge.store.database import Readers, connect
 from edge.store.integrity import IntegrityCheck
 from edge.store.wear import Wear
 from edge.store.writer import Stored, Writer
 from edge.stream.hub import Event, Hub
+
+if TYPE_CHECKING:
+    from edge.plant.modbus import ModbusServer
 
 log = logging.getLogger(__name__)
 COLUMN_OF = dict(FEATURE_COLUMNS)
@@ -43,6 +50,8 @@ class Appliance:
     wear: Wear | None = None
     alarms: AlarmEngine | None = None
     notifier: Notifier | None = None
+    latest: Latest | None = None  # each machine's newest reading, for Modbus and /metrics
+    modbus: ModbusServer | None = None
     loop: asyncio.AbstractEventLoop | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
     # Large ingest bodies are parsed here, one per core at most: apart from the reads (a read
@@ -76,7 +85,24 @@ class Appliance:
         metrics.card_life_days.set_function(lambda: wear.report()["card_life_days"] or math.nan)
         writer.on_commit = appliance.publish
         writer.on_alarms = appliance.publish_alarms
+        appliance.build_plant()
         return appliance
+
+    def build_plant(self) -> None:
+        """The per-machine table, its /metrics gauges and the Modbus server, as far as they are on."""
+        s = self.settings
+        if s.modbus_port is None and not s.machine_metrics:
+            return  # nothing added to the writer's commit path
+        latest = self.latest = Latest(s.max_machines, s.warning_threshold, s.alarm_threshold, s.stale_after)
+        with closing(connect(s.db_path, readonly=True)) as conn:
+            latest.load(conn)
+        self.writer.on_machines_gone = latest.forget
+        if s.machine_metrics:
+            self.metrics.registry.register(MachineCollector(latest))
+        if s.modbus_port is not None:
+            from edge.plant.modbus import ModbusServer  # imports pymodbus: only when asked for
+            self.modbus = ModbusServer(latest, s.modbus_host or s.host, s.modbus_port, s.modbus_machines)
+            self.modbus.check_port()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -86,6 +112,15 @@ class Appliance:
         self.tasks.append(loop.create_task(self.deadlines.sweep_forever()))
         if self.integrity is not None:
             self.integrity.start()
+
+    async def open_ports(self) -> None:
+        """Servers on the event loop beside HTTP (Modbus); StartupError when one cannot listen."""
+        if self.modbus is not None:
+            await self.modbus.start()
+
+    async def close_ports(self) -> None:
+        if self.modbus is not None:
+            await self.modbus.stop()
 
     def stop(self) -> None:
         for task in self.tasks:
@@ -102,6 +137,8 @@ class Appliance:
         """Called in the writer thread after each commit; encodes each reading once per shape that
         a connected client wants, and nothing when nobody listens."""
         self.metrics.ingested.inc(sum(len(s.batch) for s in stored))
+        if self.latest is not None:
+            self.latest.add(stored)
         shapes = self.hub.shapes()
         if not shapes or self.loop is None:
             return
@@ -117,6 +154,8 @@ class Appliance:
     def publish_alarms(self, changes: list[AlarmChange]) -> None:
         """After a commit (writer thread) or an ack (event loop): count, wake the webhooks, tell live
         clients. Alarm events go out after the readings of the same commit (one FIFO via the loop)."""
+        if self.latest is not None:
+            self.latest.alarms_changed(changes)
         notify = [c for c in changes if c.notify]
         for c in notify:
             self.metrics.alarm_events.labels(event=c.kind, severity=c.severity).inc()

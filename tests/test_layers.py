@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-ROOMS_BELOW_HTTP = ("store", "stream", "alarms", "scoring", "ingest")
+ROOMS_BELOW_HTTP = ("store", "stream", "alarms", "scoring", "ingest", "plant")
 ABOVE_THE_ROOMS = ("edge.http", "edge.appliance", "edge.serve", "edge.demo", "edge.cli")
 
 

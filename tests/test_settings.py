@@ -114,6 +114,11 @@ EVERY_SETTING = {
     "init_db": ("yes", True),
     "log_level": ("warning", "warning"),
     "access_log": ("on", True),
+    "modbus_port": ("5020", 5020),
+    "modbus_host": ("127.0.0.1", "127.0.0.1"),
+    "modbus_machines": (" press-1, lathe ,press-2", ("press-1", "lathe", "press-2")),
+    "stale_after": ("300", 300.0),
+    "machine_metrics": ("on", True),
 }
 
 

@@ -54,8 +54,8 @@ def test_the_newest_reading_of_each_machine_is_on_metrics(server_factory, linear
 def test_at_most_max_machines_and_a_machine_retention_removed_goes(server_factory, linear_model):
     server = server_factory(linear_model[0], args=["--max-machines", "2", "--retention-days", "1",
                                                    "--retention-interval", "0.2"]).start()
-    server.send(reading(1, machine="current", Time=ago(0)))
-    server.send(reading(2, machine="ancient", Time=ago(3 * 86400)))  # retention removes it soon
+    server.send(reading(2, machine="ancient", Time=ago(3 * 86400)))  # retention removes it once...
+    server.send(reading(1, machine="current", Time=ago(0)))  # ...a newer reading dates the cut
     status, _ = server.request("POST", "/send", reading(3, machine="third", Time=ago(0)))
     seen = machines(scrape(server.url))
     assert status in (200, 422) and len(seen) <= 2 and "current" in seen

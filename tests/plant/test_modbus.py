@@ -81,7 +81,9 @@ def test_every_write_is_refused_and_changes_nothing(server_factory, linear_model
                        ("write_coil", (0, True)), ("write_coils", (0, [True, False]))):
         assert exception_code(port, call, *args, device_id=1) == ExcCodes.ILLEGAL_FUNCTION, call
     assert exception_code(port, "read_coils", 0, count=8, device_id=1) == ExcCodes.ILLEGAL_FUNCTION
-    assert exception_code(port, "diag_force_listen_only", device_id=1) == ExcCodes.ILLEGAL_FUNCTION
+    assert exception_code(port, "diag_force_listen_only", device_id=1,
+                          no_response_expected=False) == ExcCodes.ILLEGAL_FUNCTION
+    assert exception_code(port, "diag_clear_counters", device_id=1) == ExcCodes.ILLEGAL_FUNCTION
     assert registers(port, 1, 0, 10) == before  # and it still answers: listen-only was refused too
     assert server.running
 
