@@ -8,6 +8,7 @@ import math
 import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,16 +21,19 @@ from edge.fdrest import FEATURE_COLUMNS
 from edge.http import origins
 from edge.http.body_deadlines import BodyDeadlines
 from edge.metrics import Metrics
+from edge.plant.latest import Latest
+from edge.plant.machine_metrics import MachineCollector
 from edge.scoring import model as model_module
 from edge.scoring.model import Model
 from edge.settings import Settings
-from edge.store.database import Readers
+from edge.store.database import Readers, connect
 from edge.store.integrity import IntegrityCheck
 from edge.store.wear import Wear
 from edge.store.writer import Stored, Writer
 from edge.stream.hub import Event, Hub
 
 if TYPE_CHECKING:
+    from edge.plant.modbus import ModbusServer
     from edge.plant.mqtt_ingest import MqttIngest
     from edge.plant.socketio_bridge import SocketIOBridge
 
@@ -52,6 +56,8 @@ class Appliance:
     notifier: Notifier | None = None
     mqtt: MqttIngest | None = None  # --mqtt-url: readings from a broker
     socketio: SocketIOBridge | None = None  # --socketio: FD-REST's live clients
+    latest: Latest | None = None  # each machine's newest reading, for Modbus and /metrics
+    modbus: ModbusServer | None = None
     loop: asyncio.AbstractEventLoop | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
     # Large ingest bodies are parsed here, one per core at most: apart from the reads (a read
@@ -91,7 +97,24 @@ class Appliance:
         if settings.mqtt_url is not None:
             from edge.plant.mqtt_ingest import MqttIngest  # paho is loaded only with MQTT on
             appliance.mqtt = MqttIngest(settings, writer, metrics.registry)
+        appliance.build_plant()
         return appliance
+
+    def build_plant(self) -> None:
+        """The per-machine table, its /metrics gauges and the Modbus server, as far as they are on."""
+        s = self.settings
+        if s.modbus_port is None and not s.machine_metrics:
+            return  # nothing added to the writer's commit path
+        latest = self.latest = Latest(s.max_machines, s.warning_threshold, s.alarm_threshold, s.stale_after)
+        with closing(connect(s.db_path, readonly=True)) as conn:
+            latest.load(conn)
+        self.writer.on_machines_gone = latest.forget
+        if s.machine_metrics:
+            self.metrics.registry.register(MachineCollector(latest))
+        if s.modbus_port is not None:
+            from edge.plant.modbus import ModbusServer  # imports pymodbus: only when asked for
+            self.modbus = ModbusServer(latest, s.modbus_host or s.host, s.modbus_port, s.modbus_machines)
+            self.modbus.check_port()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -105,6 +128,18 @@ class Appliance:
             self.integrity.start()
         if self.socketio is not None:
             self.socketio.start(loop)
+
+    async def open_ports(self) -> None:
+        """Servers on the event loop beside HTTP (Modbus); StartupError when one cannot listen."""
+        if self.modbus is not None:
+            await self.modbus.start()
+
+    async def close_ports(self) -> None:
+        """The listeners of the plant's protocols, closed on the event loop before the writer stops."""
+        if self.socketio is not None:
+            await self.socketio.close()
+        if self.modbus is not None:
+            await self.modbus.stop()
 
     def stop(self) -> None:
         for task in self.tasks:
@@ -130,6 +165,8 @@ class Appliance:
         """Called in the writer thread after each commit; encodes each reading once per shape that
         a connected client wants, and nothing when nobody listens."""
         self.metrics.ingested.inc(sum(len(s.batch) for s in stored))
+        if self.latest is not None:
+            self.latest.add(stored)
         shapes = self.hub.shapes()
         if not shapes or self.loop is None:
             return
@@ -152,6 +189,8 @@ class Appliance:
     def publish_alarms(self, changes: list[AlarmChange]) -> None:
         """After a commit (writer thread) or an ack (event loop): count, wake the webhooks, tell live
         clients. Alarm events go out after the readings of the same commit (one FIFO via the loop)."""
+        if self.latest is not None:
+            self.latest.alarms_changed(changes)
         notify = [c for c in changes if c.notify]
         for c in notify:
             self.metrics.alarm_events.labels(event=c.kind, severity=c.severity).inc()

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from edge.fdrest import MAX_MACHINE_LEN
 from edge.http import hosts, origins
 from edge.plant.broker import BrokerURL, parse_url, topic_filter, topic_name
 
@@ -19,6 +20,17 @@ BUNDLED_WEB = REPO_ROOT / "web"
 
 def _env_name(name: str) -> str:
     return "FDEDGE_" + name.upper()
+
+
+MODBUS_UNITS = 247  # Modbus unit ids 1-247; 0 is broadcast, 248-255 are reserved
+
+
+def machine_list(text: str, limit: int) -> tuple[str, ...] | None:
+    """Comma-separated machine names, in order, each once; empty = unset."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if len(set(names)) != len(names) or len(names) > limit or any(len(n) > MAX_MACHINE_LEN for n in names):
+        raise ValueError(text)
+    return names or None
 
 
 def flag(text: str) -> bool:
@@ -115,6 +127,16 @@ class Settings:
                                          "(default: fdedge- and a hash of the host name and database path)")
     mqtt_qos: int = setting(1, int, "subscription QoS: 1 = each message acknowledged once its readings are "
                             "stored (none lost), 0 = at most once")
+    modbus_port: int | None = setting(None, int, "TCP port of the read-only Modbus TCP server for PLCs and SCADA "
+                                      "(docs/MODBUS.md; 502 is Modbus's own, which needs root); unset = off")
+    modbus_host: str | None = setting(None, str, "address the Modbus server listens on (default: --host)")
+    modbus_machines: tuple[str, ...] | None = setting(
+        None, lambda text: machine_list(text, MODBUS_UNITS), "comma-separated machine names: unit id 1 is the "
+        "first, and so on (at most 247); unset = the order machines were first seen, as many as --max-machines")
+    stale_after: float = setting(0.0, float, "seconds without a reading after which a machine's state is stale "
+                                 "(3) on Modbus and /metrics; 0 = never")
+    machine_metrics: bool = setting(True, flag, "per-machine gauges on /metrics (newest faults, state, time of the "
+                                    "newest reading): 10 series a machine, at most --max-machines machines")
     log_level: str = setting("info", str, "log level", choices=("debug", "info", "warning", "error"))
     access_log: bool = setting(False, flag, "log every request (off: costs throughput on a Pi)")
 
@@ -199,6 +221,12 @@ class Settings:
             return "head-timeout must be more than 0 and at most 3600 seconds, max-connections >= 1"
         if not 0 < self.send_timeout <= 3600:
             return "send-timeout must be more than 0 and at most 3600 seconds"
+        if self.modbus_port is not None and not 0 < self.modbus_port < 65536:
+            return f"modbus-port {self.modbus_port} is out of range"
+        if self.modbus_port == self.port:
+            return "modbus-port must differ from port (HTTP)"
+        if not 0 <= self.stale_after <= 10 * 365 * 86400:
+            return "stale-after must be 0 (never) or a number of seconds"
         if not 0 <= self.clock_skew <= 86400:
             return "clock-skew must be 0-86400 seconds"
         if self.allowed_hosts is not None and not any(hosts.parse(self.allowed_hosts)):

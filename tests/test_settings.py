@@ -125,6 +125,11 @@ EVERY_SETTING = {
     "mqtt_error_topic": ("plant/errors", "plant/errors"),
     "mqtt_client_id": ("line1-edge", "line1-edge"),
     "mqtt_qos": ("0", 0),
+    "modbus_port": ("5020", 5020),
+    "modbus_host": ("127.0.0.1", "127.0.0.1"),
+    "modbus_machines": (" press-1, lathe ,press-2", ("press-1", "lathe", "press-2")),
+    "stale_after": ("300", 300.0),
+    "machine_metrics": ("on", True),
 }
 
 

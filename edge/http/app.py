@@ -95,6 +95,11 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         built = appliance or Appliance.build(settings)
         built.start(asyncio.get_running_loop())
+        try:
+            await built.open_ports()
+        except BaseException:
+            built.stop()
+            raise
         built.tasks.append(asyncio.create_task(retention.run(built.writer, settings, built.metrics)))
         built.tasks.append(asyncio.create_task(backfill.run(built.writer)))
         # What start-up made (modules, the model, the app) lives as long as the process: frozen,
@@ -108,8 +113,7 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
         try:
             yield
         finally:
-            if built.socketio is not None:
-                await built.socketio.close()
+            await built.close_ports()
             built.stop()
 
     spec = None

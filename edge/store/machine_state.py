@@ -67,18 +67,18 @@ def record(conn: sqlite3.Connection, first_id: int, times: list[str], machines: 
     return list(spans)
 
 
-def forget(conn: sqlite3.Connection, table: str, deleted: Counter[str]) -> int:
+def forget(conn: sqlite3.Connection, table: str, deleted: Counter[str]) -> list[str]:
     """After retention deleted `deleted[machine]` readings in the open transaction: counts drop,
-    first times move up (one index probe each), machines left without readings go. Returns how
-    many machines went."""
-    gone = 0
+    first times move up (one index probe each), machines left without readings go. Returns the
+    machines that went."""
+    gone: list[str] = []
     for name, n in deleted.items():
         conn.execute(f"UPDATE {MACHINES} SET readings = max(readings - ?, 0), "
                      f"first_time = (SELECT min(time) FROM {table} WHERE machine = ?) WHERE name = ?",
                      (n, name, name))
         left = conn.execute(f"SELECT 1 FROM {table} WHERE machine = ? LIMIT 1", (name,)).fetchall()
-        if not left:
-            gone += conn.execute(f"DELETE FROM {MACHINES} WHERE name = ?", (name,)).rowcount
+        if not left and conn.execute(f"DELETE FROM {MACHINES} WHERE name = ?", (name,)).rowcount:
+            gone.append(name)
     return gone
 
 

@@ -10,6 +10,7 @@ import logging
 import sqlite3
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -42,7 +43,7 @@ class Pruned:
     """What one chunk removed: its rows, machines left without readings, minute buckets touched."""
 
     rows: int = 0
-    machines_gone: int = 0
+    machines_gone: list[str] = field(default_factory=list)
     touched: set[tuple[str, int]] = field(default_factory=set)
     seconds: float = 0.0  # how long the chunk held the writer
 
@@ -70,7 +71,7 @@ def _due(conn: sqlite3.Connection, days: float, keep_rows: int, limit: int) -> l
 
 
 def prune_chunk(conn: sqlite3.Connection, rollups: Rollups, days: float, keep_rows: int,
-                limit: int = CHUNK) -> Pruned:
+                limit: int = CHUNK, on_gone: Callable[[list[str]], None] | None = None) -> Pruned:
     """Age is measured from min(clock, newest reading), inside the same transaction as the delete,
     so a clock that jumps years ahead (dead RTC battery, bad NTP) cannot wipe the history. The
     readings, their machines' counts and the rollups they were in change together."""
@@ -83,6 +84,9 @@ def prune_chunk(conn: sqlite3.Connection, rollups: Rollups, days: float, keep_ro
         rollups.rollback()
         raise
     rollups.commit()
+    if out.machines_gone and on_gone is not None:
+        # here, in the writer thread right after the COMMIT: before any later commit brings one back
+        on_gone(out.machines_gone)
     out.seconds = time.perf_counter() - started
     return out
 
@@ -184,9 +188,9 @@ async def prune_once(writer: Writer, settings: Settings, metrics: Metrics) -> in
     while True:
         pruned: Pruned = await writer.call(
             partial(prune_chunk, rollups=writer.rollups, days=settings.retention_days,
-                    keep_rows=settings.retention_rows))
+                    keep_rows=settings.retention_rows, on_gone=writer.on_machines_gone))
         total += pruned.rows
-        gone += pruned.machines_gone
+        gone += len(pruned.machines_gone)
         touched |= pruned.touched
         if pruned.rows < CHUNK:
             break

@@ -149,6 +149,8 @@ class Writer:
                 raise StartupError(f"database {db_path}: cannot set up the alarm tables: {exc}") from None
         self.model = model
         self.on_commit = on_commit
+        # called in this thread right after retention's COMMIT removed these machines' last readings
+        self.on_machines_gone: Callable[[list[str]], None] | None = None
         self.observe = observe or (lambda name, value: None)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
