@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.plant.broker import BrokerURL
 from edge.settings import Settings
 
 
@@ -108,6 +109,14 @@ EVERY_SETTING = {
     "card_size_gb": ("32", 32.0),
     "card_pe_cycles": ("3000", 3000),
     "sync": ("normal", "normal"),
+    "uplink_url": ("mqtt://edge:secret@central.plant.local:1884", BrokerURL("mqtt", "central.plant.local", 1884,
+                                                                           "edge", "secret")),
+    "uplink_ca": ("/etc/fdedge/ca.pem", Path("/etc/fdedge/ca.pem")),
+    "uplink_cert": ("/etc/fdedge/edge.pem", Path("/etc/fdedge/edge.pem")),
+    "uplink_key": ("/etc/fdedge/edge.key", Path("/etc/fdedge/edge.key")),
+    "uplink_topic_prefix": ("acme/berlin/line1", "acme/berlin/line1"),
+    "appliance_id": ("edge-07", "edge-07"),
+    "uplink_backlog_rows": ("50000", 50_000),
     "threads": ("2", 2),
     "sse_buffer": ("1024", 1024),
     "sse_replay_max": ("500", 500),
