@@ -56,8 +56,9 @@ def topic_level(machine: str) -> str:
 class Encoder:
     """Builds the uplink's messages (topic, payload bytes); runs in the uplink's thread, never the writer's."""
 
-    def __init__(self, prefix: str, appliance: str, model_version: str) -> None:
+    def __init__(self, prefix: str, appliance: str, model_version: str, database: str = "") -> None:
         self.prefix, self.appliance, self.model_version = prefix, appliance, model_version
+        self.database = database  # fdedge_meta's database_id: a new file (row ids from 1 again) is told apart
         self.alarm_topic = f"{prefix}/{appliance}/alarms"
         self._topics: dict[str, str] = {}
 
@@ -79,14 +80,15 @@ class Encoder:
         if quality is not None:
             for row, q in zip(rows, quality, strict=True):
                 row["quality"] = q
-        return orjson.dumps({"appliance": a, "machine": machine, "model_version": self.model_version,
-                             "features": FEATURES, "faults": FAULTS, "readings": rows})
+        return orjson.dumps({"appliance": a, "database": self.database, "machine": machine,
+                             "model_version": self.model_version, "features": FEATURES, "faults": FAULTS,
+                             "readings": rows})
 
     def alarm(self, event: dict[str, Any]) -> bytes:
         """An alarm change as the webhooks get it (edge.alarms.engine.AlarmChange.event), with its key."""
         alarm = event.get("alarm") or {}
         return orjson.dumps({"key": f"{self.appliance}:{alarm.get('id')}:{event.get('event')}",
-                             "appliance": self.appliance, **event})
+                             "appliance": self.appliance, "database": self.database, **event})
 
 
 def split_by_machine(machines: Sequence[str]) -> dict[str, list[int]]:

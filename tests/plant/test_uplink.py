@@ -97,6 +97,9 @@ def test_every_stored_reading_arrives_with_the_databases_values(server_factory, 
                                                    f"{PREFIX}/{APPLIANCE}/line_2__/readings"}
     per_machine_in_order(central.readings())
     batches = [m for topic, m in central.messages if topic.endswith("/readings")]
+    with sqlite3.connect(server.data_dir / "sensor_data.db") as conn:
+        database = conn.execute("SELECT value FROM fdedge_meta WHERE key = 'database_id'").fetchone()[0]
+    assert {m["database"] for m in batches} == {database} and {m["appliance"] for m in batches} == {APPLIANCE}
     assert all(m["features"] == list(FEATURES) and m["faults"] == list(FAULTS) for m in batches)
     assert max(len(m["readings"]) for m in batches) <= 250
     assert len(batches) < len(db) / 5, "readings go in batches, not one message each"
