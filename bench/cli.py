@@ -24,7 +24,7 @@ from bench.common import (
     sample_readings,
 )
 
-SECTIONS = ("inference", "http", "resources", "sse", "scale")
+SECTIONS = ("inference", "http", "resources", "sse", "scale", "uplink")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m bench: no converted model in {model_dir} (manifest.json missing); "
               f"run `make convert` or pass --model-dir", file=sys.stderr)
         return 2
-    if {"http", "sse"} & set(sections):
+    if {"http", "sse", "uplink"} & set(sections):
         from bench.loadgen import wrk_path
         try:
             wrk_path()
@@ -129,13 +129,14 @@ def main(argv: list[str] | None = None) -> int:
                 results[name] = {"error": f"{type(exc).__name__}: {exc}"}
                 traceback.print_exc()
 
-        from bench import http, inference, resources, scale, sse
+        from bench import http, inference, resources, scale, sse, uplink
         try:
             section("inference", lambda: inference.run(model_dir, keras_path, plan.rounds, plan.quick))
             section("http", lambda: http.run(plan, root, model_dir, readings, log, vs=vs))
             section("resources", lambda: resources.run(plan, root, model_dir, readings, log))
             section("sse", lambda: sse.run(plan, root, model_dir, readings, log))
             section("scale", lambda: scale.run(plan, root, model_dir, readings, sizes, log))
+            section("uplink", lambda: uplink.run(plan, root, model_dir, readings, log))
         except KeyboardInterrupt:
             print("interrupted; servers stopped", file=sys.stderr)
             return 130

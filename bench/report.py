@@ -22,6 +22,9 @@ TARGETS: list[tuple[str, tuple[str, ...], str, float, str]] = [
     ("process start to /readyz 200", ("resources", "startup_s"), "<", 1.5, "s"),
     ("ingest slowdown with 100 SSE clients of the dashboard's event shape (arrays)", ("sse", "slowdown"), "<", 0.10,
      "fraction"),
+    ("ingest slowdown with the uplink on (a real Mosquitto), single or batch", ("uplink", "slowdown"), "<", 0.10,
+     "fraction"),
+    ("server RSS after the stored readings, uplink on", ("uplink", "rss_after_bytes"), "<", 100 * MB, "bytes"),
 ]
 
 
@@ -82,7 +85,7 @@ def verdict(results: dict[str, Any], path: tuple[str, ...]) -> str:
 def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
     """(section, measurement, FD-Edge, yardstick, ratio, target) for every figure."""
     out: list[tuple[str, str, str, str, str, str]] = []
-    for name in ("inference", "http", "resources", "sse"):
+    for name in ("inference", "http", "resources", "sse", "uplink"):
         if isinstance(results.get(name), dict) and "error" in results[name]:
             out.append((name, "FAILED: " + results[name]["error"].splitlines()[0][:100], "", "", "", ""))
 
@@ -200,6 +203,25 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
             out.append(("sse", f"  sending CPU µs per reading to {sse['clients']} readers: FD-Edge's added "
                                "(vs the pusher's)",
                         num(added), num(floor.get("sender_cpu_us_per_reading")), "", ""))
+    up = ok("uplink")
+    if up:
+        on, off = "edge-uplink-on", "edge-uplink-off"
+        out += [
+            ("uplink", "single POST /send req/s, uplink on (vs off)", num(up["single"][on]["rps"]),
+             num(up["single"][off]["rps"]), num(up["single_ratio"], 2), verdict(results, ("uplink", "slowdown"))),
+            ("uplink", "batch ingest readings/s, uplink on (vs off)", num(up["batch"][on]["readings_per_s"]),
+             num(up["batch"][off]["readings_per_s"]), num(up["batch_ratio"], 2), ""),
+            ("uplink", "single req/s with the uplink's broker stopped (vs off)",
+             num(up["broker_down_single"][on]["rps"]), num(up["broker_down_single"][off]["rps"]),
+             num(up["broker_down_single_ratio"], 2), f"caught up {num(up['recovered_after_outage_s'], 1)} s after"),
+            ("uplink", f"RSS after {up['stored_readings']:,} stored readings, uplink on (vs off)",
+             mb(up["rss_after_bytes"]), mb(up.get("rss_after_bytes_uplink_off")),
+             num(ratio(up["rss_after_bytes"], up.get("rss_after_bytes_uplink_off")), 2),
+             verdict(results, ("uplink", "rss_after_bytes"))),
+            ("uplink", "readings arrived at the subscriber / stored; caught up after ingest",
+             f"{num(up['arrived_readings'])} / {num(up['stored_readings'])}", "", "",
+             f"{num(up['caught_up_after_ingest_s'], 1)} s"),
+        ]
     return out
 
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 import os
+import sqlite3
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -17,6 +18,7 @@ import orjson
 from edge.alarms.engine import AlarmChange, AlarmEngine
 from edge.alarms.notifier import Notifier
 from edge.alarms.rules import load_rules
+from edge.errors import StartupError
 from edge.fdrest import FEATURE_COLUMNS
 from edge.http import origins
 from edge.http.body_deadlines import BodyDeadlines
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from edge.plant.modbus import ModbusServer
     from edge.plant.mqtt_ingest import MqttIngest
     from edge.plant.socketio_bridge import SocketIOBridge
+    from edge.plant.uplink import Uplink
 
 log = logging.getLogger(__name__)
 COLUMN_OF = dict(FEATURE_COLUMNS)
@@ -58,6 +61,7 @@ class Appliance:
     socketio: SocketIOBridge | None = None  # --socketio: FD-REST's live clients
     latest: Latest | None = None  # each machine's newest reading, for Modbus and /metrics
     modbus: ModbusServer | None = None
+    uplink: Uplink | None = None
     loop: asyncio.AbstractEventLoop | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
     # Large ingest bodies are parsed here, one per core at most: apart from the reads (a read
@@ -98,6 +102,11 @@ class Appliance:
             from edge.plant.mqtt_ingest import MqttIngest  # paho is loaded only with MQTT on
             appliance.mqtt = MqttIngest(settings, writer, metrics.registry)
         appliance.build_plant()
+        if settings.uplink_url is not None:
+            appliance.uplink = build_uplink(settings, model, metrics)
+            engine.uplink = True
+        elif settings.uplink_ca or settings.uplink_cert or settings.uplink_key:
+            log.warning("uplink-ca, uplink-cert and uplink-key are ignored without uplink-url")
         return appliance
 
     def build_plant(self) -> None:
@@ -121,6 +130,8 @@ class Appliance:
         self.writer.start(loop)
         if self.mqtt is not None:
             self.mqtt.start(loop)
+        if self.uplink is not None:
+            self.uplink.start()
         if self.notifier is not None:
             self.notifier.start()
         self.tasks.append(loop.create_task(self.deadlines.sweep_forever()))
@@ -146,6 +157,8 @@ class Appliance:
             task.cancel()
         if self.mqtt is not None:
             self.mqtt.stop()  # before the writer: what it has not acknowledged, the broker sends again
+        if self.uplink is not None:
+            self.uplink.stop()
         if self.notifier is not None:
             self.notifier.stop()
         if self.integrity is not None:
@@ -167,6 +180,8 @@ class Appliance:
         self.metrics.ingested.inc(sum(len(s.batch) for s in stored))
         if self.latest is not None:
             self.latest.add(stored)
+        if self.uplink is not None:
+            self.uplink.offer(stored)
         shapes = self.hub.shapes()
         if not shapes or self.loop is None:
             return
@@ -196,6 +211,8 @@ class Appliance:
             self.metrics.alarm_events.labels(event=c.kind, severity=c.severity).inc()
         if notify and self.notifier is not None:
             self.notifier.wake()
+        if notify and self.uplink is not None:
+            self.uplink.offer_alarms()
         if not len(self.hub) or self.loop is None:
             return
         events = [Event.make(c.reading_id or 0, c.machine, "alarm", c.json()) for c in changes]
@@ -233,6 +250,35 @@ def socketio_bridge(settings: Settings) -> SocketIOBridge:
 
     return SocketIOBridge(origin_allowed, max_clients=connection_cap(settings.max_connections),
                           backlog=settings.sse_buffer)
+def build_uplink(settings: Settings, model: Model, metrics: Metrics) -> Uplink:
+    """The uplink and its metrics; imported only when --uplink-url is set (paho with it)."""
+    from edge.plant.broker import tls_context
+    from edge.plant.uplink import Uplink
+    from edge.plant.uplink_payload import default_appliance_id
+    url = settings.uplink_url
+    assert url is not None
+    try:
+        tls = tls_context(url, settings.uplink_ca, settings.uplink_cert, settings.uplink_key)
+    except (ValueError, OSError) as exc:
+        raise StartupError(f"uplink-url {url}: {exc}") from None
+    try:
+        uplink = Uplink(settings.db_path, url, tls, prefix=settings.uplink_topic_prefix,
+                        appliance=settings.appliance_id or default_appliance_id(),
+                        model_version=model.version or "", backlog_rows=settings.uplink_backlog_rows)
+    except sqlite3.Error as exc:
+        raise StartupError(f"database {settings.db_path}: cannot set up the uplink's cursor: {exc}") from None
+    metrics.gauge("fdedge_uplink_lag_rows", "Stored readings the central broker has not acknowledged yet",
+                  uplink.lag_rows)
+    metrics.gauge("fdedge_uplink_lag_seconds", "Seconds since the oldest reading the central broker has not "
+                  "acknowledged was stored (0 when none waits)", uplink.lag_seconds)
+    metrics.gauge("fdedge_uplink_connected", "1 while connected to the uplink broker", lambda: float(uplink.connected))
+    metrics.count_by_reason("fdedge_uplink_published", "Readings and alarm changes the uplink broker acknowledged",
+                            lambda: {"readings": uplink.readings.published, "alarms": uplink.alarms.published},
+                            label="kind")
+    metrics.count_by_reason("fdedge_uplink_skipped_rows", "Readings the uplink will never send, by reason: backlog "
+                            "(more than --uplink-backlog-rows waited), retention (deleted before they were sent)",
+                            lambda: uplink.skipped)
+    return uplink
 
 
 def dumps(obj: object) -> bytes:

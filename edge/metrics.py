@@ -55,10 +55,15 @@ class Metrics:
     def count_bytes_written(self, read: Callable[[], int | None]) -> None:
         self.registry.register(_BytesWritten(read))
 
-    def count_by_reason(self, name: str, documentation: str, read: Callable[[], Mapping[str, int]]) -> None:
+    def count_by_reason(self, name: str, documentation: str, read: Callable[[], Mapping[str, int]],
+                        label: str = "reason") -> None:
         """A counter kept by its owner (it must agree with a committed transaction, which a
         prometheus Counter incremented along the way would not), read at each scrape."""
-        self.registry.register(_ReasonCounter(name, documentation, read))
+        self.registry.register(_ReasonCounter(name, documentation, read, label))
+
+    def gauge(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        """A gauge its owner knows, read at each scrape."""
+        Gauge(name, documentation, registry=self.registry).set_function(read)
 
     def observe(self, name: str, seconds: float) -> None:
         (self.inference if name == "inference" else self.commit).observe(seconds)
@@ -68,11 +73,12 @@ class Metrics:
 
 
 class _ReasonCounter:
-    def __init__(self, name: str, documentation: str, read: Callable[[], Mapping[str, int]]) -> None:
-        self.name, self.documentation, self.read = name, documentation, read
+    def __init__(self, name: str, documentation: str, read: Callable[[], Mapping[str, int]],
+                 label: str = "reason") -> None:
+        self.name, self.documentation, self.read, self.label = name, documentation, read, label
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily(self.name, self.documentation, labels=["reason"])
+        family = CounterMetricFamily(self.name, self.documentation, labels=[self.label])
         for reason, count in self.read().items():
             family.add_metric([reason], count)
         yield family

@@ -12,6 +12,7 @@ from typing import Any
 from edge.fdrest import MAX_MACHINE_LEN
 from edge.http import hosts, origins
 from edge.plant.broker import BrokerURL, parse_url, topic_filter, topic_name
+from edge.plant.uplink_payload import parse_appliance_id, parse_topic_prefix
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_MODEL = REPO_ROOT / "models" / "default"
@@ -139,6 +140,24 @@ class Settings:
                                     "newest reading): 10 series a machine, at most --max-machines machines")
     log_level: str = setting("info", str, "log level", choices=("debug", "info", "warning", "error"))
     access_log: bool = setting(False, flag, "log every request (off: costs throughput on a Pi)")
+    # The uplink to a central broker (edge/plant/uplink.py, docs/FLEET.md)
+    uplink_url: BrokerURL | None = setting(
+        None, parse_url, "central MQTT broker that every stored reading and alarm change is published to "
+        "(`mqtt://user:pass@host:1883`, `mqtts://...`), QoS 1 from a durable cursor; unset = no uplink")
+    uplink_ca: Path | None = setting(None, Path, "CA certificate (PEM) an mqtts:// uplink broker's certificate "
+                                     "must chain to (default: the system's CAs)")
+    uplink_cert: Path | None = setting(None, Path, "client certificate (PEM) for an mqtts:// uplink broker that "
+                                       "wants one")
+    uplink_key: Path | None = setting(None, Path, "the client certificate's private key (PEM), unless it is in "
+                                      "the certificate file")
+    uplink_topic_prefix: str = setting("fdedge", parse_topic_prefix, "topic levels before the appliance id, "
+                                       "Unified Namespace style (`acme/berlin/line1`); topics are "
+                                       "PREFIX/APPLIANCE_ID/MACHINE/readings and PREFIX/APPLIANCE_ID/alarms")
+    appliance_id: str | None = setting(None, parse_appliance_id, "this appliance's name in uplink topics and "
+                                       "keys: 1-64 letters, digits, '.', '_', '-' (default: the host name)")
+    uplink_backlog_rows: int = setting(1_000_000, int, "most readings kept waiting for the uplink; past it the "
+                                       "oldest are skipped (the uplink sends the newest this many), counted in "
+                                       "fdedge_uplink_skipped_rows_total and logged")
 
     @property
     def db_path(self) -> Path:
@@ -234,6 +253,8 @@ class Settings:
         mqtt = self.mqtt_problem()
         if mqtt:
             return mqtt
+        if self.uplink_backlog_rows < 1:
+            return "uplink-backlog-rows must be >= 1"
         if self.max_body_bytes < 1024 or self.max_batch_rows < 1 or self.threads < 1 or self.sse_buffer < 1:
             return "max-body-bytes >= 1024, max-batch-rows, threads and sse-buffer >= 1"
         return None

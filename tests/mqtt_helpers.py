@@ -2,15 +2,19 @@
 
 `Mosquitto(dir).start()` writes its config, starts the broker and waits until it accepts
 connections; `stop()` ends it (SIGTERM, then SIGKILL), and `start()` again brings it back on the
-same port (a broker outage). With `users={"name": "password"}` anonymous clients are refused."""
+same port (a broker outage). With `users={"name": "password"}` anonymous clients are refused; with
+`persistent=True` sessions and their queued messages survive that restart (as a central broker's do).
+
+`Central`: a paho subscriber playing the central side of the uplink, unpacking its messages."""
 
 from __future__ import annotations
 
-import os
-import pwd
+import getpass
+import json
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -22,10 +26,12 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 class Mosquitto:
-    def __init__(self, directory: Path, *, users: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(self, directory: Path, *, users: dict[str, str] | None = None, port: int | None = None,
+                 persistent: bool = False) -> None:
         self.directory = directory
         self.port = port or free_port()
         self.users = users
+        self.persistent = persistent
         self.process: subprocess.Popen | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -34,11 +40,14 @@ class Mosquitto:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def _config(self) -> Path:
-        # Started as root, mosquitto drops to the `mosquitto` user, which cannot read the password
-        # file in pytest's private tmp dir: stay the user the tests run as.
-        lines = [f"user {pwd.getpwuid(os.getuid()).pw_name}",
-                 f"listener {self.port} 127.0.0.1", "persistence false", "log_dest stderr",
+        # Started as root, mosquitto drops to the `mosquitto` user, which can neither read the
+        # password file nor write its session file in pytest's private tmp dir: stay the test's user.
+        lines = [f"user {getpass.getuser()}", f"listener {self.port} 127.0.0.1", "log_dest stderr",
                  "log_type error", "log_type warning", "max_queued_messages 100000"]
+        if self.persistent:
+            lines += ["persistence true", f"persistence_location {self.directory}/", "autosave_interval 1"]
+        else:
+            lines.append("persistence false")
         if self.users:
             passwords = self.directory / "passwords"
             passwords.write_text("")
@@ -88,3 +97,55 @@ class Mosquitto:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class Central:
+    """The central side: subscribes `topic` at QoS 1 with a persistent session (what arrives while
+    it reconnects is queued for it), and unpacks the uplink's messages as they come."""
+
+    def __init__(self, broker: Mosquitto, topic: str = "#", client_id: str = "central") -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.topic = topic
+        self.messages: list[tuple[str, dict]] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda c, u, mid, rc, p: self._subscribed.set()
+        self.client.on_message = self._got
+        self.client.reconnect_delay_set(1, 1)
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.loop_start()
+        assert self._subscribed.wait(10), "the central subscriber was not subscribed in 10 s"
+
+    def _got(self, client, userdata, message) -> None:
+        with self._lock:
+            self.messages.append((message.topic, json.loads(message.payload)))
+
+    def readings(self) -> list[dict]:
+        """Every reading received, in arrival order, with its message's topic and machine."""
+        with self._lock:
+            messages = list(self.messages)
+        return [{**r, "topic": topic, "machine": m["machine"], "model_version": m["model_version"]}
+                for topic, m in messages if topic.endswith("/readings") for r in m["readings"]]
+
+    def alarms(self) -> list[dict]:
+        with self._lock:
+            return [m for topic, m in self.messages if topic.endswith("/alarms")]
+
+    def wait_for(self, condition, timeout: float = 30, what: str = "the condition") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition(self):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"{what} did not hold within {timeout} s ({len(self.messages)} messages)")
+
+    def keys(self) -> set[str]:
+        return {r["key"] for r in self.readings()}
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -25,6 +25,7 @@ from edge.alarms.tables import (
     COLUMNS,
     INSERT,
     INSERT_OUTBOX,
+    UPLINK_HOOK,
     active_alarms,
     alarm_json,
     create,
@@ -186,6 +187,7 @@ class AlarmEngine:
                  clock_skew_s: float = CLOCK_SKEW_S) -> None:
         self.rules = rules
         self.clock_skew_s = clock_skew_s
+        self.uplink = False  # also write each change to the uplink's outbox rows (edge.plant.uplink)
         self.categories = {c["fault"]: c.get("category", "") for c in catalogue}
         self._machines: dict[str, MachineRuns] = {}
         self._undo: dict[MachineRuns, Any] = {}  # machine -> its state before this transaction
@@ -436,11 +438,13 @@ class AlarmEngine:
 
     def _outbox(self, conn: sqlite3.Connection, change: AlarmChange) -> None:
         """Webhook deliveries are written with the change itself: committed together or not at all."""
-        hooks = [h for h in self.rules.webhooks if change.kind in h.events]
-        if not hooks:
+        keys = [h.key for h in self.rules.webhooks if change.kind in h.events]
+        if self.uplink:
+            keys.append(UPLINK_HOOK)
+        if not keys:
             return
         body, created = change.json(), now_text()
-        conn.executemany(INSERT_OUTBOX, [(h.key, change.kind, change.alarm_id, body, created) for h in hooks])
+        conn.executemany(INSERT_OUTBOX, [(key, change.kind, change.alarm_id, body, created) for key in keys])
 
     # -- acknowledgement (run through Writer.call, between commits) --------------------------------
 

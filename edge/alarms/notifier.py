@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edge.alarms.rules import Webhook
-from edge.alarms.tables import OUTBOX
+from edge.alarms.tables import OUTBOX, UPLINK_HOOK
 from edge.fdrest import TIME_FORMAT, now_text
 from edge.store.database import connect
 
@@ -183,7 +183,7 @@ class Notifier:
                      (hook.key, cutoff))
 
     def _report_orphans(self, conn: sqlite3.Connection) -> None:
-        keys = [h.key for h in self.webhooks]
+        keys = [h.key for h in self.webhooks] + [UPLINK_HOOK]  # the uplink's rows are its own
         n = conn.execute(f"SELECT count(*) FROM {OUTBOX} WHERE delivered_at IS NULL "
                          f"AND hook NOT IN ({','.join('?' * len(keys))})", keys).fetchone()[0]
         if n:

@@ -17,6 +17,9 @@ from edge.store.schema import TABLE
 
 ALARMS = "fdedge_alarms"
 OUTBOX = "fdedge_alarm_outbox"
+# The uplink's own rows in the outbox (webhook keys are 16 hex digits, so this one never collides):
+# its alarm changes are durable with the change's transaction, like a webhook's, and published in order.
+UPLINK_HOOK = "uplink"
 SCHEMA_VERSION = "1"
 STATES = ("active", "cleared", "all")
 

@@ -138,6 +138,7 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
         Route("/api/alarms/{alarm_id:int}/ack", alarm_routes.ack, methods=["POST"]),
         Route("/api/model", ops_routes.model),
         Route("/api/storage", ops_routes.storage),
+        Route("/api/uplink", ops_routes.uplink),
         Route("/healthz", ops_routes.healthz),
         Route("/readyz", ops_routes.readyz),
         Route("/metrics", ops_routes.metrics),

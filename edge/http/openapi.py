@@ -147,6 +147,11 @@ def build(version: str) -> dict[str, Any]:
                                    "integrity check, rollups",
                         "responses": {"200": ok_json({"type": "object"}), **common}}
             },
+            "/api/uplink": {
+                "get": {"summary": "The uplink to a central broker: state, cursor, lag in readings and seconds, "
+                                   "published and skipped counts (`enabled: false` without --uplink-url)",
+                        "responses": {"200": ok_json({"type": "object"}), **common}}
+            },
             "/api/series": {
                 "get": {
                     "summary": "Downsampled time series for charts: mean (faults: max), min and max per bucket, "

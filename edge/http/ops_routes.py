@@ -101,6 +101,12 @@ async def storage(request: Request) -> Response:
     return JSONResponse(answer)
 
 
+async def uplink(request: Request) -> Response:
+    """Where the uplink stands: connected or not, its cursor, how far behind (rows, seconds)."""
+    link = _app(request).uplink
+    return JSONResponse(link.status() if link is not None else {"enabled": False})
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size

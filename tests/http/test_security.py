@@ -347,6 +347,7 @@ SQL_INTERPOLATIONS = {
     "_READ[level]": "store.rollups: constant column lists per level",
     "_READ['minute']": "store.rollups: a constant column list",
     "'peaks' if wanted else 'NULL'": "store.counts: one of two constant column expressions",
+    "CURSOR": "plant.uplink_cursor: the cursor table's name constant",
 }
 SQL_NAMES = {  # statements passed as a variable or built by a call
     "CREATE_TABLE": "store.schema constant", "ddl": "loop over a tuple of DDL constants",
@@ -358,6 +359,7 @@ SQL_NAMES = {  # statements passed as a variable or built by a call
     "_WRITE[level]": "store.rollups: constant statements per level", "_WRITE['minute']": "store.rollups constant",
     "_WRITE['hour']": "store.rollups constant",
     "ADD_PEAKS": "store.rollups constant DDL",
+    "CREATE_CURSOR": "plant.uplink_cursor constant DDL",
 }
 
 

@@ -154,8 +154,27 @@ async function loadStorage() {
     ["Integrity check", s.integrity ? `${s.integrity.state}${s.integrity.detail ? ` (${s.integrity.detail})` : ""}` : "–"],
     ["Rollups", s.rollups.ready ? "ready" : `building from earlier readings (id ${s.rollups.backfill_next_id.toLocaleString()} of ${s.rollups.backfill_end_id.toLocaleString()})`],
   ];
+  const uplink = await uplinkFact();
+  if (uplink) facts.push(uplink);
   $("storage").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", null, k), el("dd", null, v)]));
   $("storage").classList.toggle("bad", s.integrity && s.integrity.state === "corrupt");
+}
+
+// The uplink to a central broker (/api/uplink): connected or not, and how far behind, in readings and seconds.
+async function uplinkFact() {
+  let u;
+  try {
+    u = await getJSON("/api/uplink");
+  } catch (err) {
+    return null;
+  }
+  if (!u.enabled) return null;
+  const behind = u.lag_rows
+    ? `${Number(u.lag_rows).toLocaleString()} readings behind (${Math.round(u.lag_seconds).toLocaleString()} s)`
+    : "nothing waiting";
+  const skipped = u.skipped_rows.backlog + u.skipped_rows.retention;
+  return ["Uplink", `${u.connected ? "connected to" : `${u.state}:`} ${u.broker} as ${u.appliance_id}; ${behind}` +
+    (skipped ? `; ${skipped.toLocaleString()} readings skipped (backlog bound or retention)` : "")];
 }
 
 initPage({
@@ -166,6 +185,7 @@ initPage({
   },
 });
 loadStorage();
+setInterval(loadStorage, 15000); // the uplink's lag and the card's figures move while the page is open
 
 // Default: the last 7 days, in UTC like the server's dates.
 const today = new Date(serverNow());
