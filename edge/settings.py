@@ -73,6 +73,8 @@ class Settings:
     clock_skew: float = setting(300.0, float, "seconds a reading's time may be ahead of the appliance's clock and "
                                 "still advance its machine's alarm clock; later-dated readings are stored and "
                                 "evaluated but never make correct readings after them late")
+    stale_after: float = setting(600.0, float, "seconds without a reading after which a machine is stale (greyed, "
+                                 "a `stale` alarm), or 3 times its usual interval if longer; 0 = off")
     retention_days: float = setting(0.0, float, "delete readings older than this many days (0 = keep all)")
     retention_rows: int = setting(0, int, "keep at most this many readings (0 = no limit)")
     max_db_mb: float = setting(0.0, float, "hard cap on the database size in MiB; ingest answers 503 when "
@@ -179,6 +181,8 @@ class Settings:
             return "head-timeout must be more than 0 and at most 3600 seconds, max-connections >= 1"
         if not 0 < self.send_timeout <= 3600:
             return "send-timeout must be more than 0 and at most 3600 seconds"
+        if not 0 <= self.stale_after <= 365 * 86400:
+            return "stale-after must be 0 (off) to 31536000 seconds"
         if not 0 <= self.clock_skew <= 86400:
             return "clock-skew must be 0-86400 seconds"
         if self.allowed_hosts is not None and not any(hosts.parse(self.allowed_hosts)):
