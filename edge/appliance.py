@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from edge.alarms import stale
 from edge.alarms.engine import AlarmChange, AlarmEngine
 from edge.alarms.notifier import Notifier
 from edge.alarms.rules import load_rules
@@ -74,13 +75,15 @@ class Appliance:
         """Load the model and open the database; raises StartupError with a clear reason."""
         model = model_module.load(settings.model_dir, threads=settings.threads)
         rules = load_rules(settings.alarm_rules, settings.warning_threshold, settings.alarm_threshold)
-        engine = AlarmEngine(rules, model.catalogue, clock_skew_s=settings.clock_skew)
+        engine = AlarmEngine(rules, model.catalogue, clock_skew_s=settings.clock_skew,
+                             stale_after_s=settings.stale_after)
         hub = Hub(settings.sse_buffer)
         metrics = Metrics(settings.db_path, sse_clients=lambda: len(hub))
         writer = Writer(settings.db_path, model, sync=settings.sync, init=settings.init_db,
                         max_mb=settings.max_db_mb, max_machines=settings.max_machines, observe=metrics.observe,
                         alarms=engine)
         metrics.alarms_active.set_function(lambda: engine.active_count)
+        metrics.machines_stale.set_function(lambda: len(engine.stale_machines()))
         metrics.count_by_reason("fdedge_alarm_readings_skipped",
                                 "Stored readings the alarm engine did not evaluate, by reason", lambda: engine.skipped)
         notifier = Notifier(settings.db_path, rules.webhooks, metrics=metrics) if rules.webhooks else None
@@ -114,7 +117,8 @@ class Appliance:
         s = self.settings
         if s.modbus_port is None and not s.machine_metrics:
             return  # nothing added to the writer's commit path
-        latest = self.latest = Latest(s.max_machines, s.warning_threshold, s.alarm_threshold, s.stale_after)
+        latest = self.latest = Latest(s.max_machines, s.warning_threshold, s.alarm_threshold, s.stale_after,
+                                      self.is_stale)
         with closing(connect(s.db_path, readonly=True)) as conn:
             latest.load(conn)
         self.writer.on_machines_gone = latest.forget
@@ -135,6 +139,10 @@ class Appliance:
         if self.notifier is not None:
             self.notifier.start()
         self.tasks.append(loop.create_task(self.deadlines.sweep_forever()))
+        if self.alarms is not None and self.settings.stale_after > 0:
+            self.tasks.append(loop.create_task(stale.watch(self.writer.call, self.alarms.check_stale,
+                                                           self.publish_alarms,
+                                                           stale.check_interval(self.settings.stale_after))))
         if self.integrity is not None:
             self.integrity.start()
         if self.socketio is not None:
@@ -217,6 +225,15 @@ class Appliance:
             return
         events = [Event.make(c.reading_id or 0, c.machine, "alarm", c.json()) for c in changes]
         self.loop.call_soon_threadsafe(self.hub.publish, events)
+
+    def is_stale(self, machine: str) -> bool:
+        """The machine is silent past its threshold and its `stale` alarm is active (cheap: a
+        set lookup, from any thread). False with --stale-after 0."""
+        return self.alarms is not None and self.alarms.is_stale(machine)
+
+    def stale_machines(self) -> frozenset[str]:
+        """Every machine `is_stale` holds for (cheap, from any thread)."""
+        return self.alarms.stale_machines() if self.alarms is not None else frozenset()
 
     def model_info(self) -> dict:
         m = self.model.manifest

@@ -42,6 +42,9 @@ class Metrics:
             "fdedge_disk_card_life_days", "Estimated days until the card's rated writes are used up at the write "
             "rate since start (--card-size-gb, --card-pe-cycles; NaN for the first minute)", registry=r)
         self.alarms_active = Gauge("fdedge_alarms_active", "Alarms raised and not cleared", registry=r)
+        self.machines_stale = Gauge("fdedge_machines_stale",
+                                    "Machines silent past --stale-after (or 3 x their usual interval) whose stale "
+                                    "alarm is active", registry=r)
         self.alarm_events = Counter(
             "fdedge_alarm_events",
             "Alarm changes by event (raise, escalate, clear, ack) and severity",

@@ -87,6 +87,8 @@ class Settings:
     clock_skew: float = setting(300.0, float, "seconds a reading's time may be ahead of the appliance's clock and "
                                 "still advance its machine's alarm clock; later-dated readings are stored and "
                                 "evaluated but never make correct readings after them late")
+    stale_after: float = setting(600.0, float, "seconds without a reading after which a machine is stale (greyed, "
+                                 "a `stale` alarm), or 3 times its usual interval if longer; 0 = off")
     retention_days: float = setting(0.0, float, "delete readings older than this many days (0 = keep all)")
     retention_rows: int = setting(0, int, "keep at most this many readings (0 = no limit)")
     max_db_mb: float = setting(0.0, float, "hard cap on the database size in MiB; ingest answers 503 when "
@@ -134,8 +136,6 @@ class Settings:
     modbus_machines: tuple[str, ...] | None = setting(
         None, lambda text: machine_list(text, MODBUS_UNITS), "comma-separated machine names: unit id 1 is the "
         "first, and so on (at most 247); unset = the order machines were first seen, as many as --max-machines")
-    stale_after: float = setting(0.0, float, "seconds without a reading after which a machine's state is stale "
-                                 "(3) on Modbus and /metrics; 0 = never")
     machine_metrics: bool = setting(True, flag, "per-machine gauges on /metrics (newest faults, state, time of the "
                                     "newest reading): 10 series a machine, at most --max-machines machines")
     log_level: str = setting("info", str, "log level", choices=("debug", "info", "warning", "error"))
@@ -244,8 +244,8 @@ class Settings:
             return f"modbus-port {self.modbus_port} is out of range"
         if self.modbus_port == self.port:
             return "modbus-port must differ from port (HTTP)"
-        if not 0 <= self.stale_after <= 10 * 365 * 86400:
-            return "stale-after must be 0 (never) or a number of seconds"
+        if not 0 <= self.stale_after <= 365 * 86400:
+            return "stale-after must be 0 (off) to 31536000 seconds"
         if not 0 <= self.clock_skew <= 86400:
             return "clock-skew must be 0-86400 seconds"
         if self.allowed_hosts is not None and not any(hosts.parse(self.allowed_hosts)):

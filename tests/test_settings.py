@@ -96,6 +96,7 @@ EVERY_SETTING = {
     "alarm_threshold": ("70", 70.0),
     "alarm_rules": ("/etc/fdedge/alarms.json", Path("/etc/fdedge/alarms.json")),
     "clock_skew": ("60", 60.0),
+    "stale_after": ("120", 120.0),
     "send_timeout": ("5", 5.0),
     "head_timeout": ("3", 3.0),
     "max_connections": ("200", 200),
@@ -136,7 +137,6 @@ EVERY_SETTING = {
     "modbus_port": ("5020", 5020),
     "modbus_host": ("127.0.0.1", "127.0.0.1"),
     "modbus_machines": (" press-1, lathe ,press-2", ("press-1", "lathe", "press-2")),
-    "stale_after": ("300", 300.0),
     "machine_metrics": ("on", True),
 }
 

@@ -14,12 +14,15 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from edge.alarms.rules import EVENTS, Rule, Rules
+from edge.alarms.stale import KIND as STALE
+from edge.alarms.stale import StaleAlarms
 from edge.alarms.tables import (
     ALARMS,
     COLUMNS,
@@ -184,16 +187,17 @@ class AlarmEngine:
     `setup`, `evaluate`, `commit`, `rollback` and `ack`; `active_count` may be read anywhere."""
 
     def __init__(self, rules: Rules, catalogue: Iterable[dict[str, str]] = CATALOGUE,
-                 clock_skew_s: float = CLOCK_SKEW_S) -> None:
+                 clock_skew_s: float = CLOCK_SKEW_S, stale_after_s: float = 0.0) -> None:
         self.rules = rules
         self.clock_skew_s = clock_skew_s
         self.uplink = False  # also write each change to the uplink's outbox rows (edge.plant.uplink)
+        self.stale = StaleAlarms(stale_after_s)  # alarms of kind `stale` (edge.alarms.stale)
         self.categories = {c["fault"]: c.get("category", "") for c in catalogue}
         self._machines: dict[str, MachineRuns] = {}
         self._undo: dict[MachineRuns, Any] = {}  # machine -> its state before this transaction
         self._savepoint = False
         self._active_delta = 0
-        self._stale_delta = self._error_delta = 0
+        self._late_delta = self._error_delta = 0
         self.active_count = 0  # committed active alarms
         # committed readings not evaluated, by reason (SKIP_REASONS): older than their machine's
         # last evaluated reading, or in a group whose evaluation failed (a bug, logged)
@@ -218,7 +222,9 @@ class AlarmEngine:
         create(conn)
         self._machines.clear()
         self._undo.clear()
-        active = active_alarms(conn)
+        everything = active_alarms(conn)
+        active = [rec for rec in everything if rec["kind"] != STALE]
+        self.stale.load([rec for rec in everything if rec["kind"] == STALE])
         rules = [self.rules.default, *self.rules.by_fault.values(),
                  *(r for per in self.rules.by_machine.values() for r in per.values())]
         lowest = min((r.warning for r in rules if r.enabled), default=float("inf"))
@@ -231,9 +237,11 @@ class AlarmEngine:
             st.active[FAULTS.index(rec["fault"])] = rec
             st.n_active += 1
             st.busy = True
-        self.active_count = len(active)
+        self.active_count = len(everything)
         log.info("alarm rules from %s; %d active alarm(s) on %d machine(s)", self.rules.source,
-                 self.active_count, len(names))
+                 len(active), len(names))
+        if self.stale.active:
+            log.info("%d machine(s) stale since before the restart", len(self.stale.active))
 
     def _replay(self, conn: sqlite3.Connection, st: MachineRuns) -> None:
         """Rebuild run lengths from the stored readings, in evaluation order (time, then id). Runs
@@ -302,7 +310,7 @@ class AlarmEngine:
                 elif st not in undo:
                     undo[st] = st.snapshot()
                 if t < st.last:
-                    self._stale_delta += 1
+                    self._late_delta += 1
                     continue
                 if t <= horizon:  # a sensor with a wrong clock must not make every later reading "late"
                     st.last = t
@@ -310,6 +318,9 @@ class AlarmEngine:
                     self._step(conn, st, rid, t, values, changes, peaks)
             for st, i, rid, t in peaks.values():
                 self._write_peak(conn, st, i, rid, t, changes)
+            if self.stale.active:  # a silent machine spoke again
+                self._active_delta -= self.stale.clear_heard(conn, rows, self._writes, self._record, AlarmChange,
+                                                             changes)
         except sqlite3.Error as exc:
             if isinstance(exc, sqlite3.IntegrityError):  # our state disagrees with the table: a bug
                 return self._abandon(conn, len(rows))
@@ -327,11 +338,12 @@ class AlarmEngine:
             for name in [n for n, st in self._machines.items() if not st.busy and not st.n_active]:
                 del self._machines[name]
         self._undo.clear()
+        self.stale.commit()
         self._savepoint = False
         self.active_count += self._active_delta
-        self.skipped["out_of_order"] += self._stale_delta
+        self.skipped["out_of_order"] += self._late_delta
         self.skipped["evaluation_error"] += self._error_delta
-        self._active_delta = self._stale_delta = self._error_delta = 0
+        self._active_delta = self._late_delta = self._error_delta = 0
 
     def rollback(self) -> None:
         """The writer rolled back: forget everything evaluated since the last commit."""
@@ -341,8 +353,9 @@ class AlarmEngine:
             else:
                 st.restore(snap)
         self._undo.clear()
+        self.stale.rollback()
         self._savepoint = False
-        self._active_delta = self._stale_delta = self._error_delta = 0
+        self._active_delta = self._late_delta = self._error_delta = 0
 
     def _abandon(self, conn: sqlite3.Connection, readings: int) -> list[AlarmChange]:
         log.exception("alarm evaluation failed; this group's readings are stored without alarm evaluation")
@@ -396,7 +409,7 @@ class AlarmEngine:
             "severity": severity, "raised_severity": severity, "since": st.warning_since[i], "raised_at": t,
             "raised_reading": rid, "raised_value": v, "peak": peak, "peak_at": peak_at, "peak_reading": peak_reading,
             "escalated_at": None, "escalated_reading": None, "cleared_at": None, "cleared_reading": None,
-            "acked_at": None, "acked_by": None, "ack_note": None,
+            "acked_at": None, "acked_by": None, "ack_note": None, "kind": "fault",
         }
         self._writes(conn)
         rec["id"] = conn.execute(INSERT, [rec[k] for k in COLUMNS[1:]]).lastrowid
@@ -446,6 +459,31 @@ class AlarmEngine:
         body, created = change.json(), now_text()
         conn.executemany(INSERT_OUTBOX, [(key, change.kind, change.alarm_id, body, created) for key in keys])
 
+    # -- stale machines (run through Writer.call, between commits) -----------------------------------
+
+    def check_stale(self, conn: sqlite3.Connection, now: float | None = None) -> list[AlarmChange]:
+        """Raise a `stale` alarm for each machine silent past its threshold, in its own
+        transaction with its webhook outbox rows (edge.alarms.stale)."""
+        if self.stale.stale_after <= 0:
+            return []
+        try:
+            with transaction(conn):
+                changes = self.stale.raise_due(conn, time.time() if now is None else now, self._record, AlarmChange)
+        except BaseException:
+            self.stale.rollback()
+            raise
+        self.stale.commit()
+        self.active_count += len(changes)
+        return changes
+
+    def is_stale(self, machine: str) -> bool:
+        """The machine has an active stale alarm (committed); cheap, from any thread."""
+        return machine in self.stale.machines
+
+    def stale_machines(self) -> frozenset[str]:
+        """Machines with an active stale alarm (committed); cheap, from any thread."""
+        return self.stale.machines
+
     # -- acknowledgement (run through Writer.call, between commits) --------------------------------
 
     def ack(self, conn: sqlite3.Connection, alarm_id: int, by: Any, note: Any = None) -> dict[str, Any]:
@@ -467,6 +505,9 @@ class AlarmEngine:
                          (rec["acked_at"], by, note, alarm_id))
             alarm = alarm_json(rec)
             self._outbox(conn, AlarmChange.for_ack(alarm))
+        if rec["kind"] == STALE:
+            self.stale.acked(rec)
+            return {"alarm": alarm, "replayed": False}
         st = self._machines.get(rec["machine"])
         if st is not None:
             i = FAULTS.index(rec["fault"])

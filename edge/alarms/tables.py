@@ -22,11 +22,14 @@ OUTBOX = "fdedge_alarm_outbox"
 UPLINK_HOOK = "uplink"
 SCHEMA_VERSION = "1"
 STATES = ("active", "cleared", "all")
+# fault: a fault episode (fault = fault0..7). stale: the machine fell silent (fault = "stale";
+# since = its last arrival, raised_value = seconds silent then; edge.alarms.stale).
+KINDS = ("fault", "stale")
 
 COLUMNS: tuple[str, ...] = (
     "id", "machine", "fault", "category", "severity", "raised_severity", "since", "raised_at",
     "raised_reading", "raised_value", "peak", "peak_at", "peak_reading", "escalated_at",
-    "escalated_reading", "cleared_at", "cleared_reading", "acked_at", "acked_by", "ack_note",
+    "escalated_reading", "cleared_at", "cleared_reading", "acked_at", "acked_by", "ack_note", "kind",
 )
 SELECT = ", ".join(COLUMNS)
 _TIMES = ("since", "raised_at", "peak_at", "escalated_at", "cleared_at", "acked_at")
@@ -52,7 +55,8 @@ DDL: tuple[str, ...] = (
         cleared_reading INTEGER,
         acked_at TEXT,
         acked_by TEXT,
-        ack_note TEXT)""",
+        ack_note TEXT,
+        kind TEXT NOT NULL DEFAULT 'fault')""",
     # The database itself refuses two overlapping alarms for one machine and fault.
     f"CREATE UNIQUE INDEX IF NOT EXISTS {ALARMS}_one_active ON {ALARMS}(machine, fault) WHERE cleared_at IS NULL",
     f"CREATE INDEX IF NOT EXISTS {ALARMS}_timeline ON {ALARMS}(machine, fault, raised_at)",
@@ -81,6 +85,8 @@ def create(conn: sqlite3.Connection) -> None:
     with transaction(conn):
         for ddl in DDL:
             conn.execute(ddl)
+        if "kind" not in {row[1] for row in conn.execute(f"PRAGMA table_info({ALARMS})")}:
+            conn.execute(f"ALTER TABLE {ALARMS} ADD COLUMN kind TEXT NOT NULL DEFAULT 'fault'")  # older tables
         conn.execute("INSERT OR REPLACE INTO fdedge_meta(key, value) VALUES ('alarms_schema_version', ?)",
                      (SCHEMA_VERSION,))
 
@@ -126,17 +132,20 @@ def recent_machines(conn: sqlite3.Connection, within_s: float, limit: int, peak_
 
 
 def list_alarms(conn: sqlite3.Connection, state: str = "all", machine: str | None = None,
-                fault: str | None = None, limit: int = 100, before: int | None = None) -> list[dict[str, Any]]:
+                fault: str | None = None, limit: int = 100, before: int | None = None,
+                kind: str | None = None) -> list[dict[str, Any]]:
     """Newest first; `before` (an alarm id) pages further back."""
     if state not in STATES:
         raise BadRequest(f"state must be one of {', '.join(STATES)}", field="state", valid=list(STATES))
     if fault is not None and fault not in FAULTS:
         raise BadRequest(f"unknown fault {fault[:40]!r}", field="fault", valid=list(FAULTS))
+    if kind is not None and kind not in KINDS:
+        raise BadRequest(f"unknown alarm kind {kind[:40]!r}", field="kind", valid=list(KINDS))
     where: list[str] = ["1"]
     args: list[Any] = []
     if state != "all":
         where.append("cleared_at IS NULL" if state == "active" else "cleared_at IS NOT NULL")
-    for column, value in (("machine", machine), ("fault", fault)):
+    for column, value in (("machine", machine), ("fault", fault), ("kind", kind)):
         if value is not None:
             where.append(f"{column} = ?")
             args.append(value)

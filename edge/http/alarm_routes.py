@@ -31,7 +31,8 @@ def _alarm_id(request: Request) -> int:
 
 
 async def alarms(request: Request) -> Response:
-    """GET /api/alarms?state=active|cleared|all&machine=&fault=&limit=100&before=<id> -> newest first."""
+    """GET /api/alarms?state=active|cleared|all&machine=&fault=&kind=fault|stale&limit=100&before=<id>
+    -> newest first."""
     params = request.query_params
     state = params.get("state") or "all"
     if state not in STATES:
@@ -40,7 +41,7 @@ async def alarms(request: Request) -> Response:
     limit = int_param(params, "limit", 100, 1, MAX_LIMIT)
     before = int_param(params, "before", None, 1, MAX_ID)
     readers = request.app.state.appliance.readers
-    rows = await readers.run(list_alarms, state, machine, fault, limit, before)
+    rows = await readers.run(list_alarms, state, machine, fault, limit, before, params.get("kind") or None)
     return JSONResponse({"alarms": rows})
 
 

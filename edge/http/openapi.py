@@ -139,7 +139,8 @@ def build(version: str) -> dict[str, Any]:
                 }
             },
             "/api/machines": {
-                "get": {"summary": "Machines with stored readings: count, first and last time, newest row id",
+                "get": {"summary": "Machines with stored readings: count, first and last time, newest row id; "
+                                   "last_seen (arrival, the appliance's clock), silent_s, stale",
                         "responses": {"200": ok_json({"type": "object"}), **common}}
             },
             "/api/storage": {
@@ -173,6 +174,8 @@ def build(version: str) -> dict[str, Any]:
                         _q("state", {"type": "string", "enum": ["active", "cleared", "all"]}),
                         machine,
                         _q("fault", {"type": "string", "enum": list(FAULTS)}),
+                        _q("kind", {"type": "string", "enum": ["fault", "stale"]},
+                           description="fault episodes, or machines that fell silent"),
                         _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
                         _q(
                             "before",

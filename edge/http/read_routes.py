@@ -59,7 +59,9 @@ async def latest(request: Request) -> Response:
 
 
 async def machines(request: Request) -> Response:
-    return JSONResponse({"machines": await _query(request, queries.machines)})
+    stale_after = _app(request).settings.stale_after
+    return JSONResponse({"machines": await _query(request, queries.machines, stale_after),
+                         "stale_after_s": stale_after})
 
 
 async def series(request: Request) -> Response:

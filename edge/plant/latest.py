@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -75,9 +75,11 @@ class Latest:
     in numpy arrays sized --max-machines (about 100 bytes a machine held). Written by the writer
     thread (and alarm acks on the event loop) under a lock held for a batch, read under it."""
 
-    def __init__(self, capacity: int, warning: float, alarm: float, stale_after: float = 0.0) -> None:
+    def __init__(self, capacity: int, warning: float, alarm: float, stale_after: float = 0.0,
+                 is_stale: Callable[[str], bool] | None = None) -> None:
         self.capacity = capacity  # --max-machines: the writer refuses more, this is a second bound
         self.warning, self.alarm, self.stale_after = warning, alarm, stale_after
+        self.is_stale = is_stale  # the alarm engine's verdict: silent past its threshold (edge.alarms.stale)
         self._slot: dict[str, int] = {}  # machine -> its row in the arrays
         self._order: list[str] = []  # machines in the order first seen
         self._free: list[int] = []  # rows of machines retention removed
@@ -181,6 +183,10 @@ class Latest:
         return Seen(name, newest, tuple(per.values()) if per else ())
 
     def state(self, seen: Seen, now: float | None = None) -> int:
+        """Stale when the machine's `stale` alarm is up (it went silent) or its newest reading's own
+        time is older than --stale-after (a sensor that sends, but old data)."""
+        if self.is_stale is not None and seen.newest is not None and self.is_stale(seen.name):
+            return STALE
         return seen.state(time.time() if now is None else now, self.warning, self.alarm, self.stale_after)
 
 

@@ -67,8 +67,8 @@ def history(conn: sqlite3.Connection, column: str, limit: int, machine: str | No
     return {"timestamps": [r[0] for r in rows], "values": [r[1] for r in rows]}
 
 
-def machines(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    return machine_state.listing(conn)
+def machines(conn: sqlite3.Connection, stale_after: float = 0.0) -> list[dict[str, Any]]:
+    return machine_state.listing(conn, stale_after)
 
 
 def series(conn: sqlite3.Connection, start: datetime, end: datetime, columns: list[str],

@@ -555,7 +555,8 @@ class Writer:
                                                           for k in range(len(times))])
                 peaks = y.max(axis=1)
                 # after the engine, which reads a dropped machine's last time from the previous state
-                seen = machine_state.record(conn, first, times, machines, peaks.tolist())
+                seen = machine_state.record(conn, first, times, machines, peaks.tolist(),
+                                            stale_after=self.alarms.stale.stale_after if self.alarms else 0.0)
                 new = [m for m in seen if m not in self._known_machines]
                 self.rollups.add(conn, times, machines, np.hstack((x, y)), peaks, last_id=last)
                 if self.rollups.due():

@@ -14,7 +14,7 @@ from tests.reliability_helpers import get, metric_value, post, stuck_sse_clients
 REPORT_SECTION = "hostile"
 # `python -c` with the readers' machine list broken, so GET /api/machines fails inside the app
 BROKEN_MACHINES = ("import sys, edge.store.reading_queries as q\n"
-                   "def broken(conn): raise RuntimeError('a bug in a read query')\n"
+                   "def broken(conn, *args): raise RuntimeError('a bug in a read query')\n"
                    "q.machines = broken\n"
                    "from edge.cli import main\n"
                    "sys.exit(main())")

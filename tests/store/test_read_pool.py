@@ -16,9 +16,9 @@ def test_concurrent_reads_use_at_most_the_read_threads(make_client, monkeypatch)
     import edge.store.reading_queries as queries
     original = queries.machines
 
-    def watched(conn):
+    def watched(conn, *args):
         seen.add(threading.current_thread().name)
-        return original(conn)
+        return original(conn, *args)
 
     monkeypatch.setattr(queries, "machines", watched)
     with ThreadPoolExecutor(24) as pool:

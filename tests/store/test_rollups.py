@@ -154,6 +154,12 @@ def test_retention_cuts_the_rollups_with_the_rows(make_client, settings):
         _check_counts(client, settings.db_path)
 
 
+def _backfill_committed(db) -> bool:
+    from edge.store.rollups import ready
+    with sqlite3.connect(db) as conn:
+        return ready(conn)
+
+
 def test_an_fdrest_file_is_rolled_up_nulls_and_all(tmp_path, make_client):
     db = tmp_path / "sensor_data.db"
     names = COLUMNS + FAULTS
@@ -172,6 +178,9 @@ def test_an_fdrest_file_is_rolled_up_nulls_and_all(tmp_path, make_client):
         app = client.app.state.appliance
         from tests.reliability_helpers import wait_for
         wait_for(lambda: app.writer.rollups.ready, 20, "the backfill")
+        # committed, not only done in memory (the writer sets `ready` just before its COMMIT)
+        wait_for(lambda: _backfill_committed(db), 20,
+                 "the backfill's commit")
         ans = client.get("/api/series", params={"start": START.isoformat(), "end": (START + timedelta(days=2)).isoformat(),
                                                 "metrics": "temperature,fault1", "points": 100}).json()
         assert ans["resolution"] == "minute"

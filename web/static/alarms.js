@@ -108,6 +108,18 @@ function byCleared(a, b) {
 
 const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
 
+const STALE_OBSERVED = "No reading has arrived from this machine for longer than expected.";
+const STALE_CAUSES = "The sensor, its network or power supply, or the sending program stopped; or the machine is off.";
+
+// A silence in words: "45 s", "12 min", "3.5 h", "3.2 days".
+function duration(seconds) {
+  if (!Number.isFinite(seconds)) return "–";
+  if (seconds < 60) return `${Math.round(seconds)} s`;
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min`;
+  if (seconds < 172800) return `${(seconds / 3600).toFixed(1)} h`;
+  return `${(seconds / 86400).toFixed(1)} days`;
+}
+
 // --- the panel ------------------------------------------------------------------------
 
 export class AlarmPanel {
@@ -357,12 +369,19 @@ export class AlarmPanel {
     if (a.raised_severity && a.raised_severity !== a.severity && a.escalated_at) {
       item.raised.dd.textContent += ` as ${a.raised_severity}, ${a.severity} since ${fmtTime(a.escalated_at)}`;
     }
-    item.peak.dd.replaceChildren(el("span", "mono", fmtFault(Number(a.peak))));
-    if (a.peak_at && a.peak_at !== a.raised_at) item.peak.dd.append(el("span", "muted", ` at ${fmtTime(a.peak_at)}`));
+    const stale = a.kind === "stale"; // the machine fell silent: no fault, no intensity
+    item.peak.div.firstChild.textContent = stale ? "Silent since" : "Peak";
+    if (stale) {
+      item.peak.dd.replaceChildren(fmtTime(a.since));
+      if (!active) item.peak.dd.append(el("span", "muted", ` (${duration(Number(a.peak))})`));
+    } else {
+      item.peak.dd.replaceChildren(el("span", "mono", fmtFault(Number(a.peak))));
+      if (a.peak_at && a.peak_at !== a.raised_at) item.peak.dd.append(el("span", "muted", ` at ${fmtTime(a.peak_at)}`));
+    }
     item.cleared.div.hidden = active;
     item.cleared.dd.textContent = active ? "" : fmtTime(a.cleared_at);
-    item.observed.textContent = cat.observed || "–";
-    item.causes.textContent = cat.root_causes || "–";
+    item.observed.textContent = stale ? STALE_OBSERVED : cat.observed || "–";
+    item.causes.textContent = stale ? STALE_CAUSES : cat.root_causes || "–";
     if (a.acked_at) {
       item.ack.replaceChildren(
         "Acknowledged by ", el("strong", "ack-by", a.acked_by), ` at ${fmtTime(a.acked_at)}`,

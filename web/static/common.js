@@ -129,7 +129,8 @@ function askForToken() {
   form.querySelector("input").focus();
 }
 
-// #conn shows the live stream's state: connecting | live | reconnecting | offline. The
+// #conn shows the live stream's state: connecting | live | reconnecting | offline (and the
+// "fdedge:connection" event tells the status banner). The
 // detail TOKEN_NEEDED opens the token form; UNREACHABLE puts a notice on the page until live.
 export function showConnection(state, detail = "") {
   const c = $("conn");
@@ -137,6 +138,8 @@ export function showConnection(state, detail = "") {
     if (c.dataset.state !== state) c.dataset.state = state;
     c.textContent = detail === TOKEN_NEEDED ? `${state} (${detail})` : state;
   }
+  // the status banner (status.js) says "offline" in words too
+  document.dispatchEvent(new CustomEvent("fdedge:connection", { detail: { state, detail } }));
   if (detail === TOKEN_NEEDED) askForToken();
   else if (detail === UNREACHABLE) notice("Cannot reach the appliance; reconnecting by itself.", UNREACHABLE);
   else if (state === "live") clearNotice(UNREACHABLE);

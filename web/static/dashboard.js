@@ -15,6 +15,7 @@ import {
 import { Chart, POINTS, SeriesBuffer, chartColumns, chartSpecs } from "./charts.js";
 import { LiveFeed, RateMeter } from "./live.js";
 import { AlarmPanel } from "./alarms.js";
+import { StatusBanner } from "./status.js";
 
 const RANGES = { "15m": 900, "1h": 3600, "24h": 86400, "7d": 604800 };
 
@@ -38,6 +39,7 @@ let buffer = null; // SeriesBuffer of every charted column
 const charts = [];
 
 const TITLE = document.title;
+const status = new StatusBanner({ onChange: renderStale });
 const alarms = new AlarmPanel({
   catalogue: () => S.catalogue,
   onCount: showAlarmCount,
@@ -196,10 +198,25 @@ function clearLatest() {
   for (const dd of featureCells.values()) dd.textContent = "–";
 }
 
+// The shown machine silent past its threshold: its values greyed, and how old they are.
+function renderStale() {
+  const name = S.machine ?? S.latest?.machine ?? null;
+  const stale = name !== null && status.isStale(name);
+  const seen = name !== null ? status.lastReading(name) : "";
+  for (const id of ["dominant", "faults-card", "latest-card"]) $(id).classList.toggle("is-stale", stale);
+  $("machine-seen").textContent = seen;
+  $("machine-seen").classList.toggle("is-stale", stale);
+  $("stale-note").hidden = !stale;
+  $("stale-note").textContent = stale
+    ? `${name} is silent: no reading for longer than expected. The values below are its ${seen}.`
+    : "";
+}
+
 // --- live stream -------------------------------------------------------------------
 
 function onReading(r) {
   rate.tick();
+  if (r.machine) status.heard(r.machine);
   if (r.machine && !S.machines.some((m) => m.machine === r.machine)) refreshMachines();
   S.latest = r;
   S.chartQueue.push(r);

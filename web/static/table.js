@@ -7,6 +7,7 @@ import {
   $, dominantFault, el, faultState, fmtFault, fmtNum, fmtTime, getJSON, initPage, isUnauthorized, loadModel, notice, showError,
 } from "./common.js";
 import { LiveFeed } from "./live.js";
+import { StatusBanner } from "./status.js";
 
 const MAX_ROWS = 50;
 // The features the table shows after the faults: a display choice (reading key, header).
@@ -16,8 +17,11 @@ let thresholds = null; // the model's {warning, alarm}
 let pending = [];
 let frame = 0;
 
+// Rows of machines silent past their threshold are greyed, with how old their last reading is.
+const status = new StatusBanner({ onChange: greyStale });
 const feed = new LiveFeed({
   onReading: (r) => {
+    if (r.machine) status.heard(r.machine);
     pending.push(r);
     if (pending.length > MAX_ROWS) pending = pending.slice(-MAX_ROWS);
     frame ||= requestAnimationFrame(flush);
@@ -46,6 +50,7 @@ function row(r) {
   const max = dom ? values[dom] : NaN;
   const tr = el("tr", `state-${dom ? faultState(max, thresholds) : "normal"}`);
   tr.dataset.id = r.id;
+  tr.dataset.machine = r.machine ?? "";
   const feats = r.features || {};
   tr.append(
     el("td", "l", r.id),
@@ -58,7 +63,20 @@ function row(r) {
   );
   const name = tr.children[2];
   name.title = r.machine ?? ""; // full name on hover when it is cut off
+  markStale(tr);
   return tr;
+}
+
+function markStale(tr) {
+  const stale = status.isStale(tr.dataset.machine);
+  if (tr.classList.contains("is-stale") !== stale) tr.classList.toggle("is-stale", stale);
+  const name = tr.children[2];
+  const seen = stale ? ` (stale: ${status.lastReading(tr.dataset.machine)})` : "";
+  if (name.title !== tr.dataset.machine + seen) name.title = tr.dataset.machine + seen;
+}
+
+function greyStale() {
+  for (const tr of $("rows").rows) markStale(tr);
 }
 
 // Newest on top; batch per frame so a replay of many rows is one DOM update.
