@@ -25,6 +25,8 @@ TARGETS: list[tuple[str, tuple[str, ...], str, float, str]] = [
     ("ingest slowdown with the uplink on (a real Mosquitto), single or batch", ("uplink", "slowdown"), "<", 0.10,
      "fraction"),
     ("server RSS after the stored readings, uplink on", ("uplink", "rss_after_bytes"), "<", 100 * MB, "bytes"),
+    ("server RSS after the stored readings, every plant feature on", ("uplink", "every_feature", "rss_after_bytes"),
+     "<", 100 * MB, "bytes"),
 ]
 
 
@@ -222,6 +224,13 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
              f"{num(up['arrived_readings'])} / {num(up['stored_readings'])}", "", "",
              f"{num(up['caught_up_after_ingest_s'], 1)} s"),
         ]
+        every = up.get("every_feature") or {}
+        if every.get("rss_after_bytes"):
+            out.append(("uplink", f"RSS after {every['stored_readings']:,} stored readings, every plant feature on "
+                        "(MQTT in, uplink, Modbus, Socket.IO, gauges; vs uplink off)",
+                        mb(every["rss_after_bytes"]), mb(up.get("rss_after_bytes_uplink_off")),
+                        num(ratio(every["rss_after_bytes"], up.get("rss_after_bytes_uplink_off")), 2),
+                        verdict(results, ("uplink", "every_feature", "rss_after_bytes"))))
     return out
 
 

@@ -165,6 +165,7 @@ def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
         rss.stop()
         counter.close()
         broker.stop()
+    every = every_feature_rss(plan, root, model_dir, readings, log)
     plain = Server("edge", root, model_dir=model_dir, sync="full", name="edge-uplink-rss-off").start()
     try:
         bodies = (batch_body(readings, plan.batch_rows, first=k * plan.batch_rows) for k in range(requests))
@@ -195,6 +196,7 @@ def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
         "rss_after_bytes": memory.get("VmRSS"),
         "rss_peak_bytes": memory.get("VmHWM"),
         "rss_after_bytes_uplink_off": memory_off.get("VmRSS"),
+        "every_feature": every,
     }
     out["single_ratio"] = ratio(out["single"]["edge-uplink-on"]["rps"], out["single"]["edge-uplink-off"]["rps"])
     out["batch_ratio"] = ratio(out["batch"]["edge-uplink-on"]["readings_per_s"],
@@ -203,3 +205,74 @@ def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
                                             out["broker_down_single"]["edge-uplink-off"]["rps"])
     out["slowdown"] = max(1 - (out["single_ratio"] or 0), 1 - (out["batch_ratio"] or 0))
     return out
+
+
+EVERY_FEATURE = ("--socketio", "--machine-metrics")
+
+
+def every_feature_rss(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
+                      log: Callable[[str], None] = print) -> dict[str, Any]:
+    """RSS after the plan's readings with every plant feature on at once (MQTT ingest subscribed,
+    uplink, Modbus, Socket.IO, per-machine gauges), each one touched once before the figure is
+    taken, so a budget holds for the appliance a plant actually runs, not for one feature at a time."""
+    broker = Broker(root).start()
+    modbus_port = free_port()
+    args = ("--uplink-url", broker.url, "--appliance-id", "bench-all", "--mqtt-url", broker.url,
+            "--modbus-port", str(modbus_port), *EVERY_FEATURE)
+    log(f"  storing {plan.stored_readings:,} readings with every plant feature on")
+    server = Server("edge", root, model_dir=model_dir, sync="full", name="edge-every-feature", args=args).start()
+    try:
+        requests = plan.stored_readings // plan.batch_rows
+        bodies = (batch_body(readings, plan.batch_rows, first=k * plan.batch_rows) for k in range(requests))
+        seconds = ingest(server, bodies, requests)
+        via_mqtt = _publish_readings(broker, readings[:100])
+        state, _ = caught_up(server)
+        status, _body = http_get(server.port, "/metrics", timeout=10)
+        if status != 200:
+            raise BenchError(f"/metrics answered {status}")
+        registers = _read_modbus(modbus_port)
+        time.sleep(1.0)
+        memory = server.status()
+    finally:
+        server.stop()
+        broker.stop()
+    return {"args": list(args), "stored_readings": state["newest_id"], "mqtt_published": via_mqtt,
+            "modbus_registers_read": registers,
+            "ingest_readings_per_s_one_connection": plan.stored_readings / seconds if seconds else None,
+            "rss_after_bytes": memory.get("VmRSS"), "rss_peak_bytes": memory.get("VmHWM")}
+
+
+def _publish_readings(broker: Broker, readings: list[dict[str, Any]]) -> int:
+    """The readings as QoS 1 MQTT messages on the default ingest topic, one each, acknowledged."""
+    import json
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-sensor", clean_session=True)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        infos = [client.publish("fdedge/bench-mqtt/reading", json.dumps(r), qos=1) for r in readings]
+        for info in infos:
+            info.wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return len(readings)
+
+
+def _read_modbus(port: int) -> int:
+    """Unit 1's twelve input registers through pymodbus's own client: the server has answered."""
+    from pymodbus.client import ModbusTcpClient
+
+    client = ModbusTcpClient("127.0.0.1", port=port, timeout=5)
+    try:
+        if not client.connect():
+            raise BenchError(f"no Modbus server on port {port}")
+        answer = client.read_input_registers(0, count=12, device_id=1)
+        if answer.isError():
+            raise BenchError(f"Modbus read failed: {answer}")
+        return len(answer.registers)
+    finally:
+        client.close()
