@@ -143,6 +143,11 @@ def build(version: str) -> dict[str, Any]:
                                    "last_seen (arrival, the appliance's clock), silent_s, stale",
                         "responses": {"200": ok_json({"type": "object"}), **common}}
             },
+            "/api/fleet": {
+                "get": {"summary": "Every machine of /api/machines with its newest reading (`latest`) and its active "
+                                   "alarms (`alarms`: count, unacked, worst severity, faults): the fleet overview",
+                        "responses": {"200": ok_json({"type": "object"}), **common}}
+            },
             "/api/storage": {
                 "get": {"summary": "Database size, bytes written per reading and per day, estimated card life, "
                                    "integrity check, rollups",

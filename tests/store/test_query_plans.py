@@ -76,6 +76,7 @@ CASES: dict[str, tuple[Callable[[sqlite3.Connection], object], str]] = {
     "series hours": (lambda c: queries.series(c, NOW - timedelta(days=90), NOW, ["fault0"], None, 600),
                      r"(SEARCH fdedge_rollup_hour USING PRIMARY KEY \(machine=\? AND bucket>\? AND bucket<\?\)" + TAIL + ")"),
     "machines": (machine_state.listing, r"SCAN fdedge_machines$"),
+    "newest rows (fleet)": (queries.newest_rows, r"SEARCH sensor_data USING INTEGER PRIMARY KEY \(rowid=\?\)"),
     "count": (lambda c: export.count(c, _flt()), r"(fdedge_rollup_hour USING PRIMARY KEY" + TAIL + ")"),
     "count, threshold": (lambda c: export.count(c, _flt(threshold="0.0")),
                          r"(fdedge_rollup_\w+ USING PRIMARY KEY|sensor_data_time \(time>\? AND time<\?\)" + TAIL + ")"),
