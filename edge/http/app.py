@@ -8,6 +8,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -26,6 +27,7 @@ from edge.http.responses import EXCEPTION_HANDLERS, error_response, internal_err
 from edge.http.send_deadline import SendDeadline
 from edge.settings import Settings
 from edge.store import backfill, retention
+from edge.store.tokens import Tokens
 
 log = logging.getLogger(__name__)
 SOCKETIO_PATH = "/socket.io"  # Flask-SocketIO's, which FD-REST's pages connect to
@@ -88,6 +90,14 @@ class App(Starlette):
         await bridge(scope, receive, send)
 
 
+async def _flush_token_use(built: Appliance, named: Tokens) -> None:
+    """Named tokens' last use, written once a minute through the writer (never per request)."""
+    while True:
+        await asyncio.sleep(60)
+        if named.used:
+            await built.writer.call(named.flush_last_used)
+
+
 def create_app(settings: Settings, appliance: Appliance | None = None) -> Starlette:
     """`appliance` may be pre-built (fdedge serve does, to fail fast with a clear message)."""
 
@@ -102,6 +112,7 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
             raise
         built.tasks.append(asyncio.create_task(retention.run(built.writer, settings, built.metrics)))
         built.tasks.append(asyncio.create_task(backfill.run(built.writer)))
+        built.tasks.append(asyncio.create_task(_flush_token_use(built, named)))
         # What start-up made (modules, the model, the app) lives as long as the process: frozen,
         # the full collections that the SSE ring's long-lived events trigger skip those ~40k
         # objects, which otherwise stall the event loop with 100 clients at full ingest.
@@ -115,6 +126,7 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
         finally:
             await built.close_ports()
             built.stop()
+            named.close()
 
     spec = None
 
@@ -149,13 +161,15 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
         Route("/dashboard", ops_routes.page("dashboard.html")),
         Mount("/static", app=StaticFiles(directory=settings.web_dir / "static", check_dir=False), name="static"),
     ]
-    tokens = settings.token or settings.read_token
-    # Without tokens or a host list those middlewares would only cost time on every request.
+    # Named tokens can be added while the appliance runs, so the token check is always in place.
+    named = Tokens(settings.db_path)
+    auth: dict[str, Any] = {"token": settings.token, "read_token": settings.read_token, "named": named,
+                            "allowed_origins": settings.allowed_origins or frozenset()}
+    # Without a host list that middleware would only cost time on every request.
     middleware = [Middleware(SendDeadline, seconds=settings.send_timeout)]
     if settings.allowed_hosts:
         middleware.append(Middleware(HostCheck, allowed_hosts=settings.allowed_hosts))
-    if tokens:
-        middleware.append(Middleware(TokenAuth, token=settings.token, read_token=settings.read_token))
+    middleware.append(Middleware(TokenAuth, **auth))
     app = App(
         debug=False,
         routes=routes,
@@ -163,8 +177,7 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
-    if tokens:
-        app.auth = TokenAuth(app.router, token=settings.token, read_token=settings.read_token)
+    app.auth = TokenAuth(app.router, **auth)
     if settings.allowed_hosts:
         app.hosts = HostCheck(app.router, settings.allowed_hosts)
     app.socketio = settings.socketio

@@ -8,7 +8,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from edge import memory
 from edge.appliance import Appliance, dumps
-from edge.errors import BadRequest, FDEdgeError, PayloadTooLarge, UnsupportedMediaType
+from edge.errors import BadRequest, FDEdgeError, Forbidden, PayloadTooLarge, UnsupportedMediaType
 from edge.fdrest import FAULTS
 from edge.http import origins
 from edge.http.body_deadlines import BodyDeadlines
@@ -130,7 +130,9 @@ async def _ingest(scope: Scope, receive: Receive, send_message: Send) -> None:
     length, content_type, key, origin, host, closing = _headers(scope)
     tracked = TrackedReceive(receive) if closing else None
     try:
-        stored, ignored = await _store(app, tracked or receive, length, content_type, key, origin, host)
+        token = scope.get("fdedge_token")
+        stored, ignored = await _store(app, tracked or receive, length, content_type, key, origin, host,
+                                       token.machines if token is not None else None)
     except FDEdgeError as exc:
         error = _without_frames(exc)
     else:
@@ -154,7 +156,8 @@ async def _ingest(scope: Scope, receive: Receive, send_message: Send) -> None:
 
 
 async def _store(app: Appliance, receive: Receive, length: int | None, content_type: str | None, key: str | None,
-                 origin: str | None, host: str | None) -> tuple[Stored, set[str]]:
+                 origin: str | None, host: str | None,
+                 machines: frozenset[str] | None = None) -> tuple[Stored, set[str]]:
     origins.check(origin, host, app.settings.allowed_origins or frozenset())
     if content_type is None:
         raise UnsupportedMediaType(
@@ -172,6 +175,13 @@ async def _store(app: Appliance, receive: Receive, length: int | None, content_t
         batch, digest = _parse(content_type, data, key, limit)
     if len(batch) > limit:
         raise PayloadTooLarge(f"{len(batch)} readings exceed the limit of {limit} per request", limit=limit)
+    if machines is not None:
+        other = set(batch.machines) - machines
+        if other:
+            name = sorted(other)[0]
+            raise Forbidden(f"this sensor token may not send readings for machine {name[:100]!r} "
+                            f"(it is limited to {', '.join(sorted(machines))[:200]})",
+                            reason="machine_not_allowed", machine=name[:100])
     return await app.writer.ingest(batch, key, digest), batch.ignored
 
 

@@ -252,7 +252,7 @@ def test_tokens_guard_ingest_and_reads(make_client):
     with make_client(token="in-secret", read_token="read-secret") as client:
         assert client.post("/send", json=reading(0)).status_code == 401
         assert client.post("/send", json=reading(0), headers={"Authorization": "Bearer wrong"}).status_code == 401
-        assert client.post("/send", json=reading(0), headers={"Authorization": "Bearer read-secret"}).status_code == 401
+        assert client.post("/send", json=reading(0), headers={"Authorization": "Bearer read-secret"}).status_code == 403
         assert client.post("/send", json=reading(0), headers={"Authorization": "Bearer in-secret"}).status_code == 200
         for path in ("/history?metric=temperature", "/generate_csv?start=2020-01-01&end=2030-01-01",
                      "/events", "/api/latest", "/api/series", "/metrics"):
