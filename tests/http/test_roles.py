@@ -65,3 +65,48 @@ def test_the_operator_login_cookie_acks_only_from_this_site(make_client, setting
     assert client.post("/send", json=reading(0), headers=host).status_code == 401  # ingest takes the header
     client.cookies.set("fdedge_token", viewer)
     assert client.post("/api/alarms/1/ack", json={"by": "x"}, headers=host).status_code == 403
+
+
+def test_docs_api_carries_the_role_table():
+    """docs/API.md is what operators read; it must say what edge.http.roles enforces."""
+    from pathlib import Path
+    docs = (Path(__file__).parents[2] / "docs" / "API.md").read_text()
+    assert roles.table_markdown() in docs
+
+
+def _requests_of(app):
+    """(method, path) for every route of the app, path parameters filled with 1."""
+    from starlette.routing import Mount, Route
+    out = []
+    for route in app.routes:
+        if isinstance(route, Mount):
+            out.append(("GET", route.path + "/app.css"))
+        elif isinstance(route, Route):
+            path = route.path.replace("{alarm_id:int}", "1")
+            assert "{" not in path, f"fill the parameter of {route.path} here"
+            out += [(m, path) for m in sorted(route.methods or {"GET"}) if m != "HEAD"]
+    return out + [("POST", "/api/models"), ("DELETE", "/api/unknown")]
+
+
+def test_every_route_with_every_role(make_client, settings, capsys):
+    """allowed -> neither 401 nor 403; denied -> 403 naming the role; no token -> 401 unless open."""
+    client = make_client(token="shared-in", read_token="shared-read")
+    secrets = {role: add(capsys, settings.db_path, role, role) for role in ("sensor", "viewer", "operator", "admin")}
+    secrets[roles.SHARED_SENSOR], secrets[roles.SHARED_VIEWER] = "shared-in", "shared-read"
+    requests = _requests_of(client.app)
+    assert len(requests) >= 20
+    walked = 0
+    for method, path in requests:
+        if path == "/events":
+            continue  # a stream that does not end; its access is the same "read" as /api/latest
+        need = roles.needed(method, path)
+        anonymous = client.request(method, path, json={})
+        assert (anonymous.status_code == 401) == (need is not None), (method, path, anonymous.status_code)
+        for role, secret in secrets.items():
+            r = client.request(method, path, json={}, headers={"Authorization": f"Bearer {secret}"})
+            if need is None or need in roles.ROLES[role]:
+                assert r.status_code not in (401, 403), (role, method, path, r.status_code, r.text)
+            else:
+                assert r.status_code == 403 and r.json()["reason"] == "role", (role, method, path, r.text)
+            walked += 1
+    assert walked >= 6 * 20
