@@ -55,6 +55,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--if-stale", action="store_true",
                    help="do nothing if manifest.json records the current sources' sha256 and the outputs exist")
     p.add_argument("--name", help="model name in the manifest (default: the output directory's name)")
+    p.add_argument("--stats-only", action="store_true",
+                   help="only (re)compute training_stats in the existing manifest.json, from "
+                        "MODEL_DIR/training_stats.json (written by fdedge train), else --sample, "
+                        "else the feature scaler; the model is untouched")
     p.add_argument("--bench", action="store_true",
                    help="benchmark afterwards and write MODEL_CARD.md's benchmark section")
     return p
@@ -89,6 +93,20 @@ def bench(out_dir: Path, src: manifest.Sources, name: str, log: Any = print) -> 
         f"{figures.onnx_batch256_us:.2f} at batch 256; Keras predict {figures.keras_predict_batch1_us:,.0f} µs")
 
 
+def add_stats(out_dir: Path, src: manifest.Sources, sample: Path | None) -> dict[str, Any]:
+    from convert import scalers, training_stats
+    from edge import fdrest
+
+    current = manifest.read(out_dir) or {}
+    features = tuple(current.get("features") or fdrest.FEATURES)
+    loaded = scalers.load(src.feature_scaler, label="feature scaler")
+    affine = loaded.affine if loaded else scalers.identity(len(features))
+    keras_hash = manifest.sha256(src.keras) if src.keras.exists() else current.get("sources", {}).get("dnn_model.keras")
+    stats = training_stats.choose(src.keras.parent, keras_hash, sample, affine, features)
+    training_stats.add_to_manifest(out_dir, stats)
+    return stats
+
+
 def convert(args: argparse.Namespace) -> int:
     src = sources(args)
     out_dir: Path = args.out or args.model_dir
@@ -96,7 +114,10 @@ def convert(args: argparse.Namespace) -> int:
     if args.tolerance <= 0:
         raise ConvertError(f"--tolerance must be positive, got {args.tolerance}")
     reason = manifest.staleness(out_dir, src, args.opset)
-    if args.if_stale and reason is None:
+    if args.stats_only:
+        stats = add_stats(out_dir, src, args.sample)
+        print(f"{out_dir / manifest.MANIFEST}: training_stats from {stats['source']} ({stats['n']} readings)")
+    elif args.if_stale and reason is None:
         current = manifest.read(out_dir) or {}
         print(f"{out_dir}: up to date ({current.get('name')} {current.get('version')})")
     else:

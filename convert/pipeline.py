@@ -18,7 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from convert import catalogue, custom_objects, keras_model, manifest, onnx_export, parity, readings, scalers
+from convert import (
+    catalogue,
+    custom_objects,
+    keras_model,
+    manifest,
+    onnx_export,
+    parity,
+    readings,
+    scalers,
+    training_stats,
+)
 from convert.errors import DimensionMismatch, ExportError, ParityError, SampleError, SourceMissing
 from edge import fdrest
 
@@ -131,6 +141,8 @@ def run(job: Job, log: Callable[[str], None] = print) -> dict[str, Any]:
                               "alone can exceed the tolerance: re-save it with a float32 policy or raise --tolerance "
                               "(e.g. --tolerance 1e-2)") from None
         onnx_hash = manifest.sha256(onnx_path)
+        stats = training_stats.choose(src.keras.parent, hashes.get("dnn_model.keras"), job.sample, feature, features,
+                                      job.seed)
         document = {
             "format": manifest.FORMAT,
             "name": job.name, "version": onnx_hash[:12], "onnx_sha256": onnx_hash,
@@ -144,6 +156,7 @@ def run(job: Job, log: Callable[[str], None] = print) -> dict[str, Any]:
             "parity": figures,
             "graph_optimization": optimisation.as_dict(),
             "notes": notes,
+            "training_stats": stats,
             "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         for path in (onnx_path, scalers_path):

@@ -183,6 +183,10 @@ def train(settings: Settings, log: Callable[[str], None] = say) -> dict[str, Any
     model.save(d / "dnn_model.keras")
     joblib.dump(feature_scaler, d / "feature_scaler.pkl")
     joblib.dump(target_scaler, d / "target_scaler.pkl")
+    from convert import manifest, training_stats
+
+    training_stats.save(d, training_stats.compute(x[train_idx], "training data", settings.seed),
+                        manifest.sha256(d / "dnn_model.keras"))
     record = {
         "settings": {k: (str(v) if isinstance(v, Path) else v)
                      for k, v in asdict(settings).items()

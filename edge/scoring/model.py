@@ -26,6 +26,7 @@ import onnxruntime as ort
 
 from edge import fdrest
 from edge.errors import StartupError
+from edge.scoring.training_stats import TrainingStats, parse
 
 INFER_CHUNK = 256
 
@@ -46,6 +47,8 @@ class Model:
     y_offset: np.ndarray
     # permutation from FD-REST order (edge.fdrest.FEATURES) to model input order
     order: np.ndarray
+    # what the model was trained on (scoring/training_stats.py); None for an older manifest
+    training_stats: TrainingStats | None = None
 
     @property
     def name(self) -> str:
@@ -113,6 +116,11 @@ def load(model_dir: Path, threads: int = 1) -> Model:
     except ValueError as exc:
         raise StartupError(f"{manifest_path}: catalogue {exc}") from None
 
+    try:
+        stats = parse(manifest)
+    except StartupError as exc:
+        raise StartupError(f"{manifest_path}: {exc}") from None
+
     scalers_path = model_dir / manifest.get("scalers", "scalers.npz")
     try:
         with np.load(scalers_path) as npz:
@@ -146,6 +154,7 @@ def load(model_dir: Path, threads: int = 1) -> Model:
         session=session,
         input_name=inputs[0].name,
         order=np.array([fdrest.FEATURES.index(name) for name in features]),
+        training_stats=stats,
         **params,
     )
     try:
