@@ -28,7 +28,8 @@ from edge.plant.latest import Latest
 from edge.plant.machine_metrics import MachineCollector
 from edge.scoring import model as model_module
 from edge.scoring.model import Model
-from edge.settings import Settings
+from edge.scoring.model_store import ModelStore, watch
+from edge.settings import BUNDLED_MODEL, Settings
 from edge.store.database import Readers, connect
 from edge.store.integrity import IntegrityCheck
 from edge.store.wear import Wear
@@ -63,6 +64,8 @@ class Appliance:
     latest: Latest | None = None  # each machine's newest reading, for Modbus and /metrics
     modbus: ModbusServer | None = None
     uplink: Uplink | None = None
+    models: ModelStore | None = None  # DATA_DIR/models; its record is polled for a new active version
+    model_version: str = ""  # the store version scoring now
     loop: asyncio.AbstractEventLoop | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
     # Large ingest bodies are parsed here, one per core at most: apart from the reads (a read
@@ -73,7 +76,9 @@ class Appliance:
     @classmethod
     def build(cls, settings: Settings) -> Appliance:
         """Load the model and open the database; raises StartupError with a clear reason."""
-        model = model_module.load(settings.model_dir, threads=settings.threads)
+        store = ModelStore(settings.data_dir / "models")
+        model_dir = store.prepare(settings.model_dir, BUNDLED_MODEL)
+        model = model_module.load(model_dir, threads=settings.threads)
         rules = load_rules(settings.alarm_rules, settings.warning_threshold, settings.alarm_threshold)
         engine = AlarmEngine(rules, model.catalogue, clock_skew_s=settings.clock_skew,
                              stale_after_s=settings.stale_after)
@@ -89,6 +94,7 @@ class Appliance:
         notifier = Notifier(settings.db_path, rules.webhooks, metrics=metrics) if rules.webhooks else None
         appliance = cls(settings, model, writer, Readers(settings.db_path, settings.read_threads), hub, metrics,
                         alarms=engine, notifier=notifier)
+        appliance.models, appliance.model_version = store, model_dir.name
         appliance.integrity = IntegrityCheck(settings.db_path, writer.checked_at_start, on_corrupt=writer.stopped_by)
         metrics.integrity.set_function(lambda: appliance.integrity.value if appliance.integrity else 1.0)
         appliance.wear = Wear(settings.db_path, lambda: metrics.registry.get_sample_value(
@@ -143,6 +149,9 @@ class Appliance:
             self.tasks.append(loop.create_task(stale.watch(self.writer.call, self.alarms.check_stale,
                                                            self.publish_alarms,
                                                            stale.check_interval(self.settings.stale_after))))
+        if self.models is not None:
+            self.tasks.append(loop.create_task(watch(self.models, self.model_version, self.swap_model,
+                                                     threads=self.settings.threads)))
         if self.integrity is not None:
             self.integrity.start()
         if self.socketio is not None:
@@ -235,11 +244,19 @@ class Appliance:
         """Every machine `is_stale` holds for (cheap, from any thread)."""
         return self.alarms.stale_machines() if self.alarms is not None else frozenset()
 
+    async def swap_model(self, model: Model, version: str) -> None:
+        """Switched in on the writer thread between two groups: no reading is scored half by each."""
+        def switch(_conn: sqlite3.Connection) -> None:
+            self.writer.model = model
+            self.model, self.model_version = model, version
+        await self.writer.call(switch)
+
     def model_info(self) -> dict:
         m = self.model.manifest
         return {
             "name": self.model.name,
             "version": self.model.version,
+            "store_version": self.model_version,
             "features": list(self.model.features),
             # the database column of each feature, in the same order: what /history and /api/series take
             "columns": [COLUMN_OF[name] for name in self.model.features],

@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("edge.serve", "run the appliance (HTTP API, storage, live events)"),
     "demo": ("edge.demo", "serve the bundled model and stream simulated readings into it"),
     "token": ("edge.token_cli", "named tokens for sensors and people: add, list, revoke"),
+    "model": ("edge.scoring.model_commands", "the model store: add, list, activate, rollback, remove"),
     "convert": ("convert.cli", "Keras model + scalers -> ONNX + scalers.npz + manifest.json"),
     "train": ("convert.train", "train a model on simulated data, or your own labelled CSV with --csv (build extra)"),
     "simulate": ("simulator.sensor", "virtual sensor: stream readings to an appliance"),

@@ -70,3 +70,9 @@ class Unavailable(FDEdgeError):
 
 class StartupError(Exception):
     """Raised before serving when the model, database or settings are unusable; printed, never a traceback."""
+
+
+class ModelRejected(FDEdgeError):
+    """A model the store will not keep or activate: the reason names the file or check that failed."""
+
+    status, code = 422, "model_rejected"

@@ -1,0 +1,257 @@
+"""The model store: converted models kept under DATA_DIR/models/<version>/, one of them active.
+
+A version is the content hash of the model's files, so adding the same model twice is one
+version. Which version is active (and the previous one, for rollback) lives in `state.json`,
+replaced atomically (written aside, fsynced, renamed): a kill at any moment leaves the old
+record or the new one, never none or both. A running appliance polls that file and swaps the
+model in between two writer groups (`watch`), so the CLI works the same on a stopped or a
+running appliance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from edge.errors import ModelRejected, StartupError
+from edge.scoring import model as model_module
+from edge.scoring.model import Model
+
+log = logging.getLogger("fdedge.models")
+
+# The files a converted model consists of; the first three are required and make up its version.
+HASHED = ("manifest.json", "model.onnx", "scalers.npz")
+OPTIONAL = ("MODEL_CARD.md", "training.json")
+MAX_ARCHIVE_BYTES = 256 * 1024 * 1024  # unpacked size bound of an uploaded archive
+STATE = "state.json"
+
+
+def content_version(directory: Path) -> str:
+    """The first 16 hex digits of sha256 over the required files' names and bytes."""
+    digest = hashlib.sha256()
+    for name in HASHED:
+        path = directory / name
+        if not path.is_file():
+            raise ModelRejected(f"model file {name} is missing from {directory}", file=name)
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def check(directory: Path, threads: int = 1) -> Model:
+    """Load the model as the appliance would (manifest, features, hashes, a test inference)."""
+    try:
+        return model_module.load(directory, threads=threads)
+    except StartupError as exc:
+        raise ModelRejected(str(exc)) from None
+
+
+def unpack(archive: Path, into: Path) -> Path:
+    """A tar.gz of a converted model directory, unpacked under `into`; returns the model's directory.
+
+    Only regular files and directories inside the archive's own tree are taken (tarfile's "data"
+    filter, and no links or devices at all), and the unpacked size is bounded."""
+    try:
+        with tarfile.open(archive, mode="r:*") as tar:
+            members = tar.getmembers()
+            total = 0
+            for member in members:
+                if not (member.isfile() or member.isdir()):
+                    raise ModelRejected(f"archive member {member.name!r} is not a regular file or directory")
+                if member.name.startswith("/") or ".." in Path(member.name).parts:
+                    raise ModelRejected(f"archive member {member.name!r} escapes the archive's directory")
+                total += member.size
+                if total > MAX_ARCHIVE_BYTES:
+                    raise ModelRejected(f"archive unpacks to more than {MAX_ARCHIVE_BYTES} bytes")
+            tar.extractall(into, members=members, filter="data")
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise ModelRejected(f"{archive.name} is not a readable tar.gz archive: {exc}") from None
+    candidates = [p.parent for p in into.rglob("manifest.json")]
+    if len(candidates) != 1:
+        raise ModelRejected(f"archive must hold one model directory with manifest.json, found {len(candidates)}")
+    return candidates[0]
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Written aside, fsynced, renamed over `path`, and the directory fsynced: old or new, never half."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class ModelStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    # -- the record -------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, str | None]:
+        try:
+            data = json.loads((self.root / STATE).read_text())
+        except FileNotFoundError:
+            data = {}
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"model store record {self.root / STATE} is unreadable: {exc}") from None
+        return {key: data.get(key) for key in ("active", "previous", "shadow")}
+
+    def _record(self, **changes: str | None) -> None:
+        state = {**self.state(), **changes, "changed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        write_atomically(self.root / STATE, json.dumps(state, indent=1).encode())
+
+    def state_stamp(self) -> int:
+        """Changes whenever the record is replaced (a rename gives the file a new inode)."""
+        try:
+            st = (self.root / STATE).stat()
+        except FileNotFoundError:
+            return 0
+        return st.st_ino ^ st.st_mtime_ns
+
+    # -- the versions -----------------------------------------------------------------------------
+
+    def path(self, version: str) -> Path:
+        if not version or not all(c in "0123456789abcdef" for c in version):
+            raise ModelRejected(f"{version!r} is not a model version (hex digits)", reason="unknown_version")
+        directory = self.root / version
+        if not (directory / "manifest.json").is_file():
+            raise ModelRejected(f"no model version {version} in the store", reason="unknown_version")
+        return directory
+
+    def versions(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                      and (p / "manifest.json").is_file())
+
+    def describe(self, version: str) -> dict[str, Any]:
+        manifest = json.loads((self.path(version) / "manifest.json").read_text())
+        state = self.state()
+        training = manifest.get("training")
+        return {
+            "version": version,
+            "name": manifest.get("name", "model"),
+            "created": manifest.get("created"),
+            "parity": manifest.get("parity"),
+            "training": training if isinstance(training, dict) else None,
+            "active": state["active"] == version,
+            "previous": state["previous"] == version,
+            "shadow": state["shadow"] == version,
+        }
+
+    def list(self) -> list[dict[str, Any]]:
+        return [self.describe(v) for v in self.versions()]
+
+    def add(self, source: Path) -> str:
+        """Check and keep a model directory or tar.gz; returns its version. Nothing is kept unless it loads."""
+        with tempfile.TemporaryDirectory(dir=self.root, prefix=".incoming-") as tmp:
+            staging = Path(tmp)
+            directory = unpack(source, staging / "unpacked") if source.is_file() else source
+            if not directory.is_dir():
+                raise ModelRejected(f"{source} is neither a model directory nor a tar.gz archive")
+            version = content_version(directory)
+            if (self.root / version / "manifest.json").is_file():
+                return version
+            check(directory)
+            kept = staging / "kept"
+            kept.mkdir()
+            for name in HASHED + OPTIONAL:
+                if (directory / name).is_file():
+                    shutil.copyfile(directory / name, kept / name)
+            if content_version(kept) != version:
+                raise ModelRejected(f"{source} changed while it was being added")
+            for name in HASHED:
+                with open(kept / name, "rb") as f:
+                    os.fsync(f.fileno())
+            os.replace(kept, self.root / version)
+        return version
+
+    def activate(self, version: str) -> Model:
+        """Check the version loads, then record it active (the old one becomes previous)."""
+        model = check(self.path(version))
+        state = self.state()
+        if state["active"] != version:
+            self._record(active=version, previous=state["active"])
+        return model
+
+    def rollback(self) -> str:
+        state = self.state()
+        if not state["previous"] or not (self.root / state["previous"]).is_dir():
+            raise ModelRejected("no previous model to roll back to", reason="no_previous")
+        check(self.path(state["previous"]))
+        self._record(active=state["previous"], previous=state["active"])
+        return state["previous"]
+
+    def remove(self, version: str) -> None:
+        directory = self.path(version)
+        state = self.state()
+        if state["active"] == version:
+            raise ModelRejected(f"model {version} is active; activate another one first", reason="active")
+        self._record(previous=None if state["previous"] == version else state["previous"],
+                     shadow=None if state["shadow"] == version else state["shadow"])
+        trash = self.root / f".removed-{version}"
+        os.replace(directory, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def active_dir(self) -> Path:
+        active = self.state()["active"]
+        if not active:
+            raise StartupError(f"model store {self.root} has no active model")
+        return self.path(active)
+
+    def prepare(self, model_dir: Path, bundled: Path) -> Path:
+        """At start: `--model-dir` is added and activated, unless it is the bundled default and the
+        store already has an active model (one chosen with `fdedge model activate`)."""
+        state = self.state()
+        if model_dir.resolve() == bundled.resolve() and state["active"] and (self.root / state["active"]).is_dir():
+            return self.root / state["active"]
+        try:
+            version = self.add(model_dir)
+        except ModelRejected as exc:
+            raise StartupError(exc.message) from None
+        if state["active"] != version:
+            self._record(active=version, previous=state["active"])
+        return self.root / version
+
+
+async def watch(store: ModelStore, current: str, swap: Callable[[Model, str], Awaitable[None]],
+                interval: float = 1.0, threads: int = 1) -> None:
+    """Poll the store's record; a new active version is loaded and checked off the event loop,
+    then handed to `swap` (which switches it in between two writer groups). A model that fails
+    its check is logged and left out; the one scoring now keeps scoring."""
+    stamp = store.state_stamp()
+    while True:
+        await asyncio.sleep(interval)
+        now = store.state_stamp()
+        if now == stamp:
+            continue
+        stamp = now
+        try:
+            active = store.state()["active"]
+            if not active or active == current:
+                continue
+            model = await asyncio.to_thread(check, store.path(active), threads)
+        except (ModelRejected, StartupError) as exc:
+            log.error("model store: active model not switched in: %s", exc)
+            continue
+        await swap(model, active)
+        current = active
+        log.warning("model %s (%s) is now scoring", active, model.name)
