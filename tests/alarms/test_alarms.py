@@ -801,7 +801,8 @@ def test_ack_needs_the_ingest_token(make_client):
     with make_client(token="ingest-token", read_token="read-token") as client:
         assert client.post("/api/alarms/1/ack", json={"by": "x"}).status_code == 401
         read = {"Authorization": "Bearer read-token"}
-        assert client.post("/api/alarms/1/ack", json={"by": "x"}, headers=read).status_code == 401
+        refused = client.post("/api/alarms/1/ack", json={"by": "x"}, headers=read)
+        assert refused.status_code == 403 and refused.json()["reason"] == "role"  # known token, no right to ack
         assert client.get("/api/alarms").status_code == 401
         assert client.get("/api/alarms", headers=read).json() == {"alarms": []}
         ingest = {"Authorization": "Bearer ingest-token"}
