@@ -11,6 +11,7 @@ running appliance.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -103,7 +104,12 @@ def write_atomically(path: Path, data: bytes) -> None:
 class ModelStore:
     def __init__(self, root: Path) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        data_dir = root.parent  # created private (0700) as the database's would be: models are the plant's too
+        if not data_dir.exists():
+            data_dir.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                data_dir.mkdir(mode=0o700)
+        root.mkdir(mode=0o700, exist_ok=True)
 
     # -- the record -------------------------------------------------------------------------------
 
