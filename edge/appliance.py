@@ -27,6 +27,7 @@ from edge.metrics import Metrics
 from edge.plant.latest import Latest
 from edge.plant.machine_metrics import MachineCollector
 from edge.scoring import model as model_module
+from edge.scoring.drift_monitor import DriftMonitor
 from edge.scoring.model import Model
 from edge.scoring.model_store import ModelStore, watch
 from edge.settings import BUNDLED_MODEL, Settings
@@ -66,6 +67,7 @@ class Appliance:
     uplink: Uplink | None = None
     models: ModelStore | None = None  # DATA_DIR/models; its record is polled for a new active version
     model_version: str = ""  # the store version scoring now
+    drift: DriftMonitor | None = None  # each machine's recent window against the training data
     loop: asyncio.AbstractEventLoop | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
     # Large ingest bodies are parsed here, one per core at most: apart from the reads (a read
@@ -95,6 +97,10 @@ class Appliance:
         appliance = cls(settings, model, writer, Readers(settings.db_path, settings.read_threads), hub, metrics,
                         alarms=engine, notifier=notifier)
         appliance.models, appliance.model_version = store, model_dir.name
+        if settings.drift_interval > 0:
+            appliance.drift = DriftMonitor(appliance.readers, lambda: appliance.model.training_stats,
+                                           settings.drift_window, settings.drift_interval)
+            metrics.registry.register(appliance.drift)
         appliance.integrity = IntegrityCheck(settings.db_path, writer.checked_at_start, on_corrupt=writer.stopped_by)
         metrics.integrity.set_function(lambda: appliance.integrity.value if appliance.integrity else 1.0)
         appliance.wear = Wear(settings.db_path, lambda: metrics.registry.get_sample_value(
@@ -152,6 +158,8 @@ class Appliance:
         if self.models is not None:
             self.tasks.append(loop.create_task(watch(self.models, self.model_version, self.swap_model,
                                                      threads=self.settings.threads)))
+        if self.drift is not None:
+            self.tasks.append(loop.create_task(self.drift.run_forever()))
         if self.integrity is not None:
             self.integrity.start()
         if self.socketio is not None:
