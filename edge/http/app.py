@@ -20,7 +20,16 @@ from starlette.types import Receive, Scope, Send
 
 from edge.appliance import Appliance
 from edge.errors import FDEdgeError, Unauthorized
-from edge.http import alarm_routes, event_routes, fleet_routes, ingest_routes, openapi, ops_routes, read_routes
+from edge.http import (
+    alarm_routes,
+    event_routes,
+    explain_routes,
+    fleet_routes,
+    ingest_routes,
+    openapi,
+    ops_routes,
+    read_routes,
+)
 from edge.http.auth import TokenAuth, drop_query_token
 from edge.http.hosts import BadHost, HostCheck
 from edge.http.responses import EXCEPTION_HANDLERS, error_response, internal_error
@@ -144,6 +153,7 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
         Route("/api/latest", read_routes.latest),
         Route("/api/machines", read_routes.machines),
         Route("/api/fleet", fleet_routes.fleet_endpoint),
+        Route("/api/explain", explain_routes.explain_endpoint),
         Route("/api/series", read_routes.series),
         Route("/api/count", read_routes.count),
         Route("/api/alarms", alarm_routes.alarms),
