@@ -270,6 +270,8 @@ class Writer:
             for task in tasks:
                 self._run_task(task)
             self._flush()
+            if self.checkpointer is not None and self.checkpointer.behind:
+                self.checkpointer.finish(self.conn)
 
     def _settle(self, future: asyncio.Future, result: Any = None, error: BaseException | None = None) -> None:
         """Collected and handed to the event loop once per group: one wake-up, not one per request."""
