@@ -66,6 +66,8 @@ class Appliance:
     uplink: Uplink | None = None
     models: ModelStore | None = None  # DATA_DIR/models; its record is polled for a new active version
     model_version: str = ""  # the store version scoring now
+    # one model change at a time over HTTP (edge/http/model_routes.py): check, record, swap
+    model_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     loop: asyncio.AbstractEventLoop | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
     # Large ingest bodies are parsed here, one per core at most: apart from the reads (a read
@@ -150,7 +152,7 @@ class Appliance:
                                                            self.publish_alarms,
                                                            stale.check_interval(self.settings.stale_after))))
         if self.models is not None:
-            self.tasks.append(loop.create_task(watch(self.models, self.model_version, self.swap_model,
+            self.tasks.append(loop.create_task(watch(self.models, lambda: self.model_version, self.swap_model,
                                                      threads=self.settings.threads)))
         if self.integrity is not None:
             self.integrity.start()
