@@ -97,6 +97,7 @@ class Appliance:
         appliance = cls(settings, model, writer, Readers(settings.db_path, settings.read_threads), hub, metrics,
                         alarms=engine, notifier=notifier)
         appliance.models, appliance.model_version = store, model_dir.name
+        writer.model_version = model_dir.name
         appliance.integrity = IntegrityCheck(settings.db_path, writer.checked_at_start, on_corrupt=writer.stopped_by)
         metrics.integrity.set_function(lambda: appliance.integrity.value if appliance.integrity else 1.0)
         appliance.wear = Wear(settings.db_path, lambda: metrics.registry.get_sample_value(
@@ -208,9 +209,9 @@ class Appliance:
         events: list[Event] = []
         for s in stored:
             b = s.batch
-            x_rows, y_rows, first = b.rows, s.faults.tolist(), s.first_id
+            x_rows, y_rows, first, version = b.rows, s.faults.tolist(), s.first_id, s.model_version
             for j in range(len(b)):
-                events.append(reading(first + j, b.times[j], b.machines[j], x_rows[j], y_rows[j], shapes))
+                events.append(reading(first + j, b.times[j], b.machines[j], x_rows[j], y_rows[j], shapes, version))
         self.loop.call_soon_threadsafe(self.hub.publish, events, shapes)
 
     def publish_with_socketio(self, stored: list[Stored]) -> None:
@@ -249,7 +250,7 @@ class Appliance:
     async def swap_model(self, model: Model, version: str) -> None:
         """Switched in on the writer thread between two groups: no reading is scored half by each."""
         def switch(_conn: sqlite3.Connection) -> None:
-            self.writer.model = model
+            self.writer.model, self.writer.model_version = model, version
             self.model, self.model_version = model, version
         await self.writer.call(switch)
 

@@ -4,7 +4,6 @@ activation that replays the manifest's parity samples before it switches, rollba
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 import time
@@ -16,21 +15,13 @@ import pytest
 from edge.fdrest import FEATURES
 from edge.token_cli import main as token_cli
 from tests.harness import linear_expected, make_linear_model, reading
+from tests.harness import model_archive as archive
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def archive(directory: Path, *extra: tuple[tarfile.TarInfo, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        tar.add(directory, arcname="model")
-        for info, data in extra:
-            tar.addfile(info, io.BytesIO(data) if data else None)
-    return out.getvalue()
 
 
 def with_replay(directory: Path, params: dict, skew: float = 0.0, n: int = 8) -> None:
