@@ -153,7 +153,7 @@ class Appliance:
                                                            self.publish_alarms,
                                                            stale.check_interval(self.settings.stale_after))))
         if self.models is not None:
-            self.tasks.append(loop.create_task(watch(self.models, lambda: self.model_version, self.swap_model,
+            self.tasks.append(loop.create_task(watch(self.models, lambda: self.model_version, self.swap_recorded,
                                                      threads=self.settings.threads)))
         if self.integrity is not None:
             self.integrity.start()
@@ -253,6 +253,13 @@ class Appliance:
             self.writer.model, self.writer.model_version = model, version
             self.model, self.model_version = model, version
         await self.writer.call(switch)
+
+    async def swap_recorded(self, model: Model, version: str) -> None:
+        """The store watcher's swap (a CLI change): only if the record still names this version once
+        it is loaded, under the lock an HTTP activation holds, so a slow load never undoes a later one."""
+        async with self.model_lock:
+            if self.models is not None and self.models.state()["active"] == version and self.model_version != version:
+                await self.swap_model(model, version)
 
     def model_info(self) -> dict:
         m = self.model.manifest
