@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -48,6 +49,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="keep the temporary data dirs and server logs")
     p.add_argument("--scale-sizes", help="comma-separated database sizes for the scale section "
                    "(default: 10000,1000000; quick: 2000,20000; make bench-scale: up to 10M)")
+    p.add_argument("--runtime-python", type=Path,
+                   help="the interpreter the appliance runs under, e.g. a runtime-only venv's python "
+                        "(make bench makes .venv-runtime; default: this one)")
     p.add_argument("--vs", type=Path, help="another checkout of FD-Edge (a directory, say a git worktree of an "
                    "older commit): its server joins the HTTP measurements, interleaved, and the A/B ratios "
                    "this / that are reported")
@@ -87,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench import servers
 
+    if args.runtime_python is not None:
+        if not os.access(args.runtime_python, os.X_OK):
+            print(f"python -m bench: --runtime-python {args.runtime_python} is not an executable", file=sys.stderr)
+            return 2
+        servers.use_runtime_python(str(args.runtime_python))
+
     # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so every server and reader process is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.perf_counter()
@@ -103,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             "model": {"dir": str(model_dir)},
             "readings_source": source,
             "vs": _describe(vs) if vs is not None else None,
+            "runtime_python": servers.RUNTIME_PYTHON[0],
         }
         try:
             import json

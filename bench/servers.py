@@ -28,6 +28,17 @@ def _cleanup_all() -> None:
 atexit.register(_cleanup_all)
 
 
+# The interpreter `python -m edge serve` runs under. The development venv carries the build and
+# test extras, whose imports some runtime libraries pick up (engineio's client takes `requests`
+# when it is installed: 5 MB of RSS); `--runtime-python` points at a runtime-only install, which
+# is what the containers ship, so memory figures are the appliance's.
+RUNTIME_PYTHON = [sys.executable]
+
+
+def use_runtime_python(path: str) -> None:
+    RUNTIME_PYTHON[0] = path
+
+
 def child_env() -> dict[str, str]:
     """The caller's environment without FDEDGE_* settings (a token would turn every request into 401)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FDEDGE_")}
@@ -89,7 +100,7 @@ class Server:
                     "--no-access-log", "--no-server-header", "--log-level", "warning",
                     "--timeout-keep-alive", "30"]
         assert self.model_dir is not None
-        return [sys.executable, "-m", "edge", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+        return [RUNTIME_PYTHON[0], "-m", "edge", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                 "--data-dir", str(self.data_dir), "--model-dir", str(self.model_dir), "--sync", self.sync,
                 "--log-level", "warning", *self.args]
 

@@ -27,6 +27,7 @@ from edge.metrics import Metrics
 from edge.plant.latest import Latest
 from edge.plant.machine_metrics import MachineCollector
 from edge.scoring import model as model_module
+from edge.scoring.drift_monitor import DriftMonitor
 from edge.scoring.model import Model
 from edge.scoring.model_store import ModelStore, watch
 from edge.settings import BUNDLED_MODEL, Settings
@@ -68,6 +69,7 @@ class Appliance:
     model_version: str = ""  # the store version scoring now
     # one model change at a time over HTTP (edge/http/model_routes.py): check, record, swap
     model_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    drift: DriftMonitor | None = None  # each machine's recent window against the training data
     loop: asyncio.AbstractEventLoop | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
     # Large ingest bodies are parsed here, one per core at most: apart from the reads (a read
@@ -98,6 +100,10 @@ class Appliance:
                         alarms=engine, notifier=notifier)
         appliance.models, appliance.model_version = store, model_dir.name
         writer.model_version = model_dir.name
+        if settings.drift_interval > 0:
+            appliance.drift = DriftMonitor(appliance.readers, lambda: appliance.model.training_stats,
+                                           settings.drift_window, settings.drift_interval)
+            metrics.registry.register(appliance.drift)
         appliance.integrity = IntegrityCheck(settings.db_path, writer.checked_at_start, on_corrupt=writer.stopped_by)
         metrics.integrity.set_function(lambda: appliance.integrity.value if appliance.integrity else 1.0)
         appliance.wear = Wear(settings.db_path, lambda: metrics.registry.get_sample_value(
@@ -155,6 +161,8 @@ class Appliance:
         if self.models is not None:
             self.tasks.append(loop.create_task(watch(self.models, lambda: self.model_version, self.swap_recorded,
                                                      threads=self.settings.threads)))
+        if self.drift is not None:
+            self.tasks.append(loop.create_task(self.drift.run_forever()))
         if self.integrity is not None:
             self.integrity.start()
         if self.socketio is not None:

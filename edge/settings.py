@@ -93,6 +93,9 @@ class Settings:
                                 "evaluated but never make correct readings after them late")
     stale_after: float = setting(600.0, float, "seconds without a reading after which a machine is stale (greyed, "
                                  "a `stale` alarm), or 3 times its usual interval if longer; 0 = off")
+    drift_interval: float = setting(60.0, float, "seconds between drift scores of each machine with new readings "
+                                    "(its recent window against the model's training data); 0 = off")
+    drift_window: int = setting(300, int, "readings per machine in the drift window (the newest)")
     retention_days: float = setting(0.0, float, "delete readings older than this many days (0 = keep all)")
     retention_rows: int = setting(0, int, "keep at most this many readings (0 = no limit)")
     max_db_mb: float = setting(0.0, float, "hard cap on the database size in MiB; ingest answers 503 when "
@@ -250,6 +253,8 @@ class Settings:
             return "modbus-port must differ from port (HTTP)"
         if not 0 <= self.stale_after <= 365 * 86400:
             return "stale-after must be 0 (off) to 31536000 seconds"
+        if not 0 <= self.drift_interval <= 86400 or not 30 <= self.drift_window <= 100_000:
+            return "drift-interval must be 0 (off) to 86400 seconds and drift-window 30 to 100000 readings"
         if not 0 <= self.clock_skew <= 86400:
             return "clock-skew must be 0-86400 seconds"
         if self.allowed_hosts is not None and not any(hosts.parse(self.allowed_hosts)):

@@ -4,6 +4,8 @@
 connections; `stop()` ends it (SIGTERM, then SIGKILL), and `start()` again brings it back on the
 same port (a broker outage). With `users={"name": "password"}` anonymous clients are refused; with
 `persistent=True` sessions and their queued messages survive that restart (as a central broker's do).
+With `tls=Pki(dir)` it listens for mqtts:// only, with a server certificate from that test CA,
+and refuses clients without a certificate the same CA signed.
 
 `Central`: a paho subscriber playing the central side of the uplink, unpacking its messages."""
 
@@ -25,9 +27,42 @@ from tests.harness import free_port
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
+OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
+
+
+class Pki:
+    """A plant's own CA, a broker certificate for 127.0.0.1 and a client certificate, made with
+    Debian's openssl: what an mqtts:// broker on a plant network presents and wants."""
+
+    def __init__(self, directory: Path) -> None:
+        if not Path(OPENSSL).exists():
+            pytest.skip("openssl is not installed (apt-get install openssl)")
+        directory.mkdir(parents=True, exist_ok=True)
+        self.ca, self.ca_key = directory / "ca.pem", directory / "ca.key"
+        self.server, self.server_key = directory / "broker.pem", directory / "broker.key"
+        self.client, self.client_key = directory / "client.pem", directory / "client.key"
+        self._run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=FD-Edge test plant CA",
+                  "-keyout", self.ca_key, "-out", self.ca)
+        self._sign(directory, "broker", self.server, self.server_key, "subjectAltName=IP:127.0.0.1")
+        self._sign(directory, "edge-client", self.client, self.client_key, "extendedKeyUsage=clientAuth")
+
+    def _sign(self, directory: Path, name: str, cert: Path, key: Path, extension: str) -> None:
+        request = directory / f"{name}.csr"
+        self._run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", key, "-out", request)
+        extfile = directory / f"{name}.ext"
+        extfile.write_text(extension + "\n")
+        self._run("x509", "-req", "-in", request, "-CA", self.ca, "-CAkey", self.ca_key, "-CAcreateserial",
+                  "-days", "2", "-extfile", extfile, "-out", cert)
+
+    @staticmethod
+    def _run(*args: object) -> None:
+        subprocess.run([OPENSSL, *map(str, args)], check=True, capture_output=True)
+
+
 class Mosquitto:
     def __init__(self, directory: Path, *, users: dict[str, str] | None = None, port: int | None = None,
-                 persistent: bool = False) -> None:
+                 persistent: bool = False, tls: Pki | None = None) -> None:
+        self.tls = tls
         self.directory = directory
         self.port = port or free_port()
         self.users = users
@@ -37,13 +72,16 @@ class Mosquitto:
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     def _config(self) -> Path:
         # Started as root, mosquitto drops to the `mosquitto` user, which can neither read the
         # password file nor write its session file in pytest's private tmp dir: stay the test's user.
         lines = [f"user {getpass.getuser()}", f"listener {self.port} 127.0.0.1", "log_dest stderr",
                  "log_type error", "log_type warning", "max_queued_messages 100000"]
+        if self.tls:
+            lines += [f"cafile {self.tls.ca}", f"certfile {self.tls.server}", f"keyfile {self.tls.server_key}",
+                      "require_certificate true", "tls_version tlsv1.2"]
         if self.persistent:
             lines += ["persistence true", f"persistence_location {self.directory}/", "autosave_interval 1"]
         else:
@@ -116,6 +154,9 @@ class Central:
         self.client.on_subscribe = lambda c, u, mid, rc, p: self._subscribed.set()
         self.client.on_message = self._got
         self.client.reconnect_delay_set(1, 1)
+        if broker.tls:
+            self.client.tls_set(ca_certs=str(broker.tls.ca), certfile=str(broker.tls.client),
+                                keyfile=str(broker.tls.client_key))
         self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
         assert self._subscribed.wait(10), "the central subscriber was not subscribed in 10 s"

@@ -111,6 +111,8 @@ EVERY_SETTING = {
     "alarm_rules": ("/etc/fdedge/alarms.json", Path("/etc/fdedge/alarms.json")),
     "clock_skew": ("60", 60.0),
     "stale_after": ("120", 120.0),
+    "drift_interval": ("30", 30.0),
+    "drift_window": ("600", 600),
     "send_timeout": ("5", 5.0),
     "head_timeout": ("3", 3.0),
     "max_connections": ("200", 200),

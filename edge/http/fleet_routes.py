@@ -39,4 +39,7 @@ def fleet(conn: sqlite3.Connection, stale_after: float) -> list[dict[str, Any]]:
 async def fleet_endpoint(request: Request) -> Response:
     app = request.app.state.appliance
     stale_after = app.settings.stale_after
-    return JSONResponse({"machines": await app.readers.run(fleet, stale_after), "stale_after_s": stale_after})
+    listed = await app.readers.run(fleet, stale_after)
+    for machine in listed:
+        machine["drift"] = app.drift.of(machine["machine"]) if app.drift is not None else None
+    return JSONResponse({"machines": listed, "stale_after_s": stale_after})

@@ -179,7 +179,7 @@ def build(version: str) -> dict[str, Any]:
             },
             "/api/machines": {
                 "get": {"summary": "Machines with stored readings: count, first and last time, newest row id; "
-                                   "last_seen (arrival, the appliance's clock), silent_s, stale",
+                                   "last_seen (arrival, the appliance's clock), silent_s, stale; drift (null: unknown)",
                         "responses": {"200": ok_json({"type": "object"}), **common}}
             },
             "/api/fleet": {

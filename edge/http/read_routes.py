@@ -59,9 +59,12 @@ async def latest(request: Request) -> Response:
 
 
 async def machines(request: Request) -> Response:
-    stale_after = _app(request).settings.stale_after
-    return JSONResponse({"machines": await _query(request, queries.machines, stale_after),
-                         "stale_after_s": stale_after})
+    app = _app(request)
+    stale_after = app.settings.stale_after
+    listed = await _query(request, queries.machines, stale_after)
+    for machine in listed:
+        machine["drift"] = app.drift.of(machine["machine"]) if app.drift is not None else None
+    return JSONResponse({"machines": listed, "stale_after_s": stale_after})
 
 
 async def series(request: Request) -> Response:

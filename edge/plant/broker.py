@@ -65,6 +65,22 @@ def tls_context(url: BrokerURL, ca: Path | None, cert: Path | None, key: Path | 
     return context
 
 
+def failure(exc: OSError | None) -> str:
+    """Why a connection attempt failed, in a few words for /readyz and the log (no secrets: an
+    OSError names the address at most)."""
+    if exc is None:
+        return "cannot connect"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: the broker's certificate was not accepted ({exc.verify_message}); check --mqtt-ca / --uplink-ca"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return exc.strerror or type(exc).__name__
+
+
 def topic_filter(text: str) -> str:
     """A subscription filter (`plant/+/+/reading`, `fdedge/#`): `+` and `#` stand alone in their
     level, `#` only last. Checked as a setting, so a typo stops start-up instead of subscribing to nothing."""

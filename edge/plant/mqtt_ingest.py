@@ -37,7 +37,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from edge.errors import BadRequest, FDEdgeError, Gone, PayloadTooLarge, Unavailable
 from edge.ingest.bodies import Batch, parse, parse_machine
-from edge.plant.broker import tls_context
+from edge.plant import paho_client
+from edge.plant.broker import failure, tls_context
 from edge.settings import Settings
 from edge.store.writer import Writer
 
@@ -108,8 +109,8 @@ class MqttIngest:
         self._tasks: set[concurrent.futures.Future] = set()
         self.client = self._client()
 
-    def _client(self) -> mqtt.Client:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5,
+    def _client(self) -> paho_client.Client:
+        client = paho_client.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5,
                              manual_ack=True)
         if self.url.username is not None:
             client.username_pw_set(self.url.username, self.url.password)
@@ -188,8 +189,8 @@ class MqttIngest:
             self._change("connected")
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        if self.state in ("connecting", "connected"):  # a broker still away is no news
-            self._change("disconnected", "cannot connect")
+        if self.state != "refused":  # the same reason again is no news (`_change` says nothing)
+            self._change("disconnected", failure(getattr(client, "last_failure", None)))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self._new_session()

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from edge.plant.broker import BrokerURL
+from edge.plant.broker import BrokerURL, failure
 
 log = logging.getLogger("edge.plant.uplink")
 
@@ -39,7 +39,9 @@ class Link:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv311,
+        from edge.plant.paho_client import Client
+
+        client = Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv311,
                              clean_session=True)
         if self.url.username is not None:
             client.username_pw_set(self.url.username, self.url.password)
@@ -93,8 +95,9 @@ class Link:
 
     def _failed(self, client: Any, userdata: Any) -> None:
         self.connected = False
-        self._note("unreachable", f"cannot reach {self.url}; retrying with backoff up to {BACKOFF_MAX_S} s, "
-                   "readings wait in the database", "unreachable")
+        why = failure(client.last_failure)
+        self._note("unreachable", f"cannot reach {self.url} ({why}); retrying with backoff up to {BACKOFF_MAX_S} s, "
+                   "readings wait in the database", why)
 
     def _note(self, state: str, text: str, error: str | None, level: int = logging.WARNING) -> None:
         with self._lock:

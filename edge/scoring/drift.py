@@ -40,8 +40,19 @@ class Support:
         return cls(low, high, np.where(std > 0, std, 1.0))
 
 
+    @classmethod
+    def from_training(cls, stats: Any) -> Support | None:
+        """From the parsed statistics (`edge.scoring.training_stats.TrainingStats`) a model carries."""
+        if stats is None:
+            return None
+        std = np.asarray(stats.std, dtype=np.float64)
+        return cls(np.asarray(stats.quantile(0.001), dtype=np.float64),
+                   np.asarray(stats.quantile(0.999), dtype=np.float64), np.where(std > 0, std, 1.0))
+
+
 def score(support: Support, window: np.ndarray) -> dict[str, Any] | None:
     """Per-feature and overall drift of `window` (n, 35); None below MIN_READINGS rows."""
+    window = window[~np.isnan(window).any(axis=1)]  # FD-REST rows with a missing value say nothing
     if len(window) < MIN_READINGS:
         return None
     outside = np.maximum(np.maximum(window - support.high, support.low - window), 0.0)

@@ -23,6 +23,8 @@ import threading
 import time
 from pathlib import Path
 
+from edge.store.database import CACHE_KIB
+
 log = logging.getLogger(__name__)
 
 CHANGES = 400
@@ -74,6 +76,7 @@ class Checkpointer:
         conn = sqlite3.connect(str(self.db_path), isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA busy_timeout = 0")  # PASSIVE never waits; a busy one is retried later
+            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             while not self._stop.is_set():
                 self._wake.wait(POLL_S)
                 self._wake.clear()

@@ -15,12 +15,18 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+# KiB of page cache per connection (SQLite's default is 2 MiB). The appliance holds several
+# (writer, checkpointer, readers, notifier, uplink) and the OS caches the file anyway: with every
+# feature on, 1 MiB each kept RSS after 100,000 readings 4 MB lower, within the 100 MB budget.
+CACHE_KIB = 1024
+
+
 def connect(path: Path, *, sync: str = "full", busy_ms: int = 2000, readonly: bool = False) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, cached_statements=512)
     conn.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
+    conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
     if readonly:
         conn.execute("PRAGMA query_only = 1")
-        conn.execute("PRAGMA cache_size = -1024")  # 1 MiB per reader thread; the OS caches the file anyway
     else:
         conn.execute(f"PRAGMA synchronous = {'FULL' if sync == 'full' else 'NORMAL'}")
         conn.execute("PRAGMA journal_size_limit = 67108864")

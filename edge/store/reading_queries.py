@@ -68,6 +68,22 @@ def history(conn: sqlite3.Connection, column: str, limit: int, machine: str | No
     return {"timestamps": [r[0] for r in rows], "values": [r[1] for r in rows]}
 
 
+_FEATURE_LIST = ", ".join(COLUMNS)
+
+
+def recent_features(conn: sqlite3.Connection, machine: str, limit: int) -> np.ndarray:
+    """The machine's newest `limit` readings' 35 features (FD-REST order), newest first; by the
+    (machine, id) index, so it costs the window whatever the history. NULLs (FD-REST rows) are NaN."""
+    rows = conn.execute(f"SELECT {_FEATURE_LIST} FROM {TABLE} WHERE machine = ? ORDER BY id DESC LIMIT ?",
+                        (machine, limit)).fetchall()
+    return np.array(rows, dtype=np.float64).reshape(-1, len(COLUMNS))
+
+
+def last_ids(conn: sqlite3.Connection) -> dict[str, int]:
+    """Each machine's newest row id, from the kept per-machine table (no scan of the readings)."""
+    return dict(conn.execute(f"SELECT name, last_id FROM {machine_state.MACHINES}").fetchall())
+
+
 def machines(conn: sqlite3.Connection, stale_after: float = 0.0) -> list[dict[str, Any]]:
     return machine_state.listing(conn, stale_after)
 

@@ -33,13 +33,29 @@ def insert_sql(rows: int) -> str:
     return f"INSERT INTO {TABLE} ({', '.join(INSERT_COLUMNS)}) VALUES " + ", ".join([_ROW_MARKS] * rows)
 
 
+def chunk_sizes(n: int) -> list[int]:
+    """Full chunks, then the remainder in powers of two: at most INSERT_CHUNK.bit_length()
+    distinct statement texts. sqlite3 caches each text it runs, and a statement costs about 4 KB
+    per row: one text per group size (1 to 256 rows) cached 135 MB in the writer's connection."""
+    sizes = [INSERT_CHUNK] * (n // INSERT_CHUNK)
+    rest = n % INSERT_CHUNK
+    step = INSERT_CHUNK // 2
+    while rest:
+        if rest >= step:
+            sizes.append(step)
+            rest -= step
+        step //= 2
+    return sizes
+
+
 def insert_rows(conn: sqlite3.Connection, times: list[str], x_rows: list[list], y_rows: list[list],
                 machines: list[str], model_version: str | None = None) -> int:
     """Insert readings in order, all scored by `model_version`; returns the id of the last one
     (ids are consecutive: one writer)."""
     last = 0
-    for start in range(0, len(times), INSERT_CHUNK):
-        end = min(start + INSERT_CHUNK, len(times))
+    start = 0
+    for size in chunk_sizes(len(times)):
+        end = start + size
         params: list = []
         for i in range(start, end):  # flat parameter list, built in one pass
             params.append(times[i])
@@ -47,8 +63,11 @@ def insert_rows(conn: sqlite3.Connection, times: list[str], x_rows: list[list], 
             params.extend(y_rows[i])
             params.append(machines[i])
             params.append(model_version)
-        last = conn.execute(insert_sql(end - start), params).lastrowid or 0
+        last = conn.execute(insert_sql(size), params).lastrowid or 0
+        start = end
     return last
+
+
 SELECT_COLUMNS: tuple[str, ...] = ("id", "time", "machine", *DATA_COLUMNS, "model_version")
 SELECT_LIST = ", ".join(SELECT_COLUMNS)
 

@@ -327,6 +327,8 @@ def test_machine_names_with_sql_are_stored_verbatim_as_values(client, settings):
 # scan below until it is added here, with its reason.
 SQL_INTERPOLATIONS = {
     "TABLE": "store.schema.TABLE constant",
+    "CACHE_KIB": "store.database constant, an int",
+    "_FEATURE_LIST": "reading_queries: FD-REST's column names (fdrest.COLUMNS) joined",
     "ALARMS": "alarms.tables: table name constant",
     "OUTBOX": "alarms.tables: outbox table name constant",
     "MACHINES": "store.schema: machines table name constant",
@@ -368,7 +370,7 @@ SQL_NAMES = {  # statements passed as a variable or built by a call
     "CREATE_TABLE": "store.schema constant", "ddl": "loop over a tuple of DDL constants",
     "CREATE_MACHINES": "store.schema constant", "UPSERT_MACHINE": "store.schema constant",
     "INSERT": "alarms.tables constant", "INSERT_OUTBOX": "alarms.tables constant",
-    "insert_sql(end - start)": "placeholders for n rows", "insert_sql(len(chunk))": "placeholders for n rows",
+    "insert_sql(size)": "placeholders for n rows (one of schema.chunk_sizes)", "insert_sql(len(chunk))": "placeholders for n rows",
     "sql": "a local built from the entries above",
     "CREATE.format(t=table(level))": "store.rollups constant DDL and table name",
     "_WRITE[level]": "store.rollups: constant statements per level", "_WRITE['minute']": "store.rollups constant",

@@ -18,6 +18,7 @@ import pytest
 
 from edge.settings import Settings
 from tests.harness import REPO, Server, reading
+from tests.mqtt_helpers import Central, Pki
 
 T0 = "2024-05-01 08:00:00"
 
@@ -30,7 +31,8 @@ class Client:
     """A plain MQTT 5 client (paho's own): publishes at QoS 1 and waits for the broker's PUBACK,
     and collects what arrives on the topics it subscribed to."""
 
-    def __init__(self, port: int, username: str | None = None, password: str | None = None) -> None:
+    def __init__(self, port: int, username: str | None = None, password: str | None = None,
+                 tls: Pki | None = None) -> None:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -39,6 +41,8 @@ class Client:
         if username:
             self.client.username_pw_set(username, password)
         self.client.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload))
+        if tls:
+            self.client.tls_set(ca_certs=str(tls.ca), certfile=str(tls.client), keyfile=str(tls.client_key))
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
 
@@ -61,8 +65,8 @@ class Client:
 def clients():
     made: list[Client] = []
 
-    def make(port: int, username: str | None = None, password: str | None = None) -> Client:
-        made.append(Client(port, username, password))
+    def make(port: int, username: str | None = None, password: str | None = None, tls: Pki | None = None) -> Client:
+        made.append(Client(port, username, password, tls))
         return made[-1]
 
     yield make
@@ -221,6 +225,42 @@ def test_a_broker_with_users_takes_the_password_from_the_url(mosquitto_factory, 
     connected(server)
     clients(broker.port, "sensor", "pw").publish("fdedge/m/reading", reading(1, Time=T0))
     eventually(lambda: rows(server) == [(T0, "m")])
+
+
+def test_an_mqtts_broker_with_the_plants_ca_and_client_certificates_carries_readings_both_ways(
+        mosquitto_factory, clients, server_factory, linear_model, tmp_path):
+    pki = Pki(tmp_path / "pki")
+    broker = mosquitto_factory("tls", tls=pki)
+    central = Central(broker, "central/#")
+    try:
+        server = start(server_factory, linear_model, broker.url, "--mqtt-ca", str(pki.ca),
+                       "--mqtt-cert", str(pki.client), "--mqtt-key", str(pki.client_key),
+                       "--uplink-url", broker.url, "--uplink-ca", str(pki.ca), "--uplink-cert", str(pki.client),
+                       "--uplink-key", str(pki.client_key), "--uplink-topic-prefix", "central", "--appliance-id", "tls")
+        assert connected(server)["broker"] == broker.url
+        clients(broker.port, tls=pki).publish("fdedge/m/reading", reading(1, Time=T0))
+        eventually(lambda: rows(server) == [(T0, "m")], what="the reading published over TLS stored")
+        eventually(lambda: central.readings(), what=f"the reading up the TLS uplink: {server.read_log()}")
+    finally:
+        central.close()
+
+
+def test_an_mqtts_broker_whose_certificate_the_appliance_cannot_verify_is_refused_not_trusted(
+        mosquitto_factory, server_factory, linear_model, tmp_path):
+    pki = Pki(tmp_path / "pki")
+    broker = mosquitto_factory("tls", tls=pki)
+    # the system's CAs (no --mqtt-ca, no --uplink-ca): the plant's own CA is unknown to them
+    server = start(server_factory, linear_model, broker.url, "--mqtt-cert", str(pki.client),
+                   "--mqtt-key", str(pki.client_key), "--uplink-url", broker.url, "--appliance-id", "tls")
+    state = eventually(lambda: "TLS" in mqtt_state(server).get("detail", "") and mqtt_state(server),
+                       what=f"the reason on /readyz: {mqtt_state(server)}")
+    assert state["state"] == "disconnected" and "certificate was not accepted" in state["detail"]
+    uplink = eventually(lambda: "TLS" in (server.get("/api/uplink")["last_error"] or "") and server.get("/api/uplink"))
+    assert uplink["connected"] is False and "--uplink-ca" in uplink["last_error"]
+    log = server.read_log()
+    assert log.count("certificate was not accepted") == 2, log  # once each for MQTT in and the uplink, not per retry
+    server.send(reading(1, Time=T0))  # HTTP ingest is not affected
+    assert [time for time, _machine in rows(server)] == [T0]
 
 
 def test_a_message_published_while_the_appliance_is_down_is_stored_once_it_is_back(

@@ -63,6 +63,8 @@ TAIL = r"|sensor_data USING INTEGER PRIMARY KEY \(rowid>\?\)"
 CASES: dict[str, tuple[Callable[[sqlite3.Connection], object], str]] = {
     "latest": (lambda c: queries.latest(c, None, 20), r"SCAN sensor_data$"),  # newest ids, LIMIT stops it
     "latest, machine": (lambda c: queries.latest(c, "m1", 20), r"USING INDEX sensor_data_machine_id \(machine=\?\)"),
+    "drift window": (lambda c: queries.recent_features(c, "m1", 300), r"USING INDEX sensor_data_machine_id \(machine=\?\)"),
+    "drift's newest ids": (lambda c: queries.last_ids(c), r"SCAN fdedge_machines"),
     "history, machine": (lambda c: queries.history(c, "fault0", 100, "m1"), r"sensor_data_machine_id \(machine=\?\)"),
     "after id": (lambda c: queries.rows_after(c, 10, None, 100), r"USING INTEGER PRIMARY KEY \(rowid>\?\)"),
     "after id, machine": (lambda c: queries.rows_after(c, 10, "m2", 100),

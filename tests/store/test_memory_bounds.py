@@ -1,0 +1,68 @@
+"""What SQLite may keep in memory is bounded, whatever the load: the appliance's RSS budget
+(100 MB after 100,000 readings with every feature on, `make bench`) holds by construction.
+
+The writer's INSERT statements come from a small fixed set, whatever the group sizes. A statement of k rows holds k x 44 parameters, about 4 KB of compiled program per row, and
+sqlite3 caches every distinct text it runs (up to `cached_statements`, 512). With one text per
+group size, a day of single readings at varying load (groups of 1 to 256) left 135 MB of
+statements cached in the writer's connection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from edge.fdrest import COLUMNS
+from tests.harness import reading
+from edge.store.schema import INSERT_CHUNK, TABLE, insert_rows, open_database
+
+
+class Recording:
+    """The connection, with the text of every statement it is given."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn, self.texts = conn, set()
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        self.texts.add(sql)
+        return self.conn.execute(sql, params)
+
+
+def test_every_group_size_uses_a_few_statements_and_stores_every_row_in_order(tmp_path):
+    conn = open_database(tmp_path / "sensor_data.db")
+    recording = Recording(conn)
+    sent = 0
+    for n in range(1, 2 * INSERT_CHUNK + 2):
+        x = [[float(sent + i)] + [0.0] * 34 for i in range(n)]
+        last = insert_rows(recording, [f"2024-01-01 00:00:{n % 60:02d}"] * n, x, [[0.0] * 8] * n,
+                           [f"m{n}"] * n)
+        sent += n
+        assert last == sent  # the id of the group's last row
+    assert len(recording.texts) <= INSERT_CHUNK.bit_length()  # 256, 128, ..., 1: nine texts
+    stored = [row[0] for row in conn.execute(f"SELECT {COLUMNS[0]} FROM {TABLE} ORDER BY id")]
+    assert stored == [float(i) for i in range(sent)]
+
+
+def test_every_connection_the_appliance_opens_keeps_a_small_page_cache(make_client, monkeypatch):
+    """SQLite's default is 2 MiB per connection, and the appliance holds several (the writer,
+    the checkpointer, the readers, the notifier, the uplink's): together 10 MB of the budget."""
+    opened: list[sqlite3.Connection] = []
+    real = sqlite3.connect
+
+    def recording(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = real(*args, **kwargs)
+        opened.append(conn)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", recording)
+    with make_client() as client:
+        assert client.post("/send", json=[reading(k) for k in range(50)]).status_code == 200
+        assert client.get("/api/latest").status_code == 200
+        caches = []
+        for conn in opened:
+            try:
+                caches.append(conn.execute("PRAGMA cache_size").fetchone()[0])
+            except sqlite3.ProgrammingError:  # closed meanwhile (start-up checks)
+                continue
+    assert len(caches) >= 3  # the writer, the checkpointer, a reader at least
+    assert all(-1024 <= c < 0 for c in caches), caches  # KiB (negative): at most 1 MiB each
