@@ -222,10 +222,17 @@ class ModelStore:
             directory = unpack(source, staging / "unpacked") if source.is_file() else source
             if not directory.is_dir():
                 raise ModelRejected(f"{source} is neither a model directory nor a tar.gz archive")
-            version = content_version(directory)
-            if (self.root / version / "manifest.json").is_file():
-                return version
-            check(directory)
+            try:
+                version = content_version(directory)
+                if (self.root / version / "manifest.json").is_file():
+                    return version
+                check(directory)
+            except ModelRejected as exc:
+                if directory == source:
+                    raise
+                # an archive's files by their names in it, not by the staging directory
+                message = exc.message.replace(f"{directory}{os.sep}", "").replace(str(directory), "the archive")
+                raise ModelRejected(message, **exc.details) from None
             kept = staging / "kept"
             kept.mkdir()
             for name in HASHED + OPTIONAL:

@@ -199,6 +199,7 @@ def test_a_bad_upload_is_refused_naming_what_was_wrong_and_the_store_is_unchange
     r = client.post("/api/models", content=body, headers=ADMIN)
     assert 400 <= r.status_code < 500, r.text
     assert r.json()["error"] == "model_rejected" and r.json()["reason"] == reason, r.text
+    assert str(root) not in r.json()["message"], "the message names the archive's files, not the staging path"
     assert snapshot(root) == before
     assert not [p for p in root.iterdir() if p.name.startswith(".")], "nothing left aside"
     assert client.get("/api/models", headers=ADMIN).json() == listing
