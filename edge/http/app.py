@@ -23,6 +23,7 @@ from edge.errors import FDEdgeError, Unauthorized
 from edge.http import (
     alarm_routes,
     event_routes,
+    explain_routes,
     fleet_routes,
     ingest_routes,
     model_routes,
@@ -153,6 +154,7 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
         Route("/api/latest", read_routes.latest),
         Route("/api/machines", read_routes.machines),
         Route("/api/fleet", fleet_routes.fleet_endpoint),
+        Route("/api/explain", explain_routes.explain_endpoint),
         Route("/api/series", read_routes.series),
         Route("/api/count", read_routes.count),
         Route("/api/alarms", alarm_routes.alarms),

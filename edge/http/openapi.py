@@ -182,6 +182,15 @@ def build(version: str) -> dict[str, Any]:
                                    "last_seen (arrival, the appliance's clock), silent_s, stale; drift (null: unknown)",
                         "responses": {"200": ok_json({"type": "object"}), **common}}
             },
+            "/api/explain": {
+                "get": {"summary": "The features behind a stored reading's largest fault (occlusion against the "
+                                   "training baseline, in σ); `healthy` when every fault is below the warning level",
+                        "parameters": [_q("id", {"type": "integer", "minimum": 1}),
+                                       _q("machine", {"type": "string", "maxLength": 64})],
+                        "responses": {"200": ok_json({"type": "object"}), **common,
+                                      "404": _error("no such reading, or the machine has none"),
+                                      "409": _error("the reading lacks features (an FD-REST row)")}}
+            },
             "/api/fleet": {
                 "get": {"summary": "Every machine of /api/machines with its newest reading (`latest`) and its active "
                                    "alarms (`alarms`: count, unacked, worst severity, faults): the fleet overview",

@@ -37,6 +37,17 @@ class Baseline:
         return cls(mean, std, "scaler")
 
 
+    @classmethod
+    def from_training(cls, stats: Any) -> Baseline:
+        """The training data's own mean and spread (`training_stats.TrainingStats`), the better
+        baseline: a scaler's may be a MinMaxScaler's, which says nothing of the spread."""
+        return cls(np.asarray(stats.mean, dtype=np.float64), np.asarray(stats.std, dtype=np.float64), stats.source)
+
+    @classmethod
+    def of(cls, model: Model) -> Baseline:
+        return cls.from_training(model.training_stats) if model.training_stats is not None else cls.from_scaler(model)
+
+
 def explain(model: Model, baseline: Baseline, x: np.ndarray, fault: int | None = None) -> dict[str, Any]:
     """The features behind `fault` (default: the largest) for one reading `x` (35, FD-REST order)."""
     x = np.asarray(x, dtype=np.float64).reshape(35)

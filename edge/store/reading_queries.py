@@ -60,6 +60,11 @@ def latest(conn: sqlite3.Connection, machine: str | None, limit: int) -> list[di
     return [reading(r) for r in rows]
 
 
+def reading_by_id(conn: sqlite3.Connection, reading_id: int) -> list[dict[str, Any]]:
+    rows = conn.execute(f"SELECT {SELECT_LIST} FROM {TABLE} WHERE id = ?", (reading_id,)).fetchall()
+    return [reading(r) for r in rows]
+
+
 def history(conn: sqlite3.Connection, column: str, limit: int, machine: str | None) -> dict[str, list]:
     clause, args = machine_clause(machine)
     rows = conn.execute(f"SELECT time, {column} FROM {TABLE} WHERE 1 {clause} ORDER BY id DESC LIMIT ?",

@@ -63,6 +63,7 @@ TAIL = r"|sensor_data USING INTEGER PRIMARY KEY \(rowid>\?\)"
 CASES: dict[str, tuple[Callable[[sqlite3.Connection], object], str]] = {
     "latest": (lambda c: queries.latest(c, None, 20), r"SCAN sensor_data$"),  # newest ids, LIMIT stops it
     "latest, machine": (lambda c: queries.latest(c, "m1", 20), r"USING INDEX sensor_data_machine_id \(machine=\?\)"),
+    "explain, by id": (lambda c: queries.reading_by_id(c, 5), r"USING INTEGER PRIMARY KEY \(rowid=\?\)"),
     "drift window": (lambda c: queries.recent_features(c, "m1", 300), r"USING INDEX sensor_data_machine_id \(machine=\?\)"),
     "drift's newest ids": (lambda c: queries.last_ids(c), r"SCAN fdedge_machines"),
     "history, machine": (lambda c: queries.history(c, "fault0", 100, "m1"), r"sensor_data_machine_id \(machine=\?\)"),

@@ -192,19 +192,70 @@ function renderLatest(r) {
     const st = faultState(v, S.thresholds);
     const cat = S.catalogue.get(dom) || {};
     setState(box, st);
-    $("dom-name").textContent = `${cat.category || dom} (${dom})`;
-    $("dom-value").textContent = fmtFault(v);
+    // Healthy: no causes listed for a 0.3 (they would read as a diagnosis).
+    $("dom-name").textContent = st === "normal" ? "Healthy" : `${cat.category || dom} (${dom})`;
+    $("dom-value").textContent = st === "normal" ? "" : fmtFault(v);
     $("dom-state").textContent = st;
+    $("dom-detail").hidden = st === "normal";
     $("dom-observed").textContent = cat.observed || "–";
     $("dom-causes").textContent = cat.root_causes || "–";
-    $("dom-note").textContent = st === "normal" ? "All intensities are below the warning threshold." : "";
+    $("dom-note").textContent = st === "normal"
+      ? `All intensities are below the warning threshold (${S.thresholds.warning}); the largest is ${dom} at ${fmtFault(v)}.`
+      : "";
+    if (st === "normal") $("dom-why").textContent = "–";
+    else explainSoon(r);
   }
+  renderDrift(r.machine);
 
   $("latest-time").textContent = fmtTime(r.time);
   $("latest-machine").textContent = r.machine ?? "–";
   $("latest-id").textContent = r.id ?? "–";
   const feats = r.features || {};
   for (const [name, dd] of featureCells) dd.textContent = fmtNum(feats[name]);
+}
+
+// --- why: the features behind the shown reading's fault (GET /api/explain) ---------------
+
+// At most one request in flight, and only for the newest reading shown: a burst of alarm-level
+// readings asks once for the last of them, not once each.
+const why = { wanted: null, busy: false, shown: null };
+function explainSoon(r) {
+  if (r.id === undefined || r.id === null || r.id === why.shown) return;
+  why.wanted = r.id;
+  if (!why.busy) explainNext();
+}
+async function explainNext() {
+  const id = why.wanted;
+  if (id === null) return;
+  why.busy = true;
+  try {
+    const ans = await getJSON("/api/explain", { id });
+    if (S.latest && S.latest.id === id) {
+      why.shown = id;
+      $("dom-why").textContent = ans.healthy || !ans.features.length
+        ? "no single feature stands out"
+        : ans.features.map((f) => `${f.feature} ${f.sigma >= 0 ? "+" : ""}${f.sigma.toFixed(1)} σ`).join(", ")
+          + ` (from the ${ans.baseline} mean)`;
+    }
+  } catch (err) {
+    $("dom-why").textContent = "–"; // an older appliance without /api/explain, or the reading is gone
+  } finally {
+    why.busy = false;
+    if (why.wanted !== id) explainNext();
+    else why.wanted = null;
+  }
+}
+
+// Drift (the appliance's, from /api/machines): the model is being asked about data unlike its
+// training data, so its numbers say less.
+function renderDrift(machine) {
+  const d = machine == null ? null : status.drift(machine);
+  const note = $("dom-drift");
+  note.hidden = !(d && d.drifted);
+  note.textContent = d && d.drifted
+    ? `Readings of ${machine} have drifted from the model's training data (score ${d.score.toFixed(1)}: `
+      + `${d.top.map((t) => `${t.feature} ${t.score.toFixed(1)} σ outside its range`).join(", ")}). Trust the fault values less.`
+    : "";
 }
 
 // Nothing shown yet (a new database): back to the empty page's state.
@@ -232,6 +283,7 @@ function renderStale() {
   for (const id of ["dominant", "faults-card", "latest-card"]) $(id).classList.toggle("is-stale", stale);
   $("machine-seen").textContent = seen;
   $("machine-seen").classList.toggle("is-stale", stale);
+  renderDrift(name);
   $("stale-note").hidden = !stale;
   $("stale-note").textContent = stale
     ? `${name} is silent: no reading for longer than expected. The values below are its ${seen}.`

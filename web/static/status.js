@@ -50,7 +50,8 @@ export class StatusBanner {
     const next = new Map();
     for (const m of answer.machines || []) {
       const seen = Date.parse(m.last_seen || "");
-      next.set(m.machine, { seen: Number.isNaN(seen) ? null : seen, limit: m.stale_after_s || null });
+      next.set(m.machine, { seen: Number.isNaN(seen) ? null : seen, limit: m.stale_after_s || null,
+                            drift: m.drift || null });
     }
     // a reading this page saw live may be newer than the answer
     for (const [name, old] of this.machines) {
@@ -59,6 +60,12 @@ export class StatusBanner {
     }
     this.machines = next;
     this.loaded = true;
+  }
+
+  // The appliance's drift verdict for `name` ({score, drifted, top, ...}), or null (unknown).
+  drift(name) {
+    const m = this.machines.get(name);
+    return m ? m.drift : null;
   }
 
   // A reading of `name` arrived live: it is not silent.
