@@ -22,6 +22,9 @@ from convert.scalers import LoadedScaler
 # numpy's multiply-add and scikit-learn's subtract-divide may differ in the last bits only.
 SCALING_TOLERANCE = 1e-9
 KERAS_BATCH = 1024
+# Parity readings kept in the manifest (`parity.replay`) with the faults FD-REST's path computed for
+# them: the appliance re-runs them before it keeps or activates the model (edge/scoring/model_store.py).
+REPLAY_SAMPLES = 16
 
 
 def _sklearn(scaler: LoadedScaler | None, method: str, data: np.ndarray) -> np.ndarray:
@@ -85,6 +88,8 @@ def check(model: Any, feature: LoadedScaler | None, target: LoadedScaler | None,
         "max_abs_error": max_abs, "output_range": spread, "relative_error": relative, "tolerance": tolerance,
         "max_abs_error_per_fault": [float(v) for v in diff.max(axis=0)],
         "scaling_relative_error": scaling, "inverse_scaling_relative_error": inverse,
+        # x in the model's input order (the manifest's `features`), y FD-REST's faults
+        "replay": {"x": x[:REPLAY_SAMPLES].tolist(), "y": keras_faults[:REPLAY_SAMPLES].tolist()},
     }
     if relative > tolerance:
         raise ParityError(

@@ -67,6 +67,8 @@ class Appliance:
     uplink: Uplink | None = None
     models: ModelStore | None = None  # DATA_DIR/models; its record is polled for a new active version
     model_version: str = ""  # the store version scoring now
+    # one model change at a time over HTTP (edge/http/model_routes.py): check, record, swap
+    model_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     drift: DriftMonitor | None = None  # each machine's recent window against the training data
     loop: asyncio.AbstractEventLoop | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
@@ -97,6 +99,7 @@ class Appliance:
         appliance = cls(settings, model, writer, Readers(settings.db_path, settings.read_threads), hub, metrics,
                         alarms=engine, notifier=notifier)
         appliance.models, appliance.model_version = store, model_dir.name
+        writer.model_version = model_dir.name
         if settings.drift_interval > 0:
             appliance.drift = DriftMonitor(appliance.readers, lambda: appliance.model.training_stats,
                                            settings.drift_window, settings.drift_interval)
@@ -156,7 +159,7 @@ class Appliance:
                                                            self.publish_alarms,
                                                            stale.check_interval(self.settings.stale_after))))
         if self.models is not None:
-            self.tasks.append(loop.create_task(watch(self.models, self.model_version, self.swap_model,
+            self.tasks.append(loop.create_task(watch(self.models, lambda: self.model_version, self.swap_recorded,
                                                      threads=self.settings.threads)))
         if self.drift is not None:
             self.tasks.append(loop.create_task(self.drift.run_forever()))
@@ -214,9 +217,9 @@ class Appliance:
         events: list[Event] = []
         for s in stored:
             b = s.batch
-            x_rows, y_rows, first = b.rows, s.faults.tolist(), s.first_id
+            x_rows, y_rows, first, version = b.rows, s.faults.tolist(), s.first_id, s.model_version
             for j in range(len(b)):
-                events.append(reading(first + j, b.times[j], b.machines[j], x_rows[j], y_rows[j], shapes))
+                events.append(reading(first + j, b.times[j], b.machines[j], x_rows[j], y_rows[j], shapes, version))
         self.loop.call_soon_threadsafe(self.hub.publish, events, shapes)
 
     def publish_with_socketio(self, stored: list[Stored]) -> None:
@@ -255,9 +258,16 @@ class Appliance:
     async def swap_model(self, model: Model, version: str) -> None:
         """Switched in on the writer thread between two groups: no reading is scored half by each."""
         def switch(_conn: sqlite3.Connection) -> None:
-            self.writer.model = model
+            self.writer.model, self.writer.model_version = model, version
             self.model, self.model_version = model, version
         await self.writer.call(switch)
+
+    async def swap_recorded(self, model: Model, version: str) -> None:
+        """The store watcher's swap (a CLI change): only if the record still names this version once
+        it is loaded, under the lock an HTTP activation holds, so a slow load never undoes a later one."""
+        async with self.model_lock:
+            if self.models is not None and self.models.state()["active"] == version and self.model_version != version:
+                await self.swap_model(model, version)
 
     def model_info(self) -> dict:
         m = self.model.manifest

@@ -65,6 +65,10 @@ class Settings:
     token_file: Path | None = setting(None, Path, "read the ingest token from this file instead (a flag's value "
                                       "shows in `ps`; a Docker or systemd secret is a file)")
     read_token_file: Path | None = setting(None, Path, "read the read token from this file instead")
+    admin_token: str | None = setting(None, str, "bearer token for model management over HTTP (/api/models*: "
+                                      "upload, activate, rollback); unset (and no named admin token) = off, "
+                                      "`fdedge model` is the only way")
+    admin_token_file: Path | None = setting(None, Path, "read the admin token from this file instead")
     allowed_hosts: str | None = setting(None, str, "comma-separated names the appliance answers to "
                                         "(`fdedge.plant.local, 10.0.0.5, *.plant.local`); any other Host header "
                                         "gets 400, the defence against DNS rebinding; loopback always passes; "
@@ -210,7 +214,7 @@ class Settings:
                 valid = f" (one of {', '.join(choices)})" if choices else ""
                 parser.error(f"{f.name.replace('_', '-')} / {_env_name(f.name)}: invalid value {raw!r}{valid}")
             values[f.name] = value
-        for name in ("token", "read_token"):
+        for name in ("token", "read_token", "admin_token"):
             path = values.get(f"{name}_file")
             if path is None:
                 continue

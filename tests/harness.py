@@ -78,6 +78,19 @@ def linear_expected(params: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     return (scaled @ params["W"] + params["b"]).astype(np.float64) * params["y_scale"] + params["y_offset"]
 
 
+def model_archive(directory: Path, *extra: tuple[Any, bytes]) -> bytes:
+    """A tar.gz of a converted model directory as `POST /api/models` takes it (under `model/`),
+    with extra (TarInfo, data) members added after it."""
+    import io
+    import tarfile
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        tar.add(directory, arcname="model")
+        for info, data in extra:
+            tar.addfile(info, io.BytesIO(data) if data else None)
+    return out.getvalue()
+
+
 def reading(seed: int = 0, **extra) -> dict:
     rng = np.random.default_rng(seed)
     body = {name: round(float(v), 4) for name, v in zip(FEATURES, rng.normal(size=35), strict=True)}

@@ -39,6 +39,18 @@ def test_a_bad_token_file_stops_start_up_with_a_reason(tmp_path, capsys, content
     assert "token-file" in err and says in err
 
 
+def test_the_admin_token_from_a_file_or_the_environment(tmp_path, capsys):
+    path = tmp_path / "admin"
+    path.write_text("s3cret-admin\n")
+    assert Settings.from_args(["--admin-token-file", str(path)], environ={}).admin_token == "s3cret-admin"
+    assert Settings.from_args([], environ={"FDEDGE_ADMIN_TOKEN_FILE": str(path)}).admin_token == "s3cret-admin"
+    assert Settings.from_args([], environ={"FDEDGE_ADMIN_TOKEN": "env-admin"}).admin_token == "env-admin"
+    assert Settings.from_args([], environ={}).admin_token is None
+    with pytest.raises(SystemExit):
+        Settings.from_args(["--admin-token-file", str(path), "--admin-token", "y"], environ={})
+    assert "not both" in capsys.readouterr().err
+
+
 def test_a_token_and_its_file_together_are_refused(tmp_path, capsys):
     path = tmp_path / "token"
     path.write_text("x")
@@ -89,6 +101,8 @@ EVERY_SETTING = {
     "read_token": ("read-secret", "read-secret"),
     "token_file": None,  # read by its own test above: the value becomes `token`
     "read_token_file": None,
+    "admin_token": ("admin-secret", "admin-secret"),
+    "admin_token_file": None,  # read by test_the_admin_token_from_a_file_or_the_environment
     "allowed_hosts": ("fdedge.plant.local, *.plant.local", "fdedge.plant.local, *.plant.local"),
     "max_body_bytes": ("1048576", 1_048_576),
     "max_batch_rows": ("500", 500),

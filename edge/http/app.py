@@ -26,6 +26,7 @@ from edge.http import (
     explain_routes,
     fleet_routes,
     ingest_routes,
+    model_routes,
     openapi,
     ops_routes,
     read_routes,
@@ -160,6 +161,10 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
         Route("/api/alarms/{alarm_id:int}", alarm_routes.alarm),
         Route("/api/alarms/{alarm_id:int}/ack", alarm_routes.ack, methods=["POST"]),
         Route("/api/model", ops_routes.model),
+        Route("/api/models", model_routes.models, methods=["GET"]),
+        Route("/api/models", model_routes.upload, methods=["POST"]),
+        Route("/api/models/rollback", model_routes.rollback, methods=["POST"]),
+        Route("/api/models/{version}/activate", model_routes.activate, methods=["POST"]),
         Route("/api/storage", ops_routes.storage),
         Route("/api/uplink", ops_routes.uplink),
         Route("/healthz", ops_routes.healthz),
@@ -174,7 +179,8 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
     # Named tokens can be added while the appliance runs, so the token check is always in place.
     named = Tokens(settings.db_path)
     auth: dict[str, Any] = {"token": settings.token, "read_token": settings.read_token, "named": named,
-                            "allowed_origins": settings.allowed_origins or frozenset()}
+                            "allowed_origins": settings.allowed_origins or frozenset(),
+                            "admin_token": settings.admin_token}
     # Without a host list that middleware would only cost time on every request.
     middleware = [Middleware(SendDeadline, seconds=settings.send_timeout)]
     if settings.allowed_hosts:

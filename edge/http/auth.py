@@ -74,11 +74,14 @@ class TokenAuth:
     read token, everything else by the ingest token, nothing when neither is set."""
 
     def __init__(self, app: ASGIApp, token: str | None, read_token: str | None,
-                 named: Tokens | None = None, allowed_origins: frozenset[str] = frozenset()) -> None:
+                 named: Tokens | None = None, allowed_origins: frozenset[str] = frozenset(),
+                 admin_token: str | None = None) -> None:
         self.app = app
         self.token = token
         self.read_token = read_token
-        self.shared = [(t, role) for t, role in ((token, roles.SHARED_SENSOR), (read_token, roles.SHARED_VIEWER))
+        self.admin_token = admin_token
+        self.shared = [(t, role) for t, role in ((token, roles.SHARED_SENSOR), (read_token, roles.SHARED_VIEWER),
+                                                 (admin_token, roles.SHARED_ADMIN))
                        if t is not None]
         self.named = named
         self.allowed_origins = allowed_origins
@@ -101,9 +104,18 @@ class TokenAuth:
         scope["fdedge_token"] = token
         return token.role
 
+    def models_on(self) -> bool:
+        """Model management over HTTP needs an admin token to exist: --admin-token or a named one."""
+        return self.admin_token is not None or (self.named is not None and self.named.has_role("admin"))
+
     def decide(self, scope: Scope) -> FDEdgeError | None:
         perm = roles.needed(scope["method"], scope["path"])
-        if perm is None or not self.guarded(perm):
+        if roles.is_models(scope["path"]):
+            if not self.models_on():  # always guarded: never open, whatever other tokens are set
+                return Forbidden("model management over HTTP is off: no admin token is configured (--admin-token, "
+                                 "FDEDGE_ADMIN_TOKEN, --admin-token-file or `fdedge token add --role admin`); "
+                                 "use `fdedge model` on the appliance", reason="models_http_off")
+        elif perm is None or not self.guarded(perm):
             return None
         given = presented(scope, cookie_ok=perm == "read" or (perm in roles.COOKIE_WRITES and self._same_site(scope)))
         role = self.who(given, scope)

@@ -24,6 +24,45 @@ def _error(description: str) -> dict[str, Any]:
     }
 
 
+def _model_paths(common: dict[str, Any]) -> dict[str, Any]:
+    """/api/models*: the admin token only; 403 `models_http_off` when no admin token is configured."""
+    admin = {**common, "403": _error("not an admin token, or model management over HTTP is off (no admin token)")}
+    refused = _error("the model was refused; `reason` names what was wrong (the store is unchanged)")
+    version = {"name": "version", "in": "path", "required": True,
+               "schema": {"type": "string", "pattern": "^[0-9a-f]{1,64}$"}}
+    return {
+        "/api/models": {
+            "get": {
+                "summary": "The model store: every version, the active, previous and shadow ones, the one scoring",
+                "responses": {"200": ok_json({"type": "object"}), **admin},
+            },
+            "post": {
+                "summary": "Add a model: the body is a tar.gz of a converted model directory (checked, not activated)",
+                "requestBody": {"required": True, "content": {
+                    "application/gzip": {"schema": {"type": "string", "format": "binary"}},
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                "responses": {"200": ok_json({"type": "object"}), "201": ok_json({"type": "object"}), **admin,
+                              "413": _error("archive too large"), "422": refused},
+            },
+        },
+        "/api/models/{version}/activate": {
+            "post": {
+                "summary": "Check a version (load, parity samples re-run here) and switch it in between two "
+                           "writer groups",
+                "parameters": [version],
+                "responses": {"200": ok_json({"type": "object"}), **admin, "404": _error("no such version"),
+                              "422": refused},
+            }
+        },
+        "/api/models/rollback": {
+            "post": {
+                "summary": "Make the previous version active and scoring again",
+                "responses": {"200": ok_json({"type": "object"}), **admin, "422": refused},
+            }
+        },
+    }
+
+
 def build(version: str) -> dict[str, Any]:
     reading = {
         "type": "object",
@@ -243,6 +282,7 @@ def build(version: str) -> dict[str, Any]:
                     "responses": {"200": ok_json({"type": "object"})},
                 }
             },
+            **_model_paths(common),
             "/events": {
                 "get": {
                     "summary": "Server-Sent Events of every stored reading",

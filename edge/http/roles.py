@@ -5,6 +5,7 @@ from __future__ import annotations
 
 SHARED_SENSOR = "sensor (shared --token)"
 SHARED_VIEWER = "viewer (shared --read-token)"
+SHARED_ADMIN = "admin (shared --admin-token)"
 
 # permission -> what it covers
 PERMISSIONS = {
@@ -23,6 +24,7 @@ ROLES: dict[str, frozenset[str]] = {
     "admin": frozenset({"read", "ack", "label", "admin"}),
     SHARED_SENSOR: frozenset({"ingest", "read", "ack", "label"}),
     SHARED_VIEWER: frozenset({"read"}),
+    SHARED_ADMIN: frozenset({"read", "ack", "label", "admin"}),
 }
 
 # Permissions a page's login cookie may exercise besides reads: SameSite=Strict keeps it off other
@@ -34,11 +36,16 @@ OPEN_PATHS = frozenset({"/", "/report", "/dashboard", "/healthz", "/readyz",
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+def is_models(path: str) -> bool:
+    """Model management (edge/http/model_routes.py): off unless an admin token is configured."""
+    return path == "/api/models" or path.startswith("/api/models/")
+
+
 def needed(method: str, path: str) -> str | None:
     """The permission a request needs, or None (open pages, static files, health, the model; reads
     only: every write needs a token once one is set). An unknown write needs admin, so a new
     PUT or DELETE route is guarded without anyone remembering to add it here."""
-    if path == "/api/models" or path.startswith("/api/models/"):
+    if is_models(path):
         return "admin"
     if method in SAFE_METHODS:
         return None if path in OPEN_PATHS or path.startswith("/static/") else "read"

@@ -24,6 +24,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edge.errors import ModelRejected, StartupError
 from edge.scoring import model as model_module
 from edge.scoring.model import Model
@@ -35,6 +37,11 @@ HASHED = ("manifest.json", "model.onnx", "scalers.npz")
 OPTIONAL = ("MODEL_CARD.md", "training.json")
 MAX_ARCHIVE_BYTES = 256 * 1024 * 1024  # unpacked size bound of an uploaded archive
 STATE = "state.json"
+REPLAY_TOLERANCE = 1e-4  # of the output range, when the manifest's parity names none
+# What a load failure was, from model.load's message (it names the file and the check): the reason
+# an HTTP client gets beside the message.
+_REASONS = (("features must", "features"), ("faults must", "faults"), ("sha256 differs", "hash_mismatch"),
+            ("missing or corrupt", "bad_file"), ("not found", "missing_file"), ("manifest", "manifest"))
 
 
 def content_version(directory: Path) -> str:
@@ -43,17 +50,55 @@ def content_version(directory: Path) -> str:
     for name in HASHED:
         path = directory / name
         if not path.is_file():
-            raise ModelRejected(f"model file {name} is missing from {directory}", file=name)
+            raise ModelRejected(f"model file {name} is missing from {directory}", reason="missing_file", file=name)
         digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
+def _reason(message: str) -> str:
+    return next((reason for key, reason in _REASONS if key in message), "invalid_model")
+
+
 def check(directory: Path, threads: int = 1) -> Model:
-    """Load the model as the appliance would (manifest, features, hashes, a test inference)."""
+    """Load the model as the appliance would (manifest, features, hashes, a test inference), then
+    re-run the manifest's parity samples through that runtime path (`replay`)."""
     try:
-        return model_module.load(directory, threads=threads)
+        model = model_module.load(directory, threads=threads)
     except StartupError as exc:
-        raise ModelRejected(str(exc)) from None
+        raise ModelRejected(str(exc), reason=_reason(str(exc))) from None
+    replay(model)
+    return model
+
+
+def replay(model: Model) -> dict[str, Any]:
+    """The manifest's `parity.replay` readings (x in the model's input order, y the build step's
+    faults) scored on this device and compared with y, within the parity tolerance of the output
+    range: a model that computes something else here than where it was converted is refused.
+    A manifest without samples (converted before they were kept) is checked by loading only."""
+    parity = model.manifest.get("parity")
+    if not isinstance(parity, dict) or parity.get("replay") is None:
+        return {"samples": 0}
+    samples = parity["replay"]
+    try:
+        x_model = np.asarray(samples["x"], dtype=np.float64)
+        expected = np.asarray(samples["y"], dtype=np.float64)
+        tolerance = float(parity.get("tolerance", REPLAY_TOLERANCE))
+        if x_model.ndim != 2 or x_model.shape[1] != 35 or expected.shape != (len(x_model), 8) or not len(x_model):
+            raise ValueError(f"x must be (n, 35) and y (n, 8), got {x_model.shape} and {expected.shape}")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelRejected(f"manifest parity.replay is malformed: {exc}", reason="parity") from None
+    x = np.empty_like(x_model)
+    x[:, model.order] = x_model  # predict takes FD-REST's order
+    diff = np.abs(model.predict(x) - expected)
+    spread = float(np.ptp(expected)) or max(float(np.abs(expected).max()), 1.0)
+    worst = float(diff.max()) if np.isfinite(diff).all() else float("inf")
+    if worst > tolerance * spread:
+        row, col = np.unravel_index(int(np.argmax(np.nan_to_num(diff, nan=np.inf))), diff.shape)
+        raise ModelRejected(
+            f"parity check failed on this device: the model differs from its manifest's samples by {worst:.3g} "
+            f"(more than {tolerance:g} of the output range {spread:.3g}; worst: {model.faults[col]}, sample {row})",
+            reason="parity", max_abs_error=worst if np.isfinite(worst) else None)
+    return {"samples": int(len(x)), "max_abs_error": worst, "tolerance": tolerance}
 
 
 def unpack(archive: Path, into: Path) -> Path:
@@ -67,18 +112,22 @@ def unpack(archive: Path, into: Path) -> Path:
             total = 0
             for member in members:
                 if not (member.isfile() or member.isdir()):
-                    raise ModelRejected(f"archive member {member.name!r} is not a regular file or directory")
+                    raise ModelRejected(f"archive member {member.name!r} is not a regular file or directory",
+                                        reason="not_regular_file", member=member.name[:200])
                 if member.name.startswith("/") or ".." in Path(member.name).parts:
-                    raise ModelRejected(f"archive member {member.name!r} escapes the archive's directory")
+                    raise ModelRejected(f"archive member {member.name!r} escapes the archive's directory",
+                                        reason="escapes", member=member.name[:200])
                 total += member.size
                 if total > MAX_ARCHIVE_BYTES:
-                    raise ModelRejected(f"archive unpacks to more than {MAX_ARCHIVE_BYTES} bytes")
+                    raise ModelRejected(f"archive unpacks to more than {MAX_ARCHIVE_BYTES} bytes",
+                                        reason="too_large")
             tar.extractall(into, members=members, filter="data")
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise ModelRejected(f"{archive.name} is not a readable tar.gz archive: {exc}") from None
+        raise ModelRejected(f"{archive.name} is not a readable tar.gz archive: {exc}", reason="not_archive") from None
     candidates = [p.parent for p in into.rglob("manifest.json")]
     if len(candidates) != 1:
-        raise ModelRejected(f"archive must hold one model directory with manifest.json, found {len(candidates)}")
+        raise ModelRejected(f"archive must hold one model directory with manifest.json, found {len(candidates)}",
+                            reason="missing_file", file="manifest.json")
     return candidates[0]
 
 
@@ -173,10 +222,17 @@ class ModelStore:
             directory = unpack(source, staging / "unpacked") if source.is_file() else source
             if not directory.is_dir():
                 raise ModelRejected(f"{source} is neither a model directory nor a tar.gz archive")
-            version = content_version(directory)
-            if (self.root / version / "manifest.json").is_file():
-                return version
-            check(directory)
+            try:
+                version = content_version(directory)
+                if (self.root / version / "manifest.json").is_file():
+                    return version
+                check(directory)
+            except ModelRejected as exc:
+                if directory == source:
+                    raise
+                # an archive's files by their names in it, not by the staging directory
+                message = exc.message.replace(f"{directory}{os.sep}", "").replace(str(directory), "the archive")
+                raise ModelRejected(message, **exc.details) from None
             kept = staging / "kept"
             kept.mkdir()
             for name in HASHED + OPTIONAL:
@@ -190,21 +246,27 @@ class ModelStore:
             os.replace(kept, self.root / version)
         return version
 
-    def activate(self, version: str) -> Model:
-        """Check the version loads, then record it active (the old one becomes previous)."""
-        model = check(self.path(version))
+    def activate(self, version: str, threads: int = 1) -> Model:
+        """Check the version loads and replays its parity samples, then record it active (the old
+        one becomes previous)."""
+        model = check(self.path(version), threads)
         state = self.state()
         if state["active"] != version:
             self._record(active=version, previous=state["active"])
         return model
 
     def rollback(self) -> str:
+        return self.rollback_model()[0]
+
+    def rollback_model(self, threads: int = 1) -> tuple[str, Model]:
+        """The previous version, checked, made active again (the active one becomes previous)."""
         state = self.state()
-        if not state["previous"] or not (self.root / state["previous"]).is_dir():
+        previous = state["previous"]
+        if not previous or not (self.root / previous).is_dir():
             raise ModelRejected("no previous model to roll back to", reason="no_previous")
-        check(self.path(state["previous"]))
-        self._record(active=state["previous"], previous=state["active"])
-        return state["previous"]
+        model = check(self.path(previous), threads)
+        self._record(active=previous, previous=state["active"])
+        return previous, model
 
     def remove(self, version: str) -> None:
         directory = self.path(version)
@@ -238,11 +300,12 @@ class ModelStore:
         return self.root / version
 
 
-async def watch(store: ModelStore, current: str, swap: Callable[[Model, str], Awaitable[None]],
+async def watch(store: ModelStore, scoring: Callable[[], str], swap: Callable[[Model, str], Awaitable[None]],
                 interval: float = 1.0, threads: int = 1) -> None:
     """Poll the store's record; a new active version is loaded and checked off the event loop,
     then handed to `swap` (which switches it in between two writer groups). A model that fails
-    its check is logged and left out; the one scoring now keeps scoring."""
+    its check is logged and left out; the one scoring now keeps scoring. `scoring` names the
+    version scoring now (an HTTP activation swaps it in itself)."""
     stamp = store.state_stamp()
     while True:
         await asyncio.sleep(interval)
@@ -252,12 +315,13 @@ async def watch(store: ModelStore, current: str, swap: Callable[[Model, str], Aw
         stamp = now
         try:
             active = store.state()["active"]
-            if not active or active == current:
+            if not active or active == scoring():
                 continue
             model = await asyncio.to_thread(check, store.path(active), threads)
         except (ModelRejected, StartupError) as exc:
             log.error("model store: active model not switched in: %s", exc)
             continue
+        if active == scoring():
+            continue
         await swap(model, active)
-        current = active
         log.warning("model %s (%s) is now scoring", active, model.name)

@@ -27,6 +27,7 @@ def reading(row: tuple) -> dict[str, Any]:
         "machine": row[2],
         "features": dict(zip(FEATURES, row[3:38], strict=True)),
         "faults": dict(zip(FAULTS, row[38:46], strict=True)),
+        "model_version": row[46],
     }
 
 

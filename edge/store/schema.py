@@ -20,7 +20,9 @@ from edge.store.database import connect, transaction
 SCHEMA_VERSION = "1"
 TABLE = "sensor_data"
 DATA_COLUMNS: tuple[str, ...] = COLUMNS + FAULTS
-INSERT_COLUMNS: tuple[str, ...] = ("time", *DATA_COLUMNS, "machine")
+# model_version: the store version (edge/scoring/model_store.py) that scored the row; NULL for rows
+# stored before FD-Edge kept it
+INSERT_COLUMNS: tuple[str, ...] = ("time", *DATA_COLUMNS, "machine", "model_version")
 # Rows per multi-row INSERT: one sqlite3_step per chunk instead of one per row, which matters
 # because Python's sqlite3 releases and re-takes the GIL around every step.
 INSERT_CHUNK = 256
@@ -47,8 +49,9 @@ def chunk_sizes(n: int) -> list[int]:
 
 
 def insert_rows(conn: sqlite3.Connection, times: list[str], x_rows: list[list], y_rows: list[list],
-                machines: list[str]) -> int:
-    """Insert readings in order; returns the id of the last one (ids are consecutive: one writer)."""
+                machines: list[str], model_version: str | None = None) -> int:
+    """Insert readings in order, all scored by `model_version`; returns the id of the last one
+    (ids are consecutive: one writer)."""
     last = 0
     start = 0
     for size in chunk_sizes(len(times)):
@@ -59,12 +62,13 @@ def insert_rows(conn: sqlite3.Connection, times: list[str], x_rows: list[list], 
             params.extend(x_rows[i])
             params.extend(y_rows[i])
             params.append(machines[i])
+            params.append(model_version)
         last = conn.execute(insert_sql(size), params).lastrowid or 0
         start = end
     return last
 
 
-SELECT_COLUMNS: tuple[str, ...] = ("id", "time", "machine", *DATA_COLUMNS)
+SELECT_COLUMNS: tuple[str, ...] = ("id", "time", "machine", *DATA_COLUMNS, "model_version")
 SELECT_LIST = ", ".join(SELECT_COLUMNS)
 
 CREATE_TABLE = f"""
@@ -72,7 +76,8 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     time TEXT,
     {', '.join(f'{c} REAL' for c in DATA_COLUMNS)},
-    machine TEXT NOT NULL DEFAULT '{DEFAULT_MACHINE}'
+    machine TEXT NOT NULL DEFAULT '{DEFAULT_MACHINE}',
+    model_version TEXT
 )"""
 
 EXTRA_DDL = (
@@ -174,6 +179,8 @@ def migrate(conn: sqlite3.Connection) -> None:
                                "this is not an FD-REST/FD-Edge database")
         if "machine" not in have:
             conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN machine TEXT NOT NULL DEFAULT '{DEFAULT_MACHINE}'")
+        if "model_version" not in have:  # a NULL default: no rewrite of the rows, instant on any size
+            conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN model_version TEXT")
         for ddl in EXTRA_DDL:
             conn.execute(ddl)
         machine_state.migrate(conn, TABLE)

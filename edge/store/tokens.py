@@ -133,6 +133,10 @@ class Tokens:
         self.snapshot()
         return self._exist
 
+    def has_role(self, role: str) -> bool:
+        """A token of this role is active (not revoked)."""
+        return any(t.role == role for t in self.snapshot().values())
+
     def lookup(self, secret: str | None) -> Token | None:
         if not secret or not secret.startswith(PREFIX):
             return None

@@ -50,6 +50,7 @@ class Stored:
     faults: np.ndarray  # (n, 8)
     batch: Batch
     replayed: bool = False  # an idempotency key seen before: nothing new was stored
+    model_version: str | None = None  # the store version that scored it (None: replayed, or no store)
 
 
 @dataclass
@@ -148,6 +149,7 @@ class Writer:
                 self.conn.close()
                 raise StartupError(f"database {db_path}: cannot set up the alarm tables: {exc}") from None
         self.model = model
+        self.model_version: str | None = None  # stored with each reading; changed with `model`, on this thread
         self.on_commit = on_commit
         # called in this thread right after retention's COMMIT removed these machines' last readings
         self.on_machines_gone: Callable[[list[str]], None] | None = None
@@ -539,13 +541,14 @@ class Writer:
         changes: list[AlarmChange] = []
         try:
             with transaction(conn):
-                last = insert_rows(conn, times, x_rows, y_rows, machines)
+                version = self.model_version
+                last = insert_rows(conn, times, x_rows, y_rows, machines, version)
                 first = last - len(times) + 1
                 offset = 0
                 created = now_text() if any(job.key for job in fresh) else ""  # only idempotency keys need it
                 for job in fresh:
                     n = len(job.batch)
-                    stored.append(Stored(first + offset, y[offset:offset + n], job.batch))
+                    stored.append(Stored(first + offset, y[offset:offset + n], job.batch, model_version=version))
                     if job.key:
                         conn.execute("INSERT INTO fdedge_ingest_keys(key, first_id, last_id, created, body_sha256) "
                                      "VALUES (?, ?, ?, ?, ?)",

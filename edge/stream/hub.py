@@ -34,10 +34,12 @@ class Event:
     wires: Mapping[str, bytes]  # shape -> the encoded SSE frame, built once for every client of it
 
     @classmethod
-    def reading(cls, id_: int, time: str, machine: str, x: list, y: list, shapes: tuple[str, ...]) -> Event:
+    def reading(cls, id_: int, time: str, machine: str, x: list, y: list, shapes: tuple[str, ...],
+                model_version: str | None = None) -> Event:
         """`time` as stored (`YYYY-MM-DD HH:MM:SS`, UTC); one frame per shape in `shapes`."""
         when = iso(time)
-        return cls(id_, machine, "reading", {s: reading_frame(s, id_, when, machine, x, y) for s in shapes})
+        return cls(id_, machine, "reading", {s: reading_frame(s, id_, when, machine, x, y, model_version)
+                                             for s in shapes})
 
     @classmethod
     def make(cls, id_: int, machine: str, kind: str, data: str | bytes) -> Event:

@@ -20,19 +20,20 @@ SHAPES: tuple[str, ...] = ("objects", "arrays")  # the first is the default
 
 
 def reading_json(shape: str, id_: int, time: str | None, machine: str, x: Sequence[float | None],
-                 y: Sequence[float | None]) -> bytes:
+                 y: Sequence[float | None], model_version: str | None = None) -> bytes:
     """A reading in `shape` as JSON bytes; `time` already ISO 8601 (see `iso`), x and y the stored
-    values in FD-REST order (lists or tuples)."""
+    values in FD-REST order (lists or tuples), `model_version` the store version that scored it."""
     if shape == "arrays":
-        return orjson.dumps({"id": id_, "time": time, "machine": machine, "x": x, "y": y})
+        return orjson.dumps({"id": id_, "time": time, "machine": machine, "x": x, "y": y,
+                             "model_version": model_version})
     return orjson.dumps({"id": id_, "time": time, "machine": machine,
                          "features": dict(zip(FEATURES, x, strict=True)),
-                         "faults": dict(zip(FAULTS, y, strict=True))})
+                         "faults": dict(zip(FAULTS, y, strict=True)), "model_version": model_version})
 
 
 def row_json(shape: str, row: Sequence) -> bytes:
     """A stored row in edge.store.schema.SELECT_LIST order as `reading_json`: the same bytes the live stream sends."""
-    return reading_json(shape, row[0], iso(row[1]), row[2], row[3:38], row[38:46])
+    return reading_json(shape, row[0], iso(row[1]), row[2], row[3:38], row[38:46], row[46])
 
 
 
@@ -60,6 +61,6 @@ def reading_wire(id_: int, data: bytes) -> bytes:
 
 
 def reading_frame(shape: str, id_: int, time: str | None, machine: str, x: Sequence[float | None],
-                  y: Sequence[float | None]) -> bytes:
+                  y: Sequence[float | None], model_version: str | None = None) -> bytes:
     """A reading's frame in `shape` (`time` ISO 8601)."""
-    return reading_wire(id_, reading_json(shape, id_, time, machine, x, y))
+    return reading_wire(id_, reading_json(shape, id_, time, machine, x, y, model_version))

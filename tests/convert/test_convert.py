@@ -72,6 +72,10 @@ def test_fdrest_reference_predictions_reproduced_by_runtime_path(fdrest_converte
     error = np.abs(got - expected).max(axis=1)
     relative = error / np.ptp(expected)
     assert relative.max() <= manifest["parity"]["tolerance"], f"worst row {int(relative.argmax())}: {relative.max():.3g}"
+    # the appliance re-runs the manifest's parity samples before it keeps or activates the model
+    from edge.scoring import model_store
+    replayed = model_store.replay(model_store.check(fdrest_converted))
+    assert replayed["samples"] == 16 and replayed["max_abs_error"] <= manifest["parity"]["tolerance"] * np.ptp(expected)
 
 
 @pytest.mark.build

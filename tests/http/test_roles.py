@@ -17,9 +17,10 @@ def add(capsys, db, name, role, *extra) -> str:
 
 
 def test_each_role_may_do_what_the_table_says(make_client, settings, capsys):
-    client = make_client(token="shared-in", read_token="shared-read")
+    client = make_client(token="shared-in", read_token="shared-read", admin_token="shared-admin")
     secrets = {role: add(capsys, settings.db_path, role, role) for role in ("sensor", "viewer", "operator", "admin")}
     secrets[roles.SHARED_SENSOR], secrets[roles.SHARED_VIEWER] = "shared-in", "shared-read"
+    secrets[roles.SHARED_ADMIN] = "shared-admin"
     requests = [("POST", "/send", reading(0)), ("GET", "/api/latest", None),
                 ("POST", "/api/alarms/1/ack", {"by": "x"}), ("POST", "/api/labels", {}), ("POST", "/api/models", {})]
     for role, secret in secrets.items():
@@ -82,7 +83,7 @@ def _requests_of(app):
         if isinstance(route, Mount):
             out.append(("GET", route.path + "/app.css"))
         elif isinstance(route, Route):
-            path = route.path.replace("{alarm_id:int}", "1")
+            path = route.path.replace("{alarm_id:int}", "1").replace("{version}", "00000000deadbeef")
             assert "{" not in path, f"fill the parameter of {route.path} here"
             out += [(m, path) for m in sorted(route.methods or {"GET"}) if m != "HEAD"]
     return out + [("POST", "/api/models"), ("DELETE", "/api/unknown")]
@@ -90,9 +91,10 @@ def _requests_of(app):
 
 def test_every_route_with_every_role(make_client, settings, capsys):
     """allowed -> neither 401 nor 403; denied -> 403 naming the role; no token -> 401 unless open."""
-    client = make_client(token="shared-in", read_token="shared-read")
+    client = make_client(token="shared-in", read_token="shared-read", admin_token="shared-admin")
     secrets = {role: add(capsys, settings.db_path, role, role) for role in ("sensor", "viewer", "operator", "admin")}
     secrets[roles.SHARED_SENSOR], secrets[roles.SHARED_VIEWER] = "shared-in", "shared-read"
+    secrets[roles.SHARED_ADMIN] = "shared-admin"
     requests = _requests_of(client.app)
     assert len(requests) >= 20
     walked = 0
@@ -109,4 +111,4 @@ def test_every_route_with_every_role(make_client, settings, capsys):
             else:
                 assert r.status_code == 403 and r.json()["reason"] == "role", (role, method, path, r.text)
             walked += 1
-    assert walked >= 6 * 20
+    assert walked >= 7 * 20

@@ -34,6 +34,7 @@ REPORT_SECTION = "security"
 INGEST = "ingest-Secr3t-4f9c2a"
 READ = "read-Secr3t-7b1d0e"
 WRONG = "wrong-Secr3t-000000"
+ADMIN = "admin-Secr3t-9e3a51"
 # docs/API.md: "HTML pages and static files are always served; they hold no data", plus health,
 # readiness, the schema and the model manifest. Anything else needs a token.
 OPEN_PATHS = {"/", "/report", "/dashboard", "/healthz", "/readyz", "/openapi.json", "/api/model"}
@@ -49,8 +50,8 @@ def model_dir(linear_model) -> Path:
 
 @pytest.fixture
 def guarded(make_client):
-    """An app with both tokens set, through Starlette's test client."""
-    return make_client(token=INGEST, read_token=READ, raise_server_exceptions=False)
+    """An app with the three shared tokens set, through Starlette's test client."""
+    return make_client(token=INGEST, read_token=READ, admin_token=ADMIN, raise_server_exceptions=False)
 
 
 def concrete_paths(app) -> list[tuple[str, set[str]]]:
@@ -72,6 +73,8 @@ def concrete_paths(app) -> list[tuple[str, set[str]]]:
 
 
 def needs(method: str, path: str) -> str:
+    if path == "/api/models" or path.startswith("/api/models/"):
+        return "admin"  # model management (docs/API.md): the admin token only, any method
     if method not in SAFE_METHODS:
         return "ingest"
     if path in OPEN_PATHS or path.startswith("/static/"):
@@ -125,7 +128,17 @@ def test_every_route_and_method_refuses_requests_without_the_right_token(guarded
                     assert r.json()["error"] == "unauthorized"
                     assert INGEST not in r.text and READ not in r.text
                 refused += 1
-            if need == "ingest":
+            if need == "admin":
+                for headers, cookies, what in [({"Authorization": f"Bearer {READ}"}, None, "the read token"),
+                                               ({"Authorization": f"Bearer {INGEST}"}, None, "the ingest token"),
+                                               ({}, {"fdedge_token": ADMIN}, "the admin token as a cookie")]:
+                    r = call(guarded, method, path, headers, cookies)
+                    want = 401 if cookies else 403
+                    assert r.status_code == want, f"{method} {path} with {what}: {r.status_code}"
+                    refused += 1
+                r = call(guarded, method, path, {"Authorization": f"Bearer {ADMIN}"})
+                assert r.status_code not in (401, 403), f"{method} {path} refused the admin token"
+            elif need == "ingest":
                 for headers, cookies, what in [({"Authorization": f"Bearer {READ}"}, None, "the read token"),
                                                ({}, {"fdedge_token": READ}, "the read cookie"),
                                                ({}, {"fdedge_token": INGEST}, "the ingest token as a cookie")]:

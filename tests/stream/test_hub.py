@@ -51,19 +51,21 @@ def test_frames_equal_sse_starlettes(event, data, id_):
 def test_reading_frames_equal_sse_starlettes_and_carry_the_values(shape):
     x = [float(v) for v in np.random.default_rng(1).normal(size=35) * 1000]
     y = [float(v) for v in np.random.default_rng(2).normal(size=8) * 40]
-    data = wire_module.reading_json(shape, 17, "2023-11-06T15:00:00Z", "pump-7", x, y)
-    wire = reading_frame(shape, 17, "2023-11-06T15:00:00Z", "pump-7", x, y)
+    data = wire_module.reading_json(shape, 17, "2023-11-06T15:00:00Z", "pump-7", x, y, "3f9c2a1b7d4e5f60")
+    wire = reading_frame(shape, 17, "2023-11-06T15:00:00Z", "pump-7", x, y, "3f9c2a1b7d4e5f60")
     assert wire == ServerSentEvent(data=data.decode(), event="reading", id="17").encode()
-    event = Event.reading(17, "2023-11-06 15:00:00", "pump-7", x, y, (shape,))
+    event = Event.reading(17, "2023-11-06 15:00:00", "pump-7", x, y, (shape,), "3f9c2a1b7d4e5f60")
     assert dict(event.wires) == {shape: wire}
     decoded = json.loads(data)
     if shape == "arrays":
-        assert decoded == {"id": 17, "time": "2023-11-06T15:00:00Z", "machine": "pump-7", "x": x, "y": y}
+        assert decoded == {"id": 17, "time": "2023-11-06T15:00:00Z", "machine": "pump-7", "x": x, "y": y,
+                           "model_version": "3f9c2a1b7d4e5f60"}
     else:
         assert decoded == {"id": 17, "time": "2023-11-06T15:00:00Z", "machine": "pump-7",
-                           "features": dict(zip(FEATURES, x)), "faults": dict(zip(FAULTS, y))}
+                           "features": dict(zip(FEATURES, x)), "faults": dict(zip(FAULTS, y)),
+                           "model_version": "3f9c2a1b7d4e5f60"}
     # the database path (catch-up) writes the very same bytes
-    row = (17, "2023-11-06 15:00:00", "pump-7", *x, *y)
+    row = (17, "2023-11-06 15:00:00", "pump-7", *x, *y, "3f9c2a1b7d4e5f60")
     assert wire_module.row_json(shape, row) == data
 
 
@@ -249,7 +251,7 @@ def test_a_client_connecting_between_encoding_and_publication_gets_every_reading
             rig.publish(rig.commit(2))  # now encoded for both shapes
             got = await arrays.take(2 if last_event_id is None else 5)
             assert reading_ids(got) == ([4, 5] if last_event_id is None else [1, 2, 3, 4, 5])
-            assert all(list(e["data"]) == ["id", "time", "machine", "x", "y"] for e in got)
+            assert all(list(e["data"]) == ["id", "time", "machine", "x", "y", "model_version"] for e in got)
             assert reading_ids(await objects.take(5)) == [1, 2, 3, 4, 5]
             await arrays.nothing_more()
             await objects.nothing_more()

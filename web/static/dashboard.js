@@ -30,6 +30,8 @@ const S = {
   chartQueue: [],
   loadingSeries: false,
   frame: 0,
+  modelVersion: null, // the model store version shown; a reading stamped with another one refetches
+  modelFetch: false,
 };
 const tiles = new Map(); // fault -> {li, value, state, bar}
 const featureCells = new Map(); // feature name -> <dd>
@@ -74,8 +76,7 @@ initPage({ onToken: () => init(), onUnauthorized: () => feed.needToken() });
 function buildModel(model) {
   S.thresholds = model.thresholds;
   S.catalogue = new Map((model.catalogue || []).map((c) => [c.fault, c]));
-  $("model-name").textContent = model.name || "–";
-  $("model-version").textContent = model.version || "–";
+  showModel(model);
   $("thr-warning").textContent = fmtFault(S.thresholds.warning);
   $("thr-alarm").textContent = fmtFault(S.thresholds.alarm);
 
@@ -108,6 +109,31 @@ function buildModel(model) {
     featureCells.set(name, dd);
   }
   buildCharts(model);
+}
+
+// Which model scores: its name, manifest version and model store version (GET /api/models).
+function showModel(model) {
+  S.modelVersion = model.store_version || null;
+  $("model-name").textContent = model.name || "–";
+  $("model-version").textContent = model.version || "–";
+  $("model-store").textContent = model.store_version || "–";
+}
+
+// A reading scored by another store version than the one shown: the model was swapped (an
+// activation or a rollback); name and versions are fetched again. Faults and features are the
+// same for every model the store keeps (FD-REST's), so nothing else is rebuilt.
+async function modelChanged(version) {
+  if (S.modelFetch) return;
+  S.modelFetch = true;
+  try {
+    const model = await getJSON("/api/model");
+    showModel(model);
+    if (model.store_version !== version) S.modelVersion = version; // not asked again for every reading
+  } catch (err) {
+    // the next reading asks again
+  } finally {
+    S.modelFetch = false;
+  }
 }
 
 // The feature charts the page shows (charts.js) and one of every fault the model has.
@@ -270,6 +296,7 @@ function onReading(r) {
   rate.tick();
   if (r.machine) status.heard(r.machine);
   if (r.machine && !S.machines.some((m) => m.machine === r.machine)) refreshMachines();
+  if (r.model_version && S.modelVersion !== null && r.model_version !== S.modelVersion) modelChanged(r.model_version);
   S.latest = r;
   S.chartQueue.push(r);
   // Bounded even if frames stall (hidden tab): older queued rows only matter to charts.
