@@ -186,7 +186,8 @@ def build(version: str) -> dict[str, Any]:
                 "get": {"summary": "The features behind a stored reading's largest fault (occlusion against the "
                                    "training baseline, in σ); `healthy` when every fault is below the warning level",
                         "parameters": [_q("id", {"type": "integer", "minimum": 1}),
-                                       _q("machine", {"type": "string", "maxLength": 64})],
+                                       _q("machine", {"type": "string", "maxLength": 64}),
+                                       _q("fault", {"type": "string", "enum": list(FAULTS)})],
                         "responses": {"200": ok_json({"type": "object"}), **common,
                                       "404": _error("no such reading, or the machine has none"),
                                       "409": _error("the reading lacks features (an FD-REST row)")}}

@@ -37,6 +37,16 @@ def test_a_faulty_reading_is_explained_by_the_feature_pushed_out_and_a_healthy_o
         assert client.get("/api/explain", params={"id": 1}).json()["features"] == why["features"]
 
 
+def test_a_named_fault_is_explained_even_below_warning(make_client):
+    """An alarm's own fault, which need not be the reading's largest."""
+    with make_client(model_dir=BUNDLED) as client:
+        client.post("/send", json=body("m"))
+        got = client.get("/api/explain", params={"id": 1, "fault": "fault3"}).json()
+        assert got["fault"] == "fault3" and got["healthy"] is False and "text" in got
+        bad = client.get("/api/explain", params={"id": 1, "fault": "fault9"})
+        assert bad.status_code == 400 and bad.json()["field"] == "fault"
+
+
 def test_an_unknown_reading_or_machine_is_a_clear_404_and_bad_parameters_a_400(make_client):
     with make_client(model_dir=BUNDLED) as client:
         missing = client.get("/api/explain", params={"id": 99})

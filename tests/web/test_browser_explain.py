@@ -59,3 +59,13 @@ def test_a_drifted_machine_is_said_on_the_card(server, open_context):
     expect(note).to_be_visible(timeout=20000)
     expect(note).to_contain_text("Temperature")
     expect(note).to_contain_text("Trust the fault values less")
+
+
+def test_an_alarm_says_what_drove_it(server, open_context):
+    server.send([{**body("press-9", PEAK_Axial=8.0), "Time": f"2024-06-02 10:00:{k:02d}"} for k in range(10)])
+    ctx, _ = open_context(viewport={"width": 1280, "height": 900})
+    page = open_live(ctx, server.url + "/?machine=press-9")
+    alarm = page.locator("li.alarm[data-state=active]").filter(has_text="press-9").first
+    expect(alarm).to_be_visible(timeout=10000)
+    expect(alarm.locator(".alarm-why")).to_contain_text(re.compile(r"PEAK_Axial \+8\.0 σ"), timeout=5000)
+    shot(page, "alarm-explained.png")

@@ -342,11 +342,15 @@ export class AlarmPanel {
     d1.append(el("dt", null, "Observed symptoms"), observed);
     const d2 = el("div");
     d2.append(el("dt", null, "Likely root causes"), causes);
-    detail.append(d1, d2);
+    const why = el("dd", "alarm-why");
+    const d0 = el("div", "alarm-why-row");
+    d0.append(el("dt", null, "What drove it"), why);
+    detail.append(d0, d1, d2);
 
     const ack = el("p", "alarm-ack");
     li.append(head, facts, detail, ack);
-    const item = { id, li, sev, category, fault, state, ackBtn, machine, raised, peak, cleared, observed, causes, ack, form: null };
+    const item = { id, li, sev, category, fault, state, ackBtn, machine, raised, peak, cleared, observed, causes, ack,
+                   why, whyRow: d0, explained: false, form: null };
     ackBtn.addEventListener("click", () => this.openForm(item));
     return item;
   }
@@ -382,6 +386,8 @@ export class AlarmPanel {
     item.cleared.dd.textContent = active ? "" : fmtTime(a.cleared_at);
     item.observed.textContent = stale ? STALE_OBSERVED : cat.observed || "–";
     item.causes.textContent = stale ? STALE_CAUSES : cat.root_causes || "–";
+    item.whyRow.hidden = stale;
+    if (!stale && !item.explained && a.raised_reading) this.explain(item, a);
     if (a.acked_at) {
       item.ack.replaceChildren(
         "Acknowledged by ", el("strong", "ack-by", a.acked_by), ` at ${fmtTime(a.acked_at)}`,
@@ -393,6 +399,20 @@ export class AlarmPanel {
     item.ack.hidden = !a.acked_at;
     if (a.acked_at && item.form && !item.form.form.hidden && !item.form.busy) this.closeForm(item);
     item.ackBtn.hidden = Boolean(a.acked_at) || Boolean(item.form && !item.form.form.hidden);
+  }
+
+  // The features behind the raising reading's value of this alarm's fault (GET /api/explain),
+  // asked once per alarm: the raising reading does not change.
+  async explain(item, a) {
+    item.explained = true;
+    try {
+      const ans = await getJSON("/api/explain", { id: a.raised_reading, fault: a.fault });
+      item.why.textContent = ans.features.length
+        ? ans.features.map((f) => `${f.feature} ${f.sigma >= 0 ? "+" : ""}${f.sigma.toFixed(1)} σ`).join(", ")
+        : "no single feature stands out";
+    } catch (err) {
+      item.why.textContent = "–"; // the reading is gone (retention), or an appliance without /api/explain
+    }
   }
 
   // --- acknowledging ------------------------------------------------------------------
