@@ -205,3 +205,25 @@ export function el(tag, cls, text) {
   if (text !== undefined && text !== null) e.textContent = String(text);
   return e;
 }
+
+// --- time with its zone ---------------------------------------------------------------
+
+// The zone every page shows times in: "local" (this browser's) or "UTC".
+export const timeZone = () => "local";
+
+// "UTC" or "UTC+01:00" / "UTC−05:30" for the zone times are shown in, at instant d.
+export function zoneLabel(d = new Date()) {
+  if (timeZone() === "UTC") return "UTC";
+  const off = -d.getTimezoneOffset();
+  if (off === 0) return "UTC";
+  const a = Math.abs(off);
+  return `UTC${off > 0 ? "+" : "−"}${pad(Math.floor(a / 60))}:${pad(a % 60)}`;
+}
+
+// 2023-11-06 16:00:00 UTC+01:00: the time in the page's zone, saying which.
+export function fmtZoned(t) {
+  const d = t instanceof Date ? t : new Date(t);
+  if (Number.isNaN(d.getTime())) return String(t);
+  if (timeZone() !== "UTC") return `${fmtTime(d)} ${zoneLabel(d)}`;
+  return `${d.toISOString().slice(0, 19).replace("T", " ")} UTC`;
+}
