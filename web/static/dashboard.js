@@ -358,6 +358,9 @@ function renderMachines() {
   $("machine-pick").hidden = names.length < 2;
   $("machine-one").hidden = names.length >= 2;
   $("machine-one").textContent = S.machine ?? "no readings yet";
+  // more than one machine: the fleet overview (/machines) is where an operator starts
+  $("fleet-link").hidden = names.length < 2;
+  $("fleet-link").textContent = `all ${names.length} machines`;
 }
 
 // --- start / restart ---------------------------------------------------------------

@@ -71,7 +71,7 @@ function buildTile(name) {
   title.title = name;
   const alarms = el("span", "tile-alarms");
   head.append(title, alarms);
-  const state = el("div", "tile-state");
+  const state = el("span", "tile-state");
   const fault = el("div", "tile-fault");
   const cat = el("span", "tile-cat");
   const value = el("span", "tile-value mono");
@@ -96,8 +96,8 @@ function buildTile(name) {
   const seen = el("div", "tile-seen");
   const ago_ = el("span", "tile-ago");
   const when = el("time", "tile-when mono");
-  seen.append(ago_, when);
-  a.append(head, state, fault, svg, seen);
+  seen.append(ago_, state, when);
+  a.append(head, fault, svg, seen);
   li.append(a);
   return { li, a, alarms, state, cat, value, svg, path, warn, alarm, ago: ago_, when };
 }
@@ -168,8 +168,13 @@ function renderTile(m) {
 
 function renderSeen(m) {
   const t = m.tile;
-  const s = m.seen === null ? null : (serverNow() - m.seen) / 1000;
-  set(t.ago, s === null ? "never seen" : ago(s));
+  const now = serverNow();
+  const s = m.seen === null ? null : (now - m.seen) / 1000;
+  const limit = m.limit ?? S.staleAfter;
+  const own = m.latest ? (now - Date.parse(m.latest.time)) / 1000 : NaN;
+  // heard lately but its data is old (a sensor sending an old buffer): say how old the data is
+  const oldData = limit && own > limit && s !== null && s <= limit;
+  set(t.ago, s === null ? "never seen" : oldData ? `data ${ago(own).replace(" ago", " old")}` : ago(s));
   if (m.seen !== null) {
     const abs = fmtZoned(new Date(m.seen));
     set(t.when, abs);
