@@ -19,7 +19,6 @@ from edge.http.params import int_param
 from edge.store import machine_state
 from edge.store import reading_queries as queries
 
-
 SPARK_POINTS = (2, 240)  # a tile's sparkline: a few dozen points is all 200 tiles have room for
 SPARK_SECONDS = (60, 7 * 86400)
 
