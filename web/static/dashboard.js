@@ -10,7 +10,7 @@
 
 import {
   $, dominantFault, el, faultState, fmtFault, fmtNum, fmtTime, getJSON, initPage, isUnauthorized, loadModel, notice,
-  serverNow, showError,
+  parseInputTime, serverNow, showError, zoneLabel,
 } from "./common.js";
 import { Chart, POINTS, SeriesBuffer, chartColumns, chartSpecs } from "./charts.js";
 import { LiveFeed, RateMeter } from "./live.js";
@@ -298,8 +298,8 @@ function wireRanges() {
   }
   $("custom-range").addEventListener("submit", (ev) => {
     ev.preventDefault();
-    const start = Date.parse($("custom-start").value);
-    const end = Date.parse($("custom-end").value);
+    const start = parseInputTime($("custom-start").value);
+    const end = parseInputTime($("custom-end").value);
     if (Number.isNaN(start) || Number.isNaN(end) || end <= start) {
       $("range-msg").textContent = "Pick a start before the end.";
       return;
@@ -419,6 +419,8 @@ function saveUrl() {
 }
 
 function setup() {
+  $("chart-zone").textContent = `(${zoneLabel()})`;
+  $("custom-zone").textContent = zoneLabel();
   const r = new URLSearchParams(location.search).get("range");
   if (r && RANGES[r]) S.range = r;
   markRange();

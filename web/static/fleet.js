@@ -9,7 +9,7 @@
 // animation frame; staleness is recomputed every second against the appliance's clock.
 
 import {
-  $, dominantFault, el, fmtFault, fmtZoned, getJSON, initPage, isUnauthorized, loadModel, serverNow, showError,
+  $, dominantFault, el, fmtFault, fmtTime, getJSON, initPage, isUnauthorized, loadModel, serverNow, showError,
   zoneLabel,
 } from "./common.js";
 import { LiveFeed } from "./live.js";
@@ -176,11 +176,11 @@ function renderSeen(m) {
   const oldData = limit && own > limit && s !== null && s <= limit;
   set(t.ago, s === null ? "never seen" : oldData ? `data ${ago(own).replace(" ago", " old")}` : ago(s));
   if (m.seen !== null) {
-    const abs = fmtZoned(new Date(m.seen));
+    const abs = fmtTime(new Date(m.seen));
     set(t.when, abs);
     t.when.dateTime = new Date(m.seen).toISOString();
     t.ago.title = `last seen ${abs}`;
-    t.when.title = m.latest ? `last seen ${abs}; newest reading's own time ${fmtZoned(m.latest.time)}` : `last seen ${abs}`;
+    t.when.title = m.latest ? `last seen ${abs}; newest reading's own time ${fmtTime(m.latest.time)}` : `last seen ${abs}`;
   }
 }
 
