@@ -249,6 +249,7 @@ function matches(name) {
 
 function render() {
   S.frame = 0;
+  lastRender = performance.now();
   const list = sorted();
   const order = list.map((m) => m.name).join("\n");
   if (order !== S.order) {
@@ -281,8 +282,19 @@ function render() {
   $("zone-name").textContent = zoneLabel();
 }
 
+// At most one redraw per RENDER_MS: 200 machines sending every second are 200 readings a second,
+// and a tile redrawn 4 times a second looks as live as one redrawn 60 times.
+const RENDER_MS = 250;
+let lastRender = -Infinity;
+let renderTimer = 0;
 function renderSoon() {
-  S.frame ||= requestAnimationFrame(render);
+  if (S.frame || renderTimer) return;
+  const wait = lastRender + RENDER_MS - performance.now();
+  if (wait <= 0) S.frame = requestAnimationFrame(render);
+  else renderTimer = setTimeout(() => {
+    renderTimer = 0;
+    S.frame = requestAnimationFrame(render);
+  }, wait);
 }
 
 // --- loading and live -------------------------------------------------------------------
