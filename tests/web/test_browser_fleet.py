@@ -7,6 +7,7 @@ whose newest reading is from 2023 visibly stale, one screen at 1440 x 900, no si
 from __future__ import annotations
 
 import re
+import time
 import urllib.parse
 
 import pytest
@@ -43,6 +44,10 @@ def server(tmp_path_factory, model_dir, scenario):
         status, body = srv.request("POST", "/send", batch)
         assert status == 200, body
         yield srv
+
+
+def alarm_count(srv: Server, machine: str) -> int:
+    return {m["machine"]: m for m in srv.get("/api/fleet")["machines"]}[machine]["alarms"]["count"]
 
 
 def states_in_order(page) -> list[str]:
@@ -138,6 +143,16 @@ def test_a_new_machine_appears_live_and_an_alarm_moves_it_to_the_top(server, sce
     names = names_in_order(page)
     assert names.index("zz-new-press") <= len(HOT) + 1  # behind only the stale one and the other alarms
     assert names.index("zz-new-press") < names.index(name(0))
+
+    # two more in a row raise its alarms (`consecutive` 3): the count arrives with the alarm event
+    for _ in range(2):
+        server.send({"machine": "zz-new-press", **scenario["strong"]})
+    deadline = time.monotonic() + 10
+    while not (raised := alarm_count(server, "zz-new-press")):
+        assert time.monotonic() < deadline, "the strong readings raised no alarm"
+        time.sleep(0.1)
+    expect(tile.locator(".tile-alarms")).to_have_text(f"{raised} alarm{'s' if raised != 1 else ''}", timeout=5000)
+    expect(page.locator("#alarm-count")).not_to_have_text("no alarms")
 
 
 def test_a_phone_shows_the_tiles_without_sideways_scrolling(server, open_context):
