@@ -273,13 +273,13 @@ function render() {
     .map((k) => `${counts[k]} ${LABEL[k]}`);
   const total = `${list.length} machine${list.length === 1 ? "" : "s"}`;
   const filtered = S.filter ? `showing ${shownCount} of ${total} matching “${S.filter}”` : total;
-  $("summary").textContent = list.length ? `${filtered} · ${parts.join(" · ")}` : "No machines yet.";
+  set($("summary"), list.length ? `${filtered} · ${parts.join(" · ")}` : "No machines yet.");
   $("summary").dataset.shown = String(shownCount);
   const badge = $("alarm-count");
   badge.dataset.count = String(alarms);
-  badge.textContent = alarms === 0 ? "no alarms" : `${alarms} active alarm${alarms === 1 ? "" : "s"}`;
+  set(badge, alarms === 0 ? "no alarms" : `${alarms} active alarm${alarms === 1 ? "" : "s"}`);
   document.title = alarms ? `(${alarms}) ${TITLE}` : TITLE;
-  $("zone-name").textContent = zoneLabel();
+  set($("zone-name"), zoneLabel());
 }
 
 // At most one redraw per RENDER_MS: 200 machines sending every second are 200 readings a second,
