@@ -141,7 +141,9 @@ function set(node, text) {
 function renderTile(m) {
   const t = m.tile;
   const st = worst(m);
-  t.li.dataset.state = st;
+  if (t.li.dataset.state !== st) t.li.dataset.state = st;
+  const id = m.latest ? String(m.latest.id) : "";
+  if (t.li.dataset.id !== id) t.li.dataset.id = id; // the newest reading shown (the soak test reads it)
   t.li.classList.toggle("is-stale", isStale(m));
   set(t.state, LABEL[st]);
   const n = m.alarms.count;
