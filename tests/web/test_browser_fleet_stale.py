@@ -1,7 +1,8 @@
-"""The fleet overview when a sensor stops, in Debian's Chromium against the real server run with
---stale-after 2: the silent machine's tile turns stale on time without a reload (greyed, dashed,
-first in the grid) while one that keeps sending stays normal, and its next reading makes it fresh
-at once."""
+"""The fleet overview when a sensor stops or the appliance goes away, in Debian's Chromium against
+the real server run with --stale-after 2: the silent machine's tile turns stale on time without a
+reload (greyed, dashed, first in the grid) while one that keeps sending stays normal, and its next
+reading makes it fresh at once; with the appliance unreachable the whole grid is greyed under the
+banner's "Offline"."""
 
 from __future__ import annotations
 
@@ -53,3 +54,19 @@ def test_a_machine_that_stops_sending_turns_stale_on_the_overview_and_fresh_when
     server.send({"machine": "quiet", **healthy})
     expect(quiet).to_have_attribute("data-state", "normal", timeout=3000)
     expect(quiet).not_to_have_class(re.compile(r"\bis-stale\b"))
+
+
+def test_an_unreachable_appliance_greys_the_whole_grid_and_says_offline(server, scenario, open_context):
+    server.send({"machine": "talker", **scenario["healthy"][0]})
+    ctx, _ = open_context(viewport={"width": 1280, "height": 900})
+    page = open_live(ctx, server.url + "/machines")
+    expect(page.locator("#tiles")).not_to_have_class(re.compile(r"\bis-offline\b"))
+    server.kill()
+    try:
+        expect(page.locator("#status-banner")).to_contain_text("Offline", timeout=30_000)
+        expect(page.locator("#tiles")).to_have_class(re.compile(r"\bis-offline\b"), timeout=30_000)
+        shot(page, "fleet-offline.png")
+    finally:
+        server.start()
+    expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=30_000)
+    expect(page.locator("#tiles")).not_to_have_class(re.compile(r"\bis-offline\b"))

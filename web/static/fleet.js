@@ -376,6 +376,10 @@ async function init() {
 }
 
 function setup() {
+  // offline: every tile's values may be old, so the whole grid is greyed (the banner says why)
+  document.addEventListener("fdedge:connection", (ev) => {
+    $("tiles").classList.toggle("is-offline", ev.detail.state === "offline");
+  });
   const q = new URLSearchParams(location.search).get("q") || "";
   S.filter = q;
   const input = $("filter");
