@@ -5,8 +5,9 @@
 // reading, its alarms and the largest fault per bucket over the hour before that reading, in one
 // request) -> /events for every machine. A reading updates its tile and sparkline at once (a new
 // machine gets a tile from its first reading); alarm events, reconnects and a 15 s poll re-read
-// /api/fleet without sparklines (cheap) for alarms and staleness. Rendering is batched into one
-// animation frame; staleness is recomputed every second against the appliance's clock.
+// /api/fleet without sparklines (cheap) for alarms and staleness. Rendering is batched (one
+// animation frame, at most every RENDER_MS); staleness is recomputed every second against the
+// appliance's clock.
 
 import {
   $, dominantFault, el, fmtFault, fmtTime, getJSON, initPage, isUnauthorized, loadModel, serverNow, showError,
@@ -44,7 +45,7 @@ const feed = new LiveFeed({
     $("tiles").replaceChildren();
     init();
   },
-  onGap: () => loadFleet(true),
+  onGap: () => loadFleet(true).catch((err) => showError(err)), // missed readings: sparklines again
 });
 initPage({ onToken: () => init(), onUnauthorized: () => feed.needToken() });
 
