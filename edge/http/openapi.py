@@ -194,7 +194,13 @@ def build(version: str) -> dict[str, Any]:
             },
             "/api/fleet": {
                 "get": {"summary": "Every machine of /api/machines with its newest reading (`latest`) and its active "
-                                   "alarms (`alarms`: count, unacked, worst severity, faults): the fleet overview",
+                                   "alarms (`alarms`: count, unacked, worst severity, faults): the fleet overview; "
+                                   "with spark=N each machine's largest fault in N buckets over the spark_s seconds "
+                                   "before its newest reading (`spark`)",
+                        "parameters": [
+                            _q("spark", {"type": "integer", "minimum": 2, "maximum": 240}),
+                            _q("spark_s", {"type": "integer", "minimum": 60, "maximum": 604800}),
+                        ],
                         "responses": {"200": ok_json({"type": "object"}), **common}}
             },
             "/api/storage": {

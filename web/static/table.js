@@ -4,7 +4,8 @@
 // the model (/api/model).
 
 import {
-  $, dominantFault, el, faultState, fmtFault, fmtNum, fmtTime, getJSON, initPage, isUnauthorized, loadModel, notice, showError,
+  $, dominantFault, el, faultState, fmtClock, fmtFault, fmtNum, getJSON, initPage, isUnauthorized, loadModel, notice, showError,
+  zoneLabel,
 } from "./common.js";
 import { LiveFeed } from "./live.js";
 import { StatusBanner } from "./status.js";
@@ -35,7 +36,7 @@ const feed = new LiveFeed({
 initPage({ onToken: () => init(), onUnauthorized: () => feed.needToken() });
 
 function header() {
-  const cols = [["id", "l"], ["time", "l"], ["machine", "l"], ["max", ""], ["dominant", "l"],
+  const cols = [["id", "l"], [`time (${zoneLabel()})`, "l"], ["machine", "l"], ["max", ""], ["dominant", "l"],
     ...faults.map((f) => [f, ""]), ...TABLE_FEATURES.map(([, label]) => [label, ""])];
   $("head").replaceChildren(...cols.map(([t, cls]) => {
     const th = el("th", cls, t);
@@ -54,7 +55,7 @@ function row(r) {
   const feats = r.features || {};
   tr.append(
     el("td", "l", r.id),
-    el("td", "l", fmtTime(r.time)),
+    el("td", "l", fmtClock(r.time)),
     el("td", "l name", r.machine),
     el("td", "hot", fmtFault(max)),
     el("td", "l name", dom || "–"),
