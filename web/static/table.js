@@ -8,6 +8,7 @@ import {
   zoneLabel,
 } from "./common.js";
 import { LiveFeed } from "./live.js";
+import { startAlarmBadge } from "./alarm_badge.js";
 import { StatusBanner } from "./status.js";
 
 const MAX_ROWS = 50;
@@ -20,6 +21,7 @@ let frame = 0;
 
 // Rows of machines silent past their threshold are greyed, with how old their last reading is.
 const status = new StatusBanner({ onChange: greyStale });
+startAlarmBadge(); // the active-alarm count in the top bar, as on every page
 const feed = new LiveFeed({
   onReading: (r) => {
     if (r.machine) status.heard(r.machine);
