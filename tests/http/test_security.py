@@ -377,6 +377,7 @@ SQL_NAMES = {  # statements passed as a variable or built by a call
     "_WRITE['hour']": "store.rollups constant",
     "ADD_PEAKS": "store.rollups constant DDL",
     "CREATE_CURSOR": "plant.uplink_cursor constant DDL",
+    "LABEL_BY_ID": "store.labels constant", "LABELS_OVERLAPPING": "store.labels constant",
 }
 
 
