@@ -378,6 +378,7 @@ SQL_NAMES = {  # statements passed as a variable or built by a call
     "ADD_PEAKS": "store.rollups constant DDL",
     "CREATE_CURSOR": "plant.uplink_cursor constant DDL",
     "LABEL_BY_ID": "store.labels constant", "LABELS_OVERLAPPING": "store.labels constant",
+    "READINGS_IN_SPAN": "store.labelled_export constant",
 }
 
 
