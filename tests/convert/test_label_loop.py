@@ -1,5 +1,5 @@
-"""The retraining loop end to end on a tiny network: readings in, operators label ranges and an
-alarm, the labelled export, `fdedge train --csv` on it, `fdedge model add` and `activate`, and
+"""The retraining loop end to end on a tiny network: readings in, operators label ranges,
+the labelled export, `fdedge train --csv` on it, `fdedge model add` and `activate`, and
 the running appliance swaps the new model in and scores with it."""
 
 from __future__ import annotations
