@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from edge.errors import BadRequest, NotFound
@@ -100,12 +100,20 @@ def _intensity(body: dict[str, Any], required: bool) -> float | None:
 
 
 def _instant(body: dict[str, Any], field: str) -> str:
-    from edge.http.params import instant_param  # the API's one time syntax (ISO 8601 or epoch seconds)
-
+    """ISO 8601 (UTC without an offset) or epoch seconds, as the API's other times."""
     value = body.get(field)
-    if not isinstance(value, str | int | float) or isinstance(value, bool) or value == "":
+    if isinstance(value, bool) or not isinstance(value, str | int | float) or value == "":
         raise BadRequest(f"'{field}' must be a time (ISO 8601 or epoch seconds)", field=field)
-    when: datetime = instant_param({field: str(value)}, field, datetime.min)
+    text = str(value).strip()
+    try:
+        if text.replace(".", "", 1).isdigit():
+            when = datetime.fromtimestamp(float(text), UTC)
+        else:
+            when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+            when = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):
+        raise BadRequest(f"'{field}' must be a time (ISO 8601 or epoch seconds), got {text[:40]!r}",
+                         field=field) from None
     return format_time(when)
 
 
