@@ -72,6 +72,12 @@ def test_an_alarm_is_labelled_from_the_list_and_shows_its_label(server, scenario
             other.locator("form.label-form button[type=submit]").click()
         assert answer.value.status == 201
         expect(other.locator(".label-verdict")).to_contain_text("Confirmed fault, by Ana")
+
+    # Change: the label goes (DELETE), the verdict buttons come back
+    li.locator(".label-change").click()
+    expect(li).to_have_attribute("data-label", "")
+    expect(li.locator(".label-buttons")).to_be_visible()
+    assert server.get("/api/labels", alarm=str(target))["labels"] == []
     assert not [u for u in watch.requests if WRITE in u]
 
 

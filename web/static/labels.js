@@ -37,18 +37,20 @@ function keep(store, key, value) {
 
 export const rememberedName = () => stored(localStorage, NAME_KEY);
 
+function writeInit(method, body) {
+  const t = stored(sessionStorage, TOKEN_KEY);
+  const headers = body === undefined ? {} : { "Content-Type": "application/json" };
+  if (t) headers.Authorization = `Bearer ${t}`;
+  return { method, headers, body, credentials: t ? "omit" : "same-origin" };
+}
+
+// DELETE /api/labels/{id}, with the tab's write token or the login cookie.
+export const deleteLabel = (id) => fetchJSON(`/api/labels/${encodeURIComponent(id)}`, writeInit("DELETE"));
+
 // POST /api/labels; the caller shows errors. `token` (optional) replaces the tab's write token.
 export function postLabel(body, token) {
   if (token) keep(sessionStorage, TOKEN_KEY, token);
-  const t = stored(sessionStorage, TOKEN_KEY);
-  const headers = { "Content-Type": "application/json" };
-  if (t) headers.Authorization = `Bearer ${t}`;
-  return fetchJSON("/api/labels", {
-    method: "POST",
-    headers,
-    body: JSON.stringify(body),
-    credentials: t ? "omit" : "same-origin",
-  }).then((ans) => {
+  return fetchJSON("/api/labels", writeInit("POST", JSON.stringify(body))).then((ans) => {
     if (body.by) keep(localStorage, NAME_KEY, body.by);
     return ans;
   });
@@ -168,9 +170,14 @@ export class AlarmLabels {
       b.addEventListener("click", () => this.open(item, verdict));
       buttons.append(b);
     }
-    box.append(text, buttons);
+    const change = el("button", "link-button label-change", "Change label");
+    change.type = "button";
+    change.addEventListener("click", () => this.remove(item));
+    const msg = el("p", "ack-msg label-msg");
+    msg.setAttribute("role", "status");
+    box.append(text, change, buttons, msg);
     item.li.append(box);
-    item.label = { box, text, buttons, form: null };
+    item.label = { box, text, change, buttons, msg, form: null };
   }
 
   update(item, a) {
@@ -181,6 +188,24 @@ export class AlarmLabels {
     l.text.hidden = !label;
     l.text.replaceChildren(...(label ? ["Labelled ", el("strong", "label-verdict", labelText(label))] : []));
     l.buttons.hidden = Boolean(label) || Boolean(l.form);
+    l.change.hidden = !label;
+  }
+
+  // "Change label": the label is removed (DELETE), then the verdict buttons are offered again.
+  async remove(item) {
+    const label = this.byAlarm.get(item.id);
+    if (!label) return;
+    item.label.msg.textContent = "";
+    try {
+      await deleteLabel(label.id);
+      this.byAlarm.delete(item.id);
+    } catch (err) {
+      item.label.msg.textContent = isUnauthorized(err)
+        ? "Changing a label needs an operator's token."
+        : errorText(err);
+      if (err.status === 404) this.byAlarm.delete(item.id); // removed elsewhere meanwhile
+    }
+    this.onChange(item);
   }
 
   open(item, verdict) {
