@@ -146,3 +146,15 @@ def test_an_older_file_gets_the_labels_table_in_place(make_client, settings):
 def format_time_iso() -> str:
     from datetime import UTC, datetime
     return format_time(datetime(2024, 3, 1, tzinfo=UTC)).replace(" ", "T") + "Z"
+
+
+def test_a_label_is_json_and_bounded(make_client, settings):
+    client = make_client()
+    r = client.post("/api/labels", content=b"machine=m", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 415 and "a label is JSON" in r.json()["message"]
+    assert client.post("/api/labels", content=b"{", headers={"Content-Type": "application/json"}).status_code == 400
+    big = {"machine": "m", "start": "2024-03-01T10:00:00Z", "end": "2024-03-01T11:00:00Z", "fault": "healthy",
+           "by": "a", "note": "x" * 20000}
+    assert client.post("/api/labels", json=big).status_code == 413
+    assert client.post("/api/labels", json=[1, 2]).status_code == 400
+    assert _labels(settings) == 0
