@@ -159,6 +159,7 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
         Route("/api/series", read_routes.series),
         Route("/api/count", read_routes.count),
         Route("/api/alarms", alarm_routes.alarms),
+        Route("/api/alarms.csv", alarm_routes.alarms_csv),
         Route("/api/alarms/{alarm_id:int}", alarm_routes.alarm),
         Route("/api/alarms/{alarm_id:int}/ack", alarm_routes.ack, methods=["POST"]),
         Route("/api/labels", label_routes.listing, methods=["GET"]),
@@ -178,6 +179,8 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
         Route("/", ops_routes.page("index.html")),
         Route("/report", ops_routes.page("report.html")),
         Route("/dashboard", ops_routes.page("dashboard.html")),
+        Route("/machines", ops_routes.page("machines.html")),
+        Route("/alarms", ops_routes.page("alarms.html")),
         Mount("/static", app=StaticFiles(directory=settings.web_dir / "static", check_dir=False), name="static"),
     ]
     # Named tokens can be added while the appliance runs, so the token check is always in place.

@@ -129,6 +129,12 @@ def build(version: str) -> dict[str, Any]:
         machine,
     ]
     common = {"400": _error("bad input"), "401": _error("token required")}
+    alarm_log_filters = [
+        _q("start", {"type": "string"},
+           description="raised at or after (ISO 8601 or epoch seconds; UTC without an offset)"),
+        _q("end", {"type": "string"}, description="raised before"),
+        _q("acked", {"type": "string", "enum": ["true", "false"]}, description="only acknowledged, or only not"),
+    ]
     alarm_id = {"name": "alarm_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
     return {
         "openapi": "3.0.3",
@@ -239,7 +245,13 @@ def build(version: str) -> dict[str, Any]:
             },
             "/api/fleet": {
                 "get": {"summary": "Every machine of /api/machines with its newest reading (`latest`) and its active "
-                                   "alarms (`alarms`: count, unacked, worst severity, faults): the fleet overview",
+                                   "alarms (`alarms`: count, unacked, worst severity, faults): the fleet overview; "
+                                   "with spark=N each machine's largest fault in N buckets over the spark_s seconds "
+                                   "before its newest reading (`spark`)",
+                        "parameters": [
+                            _q("spark", {"type": "integer", "minimum": 2, "maximum": 240}),
+                            _q("spark_s", {"type": "integer", "minimum": 60, "maximum": 604800}),
+                        ],
                         "responses": {"200": ok_json({"type": "object"}), **common}}
             },
             "/api/storage": {
@@ -281,8 +293,24 @@ def build(version: str) -> dict[str, Any]:
                             {"type": "integer", "minimum": 1},
                             description="page back: alarms with a smaller id",
                         ),
+                        *alarm_log_filters,
                     ],
                     "responses": {"200": ok_json({"type": "object"}), **common},
+                }
+            },
+            "/api/alarms.csv": {
+                "get": {
+                    "summary": "The alarm log as CSV with the filters of /api/alarms (newest first, ISO UTC times)",
+                    "parameters": [
+                        _q("state", {"type": "string", "enum": ["active", "cleared", "all"]}),
+                        machine,
+                        _q("fault", {"type": "string", "enum": list(FAULTS)}),
+                        _q("kind", {"type": "string", "enum": ["fault", "stale"]}),
+                        _q("limit", {"type": "integer", "minimum": 1, "maximum": 100000}),
+                        *alarm_log_filters,
+                    ],
+                    "responses": {"200": {"description": "CSV",
+                                          "content": {"text/csv": {"schema": {"type": "string"}}}}, **common},
                 }
             },
             "/api/alarms/{alarm_id}": {

@@ -7,6 +7,8 @@
 
 /* global uPlot */
 
+import { timeZone } from "./common.js";
+
 export const POINTS = 600;
 // Canvas redraws are what costs (compositing four canvases, in software on a Pi or a
 // phone); a chart of 600 buckets gains nothing from redrawing at the reading rate.
@@ -162,6 +164,8 @@ export class Chart {
     this.container = container;
     this.thresholds = thresholds;
     const opts = {
+      // the page's zone (common.js): uPlot draws ticks and the legend in the browser's own
+      tzDate: (ts) => (timeZone() === "UTC" ? uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC") : new Date(ts * 1e3)),
       width: this.width(),
       height: this.height(),
       cursor: { drag: { x: false, y: false } },

@@ -10,7 +10,7 @@
 
 import {
   $, dominantFault, el, faultState, fmtFault, fmtNum, fmtTime, getJSON, initPage, isUnauthorized, loadModel, notice,
-  serverNow, showError,
+  parseInputTime, serverNow, showError, zoneLabel,
 } from "./common.js";
 import { Chart, POINTS, SeriesBuffer, chartColumns, chartSpecs } from "./charts.js";
 import { LiveFeed, RateMeter } from "./live.js";
@@ -377,8 +377,8 @@ function wireRanges() {
   }
   $("custom-range").addEventListener("submit", (ev) => {
     ev.preventDefault();
-    const start = Date.parse($("custom-start").value);
-    const end = Date.parse($("custom-end").value);
+    const start = parseInputTime($("custom-start").value);
+    const end = parseInputTime($("custom-end").value);
     if (Number.isNaN(start) || Number.isNaN(end) || end <= start) {
       $("range-msg").textContent = "Pick a start before the end.";
       return;
@@ -437,6 +437,9 @@ function renderMachines() {
   $("machine-pick").hidden = names.length < 2;
   $("machine-one").hidden = names.length >= 2;
   $("machine-one").textContent = S.machine ?? "no readings yet";
+  // more than one machine: the fleet overview (/machines) is where an operator starts
+  $("fleet-link").hidden = names.length < 2;
+  $("fleet-link").textContent = `all ${names.length} machines`;
 }
 
 // --- start / restart ---------------------------------------------------------------
@@ -495,6 +498,8 @@ function saveUrl() {
 }
 
 function setup() {
+  $("chart-zone").textContent = `(${zoneLabel()})`;
+  $("custom-zone").textContent = zoneLabel();
   const r = new URLSearchParams(location.search).get("range");
   if (r && RANGES[r]) S.range = r;
   markRange();

@@ -4,10 +4,12 @@
 // instead of a JSON error document replacing it.
 
 import { $, el, getJSON, initPage, isUnauthorized, loadModel, serverNow, showError, withParams } from "./common.js";
+import { startAlarmBadge } from "./alarm_badge.js";
 import { labelRangeCard } from "./label_range.js";
 import { StatusBanner } from "./status.js";
 
 new StatusBanner(); // stale machines and an unreachable appliance, as on every page
+startAlarmBadge(); // the active-alarm count in the top bar, as on every page
 
 const form = $("report");
 let countSeq = 0; // answers can come back out of order; only the newest is shown
