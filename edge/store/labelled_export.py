@@ -111,8 +111,11 @@ def export_csv(conn: sqlite3.Connection, machine: str | None, start: str | None,
                 for row in rows:
                     when = row[1]
                     span = next((s for s in newest_first if s.start <= when <= s.end), None)
-                    if span is not None:
-                        writer.writerow((when, *row[2:2 + _N], *span.targets(row[2 + _N:])))
+                    features, stored = row[2:2 + _N], row[2 + _N:]
+                    # a row another program stored with a missing value it would train on: left out
+                    if span is None or None in features or (span.verdict is not None and None in stored):
+                        continue
+                    writer.writerow((when, *features, *span.targets(stored)))
                 if buffer.tell():
                     yield buffer.getvalue()
                     buffer.seek(0)

@@ -89,3 +89,15 @@ def test_a_false_alarm_alone_zeroes_its_fault_and_keeps_the_others(make_client, 
 def test_labelled_export_refuses_bad_parameters_by_name(client, query, field):
     r = client.get(f"/generate_csv?{query}")
     assert r.status_code == 400 and r.json()["field"] == field
+
+
+def test_a_reading_with_a_missing_value_is_left_out(make_client, settings):
+    client = make_client()
+    batch = [reading(k, Time=f"2024-03-01 10:00:{k:02d}", machine="m1") for k in range(3)]
+    assert client.post("/send", json=batch).status_code == 200
+    with sqlite3.connect(settings.db_path) as conn:  # as an FD-REST file or another program may hold it
+        conn.execute(f"UPDATE sensor_data SET {COLUMNS[1]} = NULL WHERE id = 2")
+    body = {"machine": "m1", "start": "2024-03-01T10:00:00Z", "end": "2024-03-01T10:00:02Z", "fault": "healthy",
+            "by": "a"}
+    assert client.post("/api/labels", json=body).status_code == 201
+    assert [r["Time"] for r in _export(client)] == ["2024-03-01 10:00:00", "2024-03-01 10:00:02"]
