@@ -109,12 +109,7 @@ async def ack(request: Request) -> Response:
     alarm_id = _alarm_id(request)
     origins.check(request.headers.get("origin"), request.headers.get("host"),
                   app.settings.allowed_origins or frozenset())
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media != "application/json":
-        raise UnsupportedMediaType(f"an acknowledgement is JSON: send Content-Type: application/json, "
-                                   f"not {media[:60]!r}" if media else
-                                   "an acknowledgement is JSON: send Content-Type: application/json",
-                                   accepted=["application/json"])
+    _require_json(request, "an acknowledgement")
     body = await _json_body(request)
     if not isinstance(body, dict):
         raise BadRequest('the body must be a JSON object like {"by": "operator name", "note": "..."}')
@@ -127,6 +122,15 @@ async def ack(request: Request) -> Response:
     if not result["replayed"]:
         app.publish_alarms([AlarmChange.for_ack(result["alarm"])])
     return JSONResponse(result)
+
+
+def _require_json(request: Request, what: str) -> None:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json":
+        raise UnsupportedMediaType(f"{what} is JSON: send Content-Type: application/json, "
+                                   f"not {media[:60]!r}" if media else
+                                   f"{what} is JSON: send Content-Type: application/json",
+                                   accepted=["application/json"])
 
 
 async def _json_body(request: Request) -> Any:

@@ -24,6 +24,49 @@ def _error(description: str) -> dict[str, Any]:
     }
 
 
+def _label_paths(common: dict[str, Any]) -> dict[str, Any]:
+    """/api/labels (edge/store/labels.py): writes need the `label` permission."""
+    text = {"note": {"type": "string", "maxLength": 1000}, "by": {"type": "string", "minLength": 1, "maxLength": 100}}
+    when = {"oneOf": [{"type": "string", "format": "date-time"}, {"type": "number", "minimum": 0}]}
+    on_alarm = {"type": "object", "required": ["alarm", "verdict"], "additionalProperties": False,
+                "properties": {"alarm": {"type": "integer", "minimum": 1},
+                               "verdict": {"type": "string", "enum": ["confirmed", "false_alarm", "maintenance_done"]},
+                               "intensity": {"type": "number", "minimum": 0, "maximum": 100}, **text}}
+    on_range = {"type": "object", "required": ["machine", "start", "end", "fault"], "additionalProperties": False,
+                "properties": {"machine": {"type": "string", "minLength": 1, "maxLength": MAX_MACHINE_LEN},
+                               "start": when, "end": when,
+                               "fault": {"type": "string", "enum": [*FAULTS, "healthy"]},
+                               "intensity": {"type": "number", "minimum": 0, "maximum": 100}, **text}}
+    label_id = {"name": "label_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    return {
+        "/api/labels": {
+            "get": {
+                "summary": "Labels, newest first; start/end keep those whose span overlaps them",
+                "parameters": [_q("machine", {"type": "string"}), _q("start", {"type": "string"}),
+                               _q("end", {"type": "string"}), _q("alarm", {"type": "integer", "minimum": 1}),
+                               _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000})],
+                "responses": {"200": ok_json({"type": "object"}), **common},
+            },
+            "post": {
+                "summary": "Label an alarm (a verdict) or a machine's time range (a fault and intensity, or healthy)",
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"oneOf": [on_alarm, on_range]}}}},
+                "responses": {"201": ok_json({"type": "object"}), **common, "404": _error("no such alarm"),
+                              "409": _error("the alarm has a label already"), "413": _error("too large"),
+                              "415": _error("not JSON"), "503": _error("storage unavailable")},
+            },
+        },
+        "/api/labels/{label_id}": {
+            "delete": {
+                "summary": "Remove a label",
+                "parameters": [label_id],
+                "responses": {"200": ok_json({"type": "object"}), **common, "404": _error("no such label"),
+                              "503": _error("storage unavailable")},
+            }
+        },
+    }
+
+
 def _model_paths(common: dict[str, Any]) -> dict[str, Any]:
     """/api/models*: the admin token only; 403 `models_http_off` when no admin token is configured."""
     admin = {**common, "403": _error("not an admin token, or model management over HTTP is off (no admin token)")}
@@ -158,7 +201,9 @@ def build(version: str) -> dict[str, Any]:
             "/generate_csv": {
                 "get": {
                     "summary": "CSV export of a date range (FD-REST), streamed",
-                    "parameters": report,
+                    "parameters": [*report, _q("labelled", {"type": "string", "enum": ["0", "1"]},
+                                               description="1: the labelled readings in data.csv's format, the "
+                                                           "labels' targets as fault columns (docs/API.md)")],
                     "responses": {
                         "200": {"description": "CSV", "content": {"text/csv": {"schema": {"type": "string"}}}},
                         **common,
@@ -311,6 +356,7 @@ def build(version: str) -> dict[str, Any]:
                     "responses": {"200": ok_json({"type": "object"})},
                 }
             },
+            **_label_paths(common),
             **_model_paths(common),
             "/events": {
                 "get": {

@@ -37,7 +37,7 @@ WRONG = "wrong-Secr3t-000000"
 ADMIN = "admin-Secr3t-9e3a51"
 # docs/API.md: "HTML pages and static files are always served; they hold no data", plus health,
 # readiness, the schema and the model manifest. Anything else needs a token.
-OPEN_PATHS = {"/", "/report", "/dashboard", "/machines", "/healthz", "/readyz", "/openapi.json", "/api/model"}
+OPEN_PATHS = {"/", "/report", "/dashboard", "/machines", "/alarms", "/healthz", "/readyz", "/openapi.json", "/api/model"}
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 
@@ -377,6 +377,8 @@ SQL_NAMES = {  # statements passed as a variable or built by a call
     "_WRITE['hour']": "store.rollups constant",
     "ADD_PEAKS": "store.rollups constant DDL",
     "CREATE_CURSOR": "plant.uplink_cursor constant DDL",
+    "LABEL_BY_ID": "store.labels constant", "LABELS_OVERLAPPING": "store.labels constant",
+    "READINGS_IN_SPAN": "store.labelled_export constant",
 }
 
 
