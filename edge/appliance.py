@@ -31,6 +31,7 @@ from edge.scoring.drift_monitor import DriftMonitor
 from edge.scoring.model import Model
 from edge.scoring.model_store import ModelStore, watch
 from edge.settings import BUNDLED_MODEL, Settings
+from edge.store import model_changes
 from edge.store.database import Readers, connect
 from edge.store.integrity import IntegrityCheck
 from edge.store.wear import Wear
@@ -147,6 +148,9 @@ class Appliance:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.writer.start(loop)
+        if self.model_version:  # which model scores from the first reading on (nothing if it scored last)
+            version, name = self.model_version, self.model.name
+            self.tasks.append(loop.create_task(self.writer.call(lambda c: model_changes.record(c, version, name))))
         if self.mqtt is not None:
             self.mqtt.start(loop)
         if self.uplink is not None:
@@ -257,9 +261,10 @@ class Appliance:
 
     async def swap_model(self, model: Model, version: str) -> None:
         """Switched in on the writer thread between two groups: no reading is scored half by each."""
-        def switch(_conn: sqlite3.Connection) -> None:
+        def switch(conn: sqlite3.Connection) -> None:
             self.writer.model, self.writer.model_version = model, version
             self.model, self.model_version = model, version
+            model_changes.record(conn, version, model.name)
         await self.writer.call(switch)
 
     async def swap_recorded(self, model: Model, version: str) -> None:

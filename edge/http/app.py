@@ -156,6 +156,7 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
         Route("/api/machines", read_routes.machines),
         Route("/api/fleet", fleet_routes.fleet_endpoint),
         Route("/api/explain", explain_routes.explain_endpoint),
+        Route("/api/model/changes", read_routes.model_changes_endpoint),
         Route("/api/series", read_routes.series),
         Route("/api/count", read_routes.count),
         Route("/api/alarms", alarm_routes.alarms),

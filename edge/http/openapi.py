@@ -233,6 +233,12 @@ def build(version: str) -> dict[str, Any]:
                                    "last_seen (arrival, the appliance's clock), silent_s, stale; drift (null: unknown)",
                         "responses": {"200": ok_json({"type": "object"}), **common}}
             },
+            "/api/model/changes": {
+                "get": {"summary": "When the scoring model changed: each switch with the first reading the new "
+                                   "model scored, oldest first (with start: the one in effect then first)",
+                        "parameters": [_q("start", {"type": "string"}), _q("end", {"type": "string"}), machine],
+                        "responses": {"200": ok_json({"type": "object"}), **common}}
+            },
             "/api/explain": {
                 "get": {"summary": "The features behind a stored reading's largest fault (occlusion against the "
                                    "training baseline, in σ); `healthy` when every fault is below the warning level",

@@ -18,7 +18,7 @@ from edge.appliance import Appliance
 from edge.errors import BadRequest, NotFound
 from edge.http.params import instant_param, int_param
 from edge.http.responses import ClosingStreamingResponse
-from edge.store import export, labelled_export
+from edge.store import export, labelled_export, model_changes
 from edge.store import reading_queries as queries
 from edge.store.database import connect
 
@@ -65,6 +65,14 @@ async def machines(request: Request) -> Response:
     for machine in listed:
         machine["drift"] = app.drift.of(machine["machine"]) if app.drift is not None else None
     return JSONResponse({"machines": listed, "stale_after_s": stale_after})
+
+
+async def model_changes_endpoint(request: Request) -> Response:
+    """GET /api/model/changes?start=&end=&machine=: when the scoring model changed (the charts' marks)."""
+    params = request.query_params
+    start = instant_param(params, "start", datetime.now(UTC)) if params.get("start") else None
+    end = instant_param(params, "end", datetime.now(UTC)) if params.get("end") else None
+    return JSONResponse({"changes": await _query(request, model_changes.listing, start, end, _machine(request))})
 
 
 async def series(request: Request) -> Response:

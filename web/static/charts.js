@@ -167,11 +167,13 @@ export class SeriesBuffer {
 // thresholds() -> {warning, alarm} (fault chart only; read at draw time, the model may load later).
 // onZoom(min, max): a drag across the chart selected that time span (epoch s); onReset(): a
 // double-click asked for the range before the zoom. The page owns the range (and the URL).
+// marks() -> [{t: epoch s, label}]: moments to mark with a vertical line (a model switch).
 export class Chart {
-  constructor(container, spec, { xRange, thresholds, onZoom, onReset }) {
+  constructor(container, spec, { xRange, thresholds, onZoom, onReset, marks }) {
     this.spec = spec;
     this.container = container;
     this.thresholds = thresholds;
+    this.marks = marks || (() => []);
     const opts = {
       // the page's zone (common.js): uPlot draws ticks and the legend in the browser's own
       tzDate: (ts) => (timeZone() === "UTC" ? uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC") : new Date(ts * 1e3)),
@@ -216,7 +218,7 @@ export class Chart {
           if (onZoom && width >= 8) onZoom(u.posToVal(left, "x"), u.posToVal(left + width, "x"));
           if (width) u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
         }],
-        ...(spec.faults ? { draw: [(u) => this.drawThresholds(u)] } : {}),
+        draw: [...(spec.faults ? [(u) => this.drawThresholds(u)] : []), (u) => this.drawMarks(u)],
       },
     };
     this.plot = new uPlot(opts, [[], ...spec.series.map(() => [])], container);
@@ -338,6 +340,33 @@ export class Chart {
   }
 
   // Dashed warning and alarm lines on the fault chart.
+  // A vertical line at each mark inside the visible range, and a labelled element over it (its
+  // title says which model scored from there; what a test or a screen reader can find).
+  drawMarks(u) {
+    const over = u.over;
+    for (const old of over.querySelectorAll(".chart-mark")) old.remove();
+    const { ctx } = u;
+    ctx.save();
+    ctx.strokeStyle = "#6d28d9";
+    ctx.lineWidth = Math.max(1, devicePixelRatio);
+    ctx.setLineDash([2 * devicePixelRatio, 3 * devicePixelRatio]);
+    for (const m of this.marks()) {
+      const x = u.valToPos(m.t, "x", true);
+      if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
+      ctx.beginPath();
+      ctx.moveTo(Math.round(x), u.bbox.top);
+      ctx.lineTo(Math.round(x), u.bbox.top + u.bbox.height);
+      ctx.stroke();
+      const tag = document.createElement("span");
+      tag.className = "chart-mark";
+      tag.title = m.label;
+      tag.textContent = "◆";
+      tag.style.left = `${u.valToPos(m.t, "x")}px`;
+      over.append(tag);
+    }
+    ctx.restore();
+  }
+
   drawThresholds(u) {
     const { ctx } = u;
     const thr = this.thresholds();

@@ -27,6 +27,7 @@ const S = {
   range: "15m",
   custom: null, // [startSec, endSec] when range === "custom"
   unzoomed: null, // the preset range a drag-to-zoom left (a double-click goes back to it)
+  marks: [], // [{t, label}]: where the scoring model changed (GET /api/model/changes)
   latest: null,
   chartQueue: [],
   loadingSeries: false,
@@ -130,6 +131,7 @@ async function modelChanged(version) {
     const model = await getJSON("/api/model");
     showModel(model);
     if (model.store_version !== version) S.modelVersion = version; // not asked again for every reading
+    loadMarks(); // the switch is a new mark
   } catch (err) {
     // the next reading asks again
   } finally {
@@ -158,7 +160,8 @@ function buildCharts(model) {
         + `alarm from ${t.alarm} (the dashed lines). Drag across a chart to zoom, double-click to go back.`));
     }
     $("charts").append(fig);
-    charts.push(new Chart(box, spec, { xRange, thresholds: () => S.thresholds, onZoom: zoomTo, onReset: unzoom }));
+    charts.push(new Chart(box, spec, { xRange, thresholds: () => S.thresholds, onZoom: zoomTo, onReset: unzoom,
+                                       marks: () => S.marks }));
   }
 }
 
@@ -349,8 +352,27 @@ function xRange() {
 
 const iso = (sec) => new Date(sec * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
 
+// The model switches inside the range: a line on every chart where another model took over.
+async function loadMarks() {
+  const [start, end] = xRange();
+  try {
+    // every switch (one row each: few), placed at the first reading the new model scored of the
+    // shown machine, in the readings' own time as the charts are
+    const ans = await getJSON("/api/model/changes", { machine: S.machine });
+    const changes = ans.changes || [];
+    S.marks = changes.slice(1).filter((c) => c.time).map((c) => ({
+      t: Date.parse(c.time) / 1000,
+      label: `model ${c.name || ""} ${c.version} from reading ${c.first_id} (switched ${fmtTime(c.at)})`,
+    })).filter((m) => m.t >= start && m.t <= end + 60);
+    for (const c of charts) c.plot.redraw(false);
+  } catch (err) {
+    S.marks = []; // an appliance without a model store: nothing to mark
+  }
+}
+
 async function loadSeries() {
   if (!buffer) return; // the model has not loaded: init() loads the series after it
+  loadMarks();
   const [start, end] = xRange();
   S.loadingSeries = true;
   $("range-msg").textContent = "";
