@@ -207,8 +207,14 @@ class Appliance:
         for s in stored:
             b = s.batch
             x_rows, y_rows, first = b.rows, s.faults.tolist(), s.first_id
+            if s.quality is None:
+                for j in range(len(b)):
+                    events.append(reading(first + j, b.times[j], b.machines[j], x_rows[j], y_rows[j], shapes))
+                continue
+            status, score, reasons = s.quality
             for j in range(len(b)):
-                events.append(reading(first + j, b.times[j], b.machines[j], x_rows[j], y_rows[j], shapes))
+                events.append(reading(first + j, b.times[j], b.machines[j], x_rows[j], y_rows[j], shapes,
+                                      (status[j], score[j], reasons[j])))
         self.loop.call_soon_threadsafe(self.hub.publish, events, shapes)
 
     def publish_with_socketio(self, stored: list[Stored]) -> None:

@@ -73,7 +73,7 @@ class Encoder:
     def readings(self, machine: str, ids: Sequence[int], times: Sequence[str], x: Sequence[Sequence[float]],
                  y: Sequence[Sequence[float]], quality: Sequence[Any] | None = None) -> bytes:
         """One machine's readings, in id order. `quality`: the per-reading data-quality verdict
-        (another issue adds it); when given, each reading gains a `quality` field."""
+        (edge.scoring.quality.as_json); when given, each reading gains a `quality` field."""
         a = self.appliance
         rows = [{"key": f"{a}:{rid}", "id": rid, "time": iso(t), "x": xs, "y": ys}
                 for rid, t, xs, ys in zip(ids, times, x, y, strict=True)]

@@ -23,10 +23,16 @@ from edge.store import counts, rollups
 from edge.store.counts import MAX_FAULT_SQL
 from edge.store.schema import TABLE
 
-EXPORT_HEADER: tuple[str, ...] = ("id", "time", *COLUMNS, *FAULTS, "max_fault", "machine", "alarms")
+# FD-REST's columns first and unchanged (then FD-Edge's machine and alarms); the data-quality verdict
+# (edge.scoring.quality) after them, so a client reading columns by position keeps working.
+QUALITY_HEADER: tuple[str, ...] = ("quality", "quality_score", "quality_reasons")
+EXPORT_HEADER: tuple[str, ...] = ("id", "time", *COLUMNS, *FAULTS, "max_fault", "machine", "alarms", *QUALITY_HEADER)
+QUALITY_SQL = ("CASE quality_status WHEN 0 THEN 'ok' WHEN 1 THEN 'suspect' WHEN 2 THEN 'invalid' "
+               "ELSE 'unknown' END, quality_score, quality_reasons")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
 _MACHINE = EXPORT_HEADER.index("machine")
-_TEXT_CELLS = (1, _MACHINE, EXPORT_HEADER.index("alarms"))  # the cells that are text in FD-Edge's files
+_REASONS = EXPORT_HEADER.index("quality_reasons")
+_TEXT_CELLS = (1, _MACHINE, EXPORT_HEADER.index("alarms"), _REASONS)  # the cells that are text in FD-Edge's files
 
 
 # Text the csv module would quote, or that needs neutralising: such a row takes the slow path.
@@ -51,10 +57,13 @@ def format_rows(rows: list[tuple], writer: Any, buffer: io.StringIO) -> str:
     for row in rows:
         numbers = dumps(row[2:_MACHINE])
         when, machine, alarms = row[1], row[_MACHINE], row[_MACHINE + 1]
-        if (type(when) is str and type(machine) is str and type(alarms) is str
+        status, score, reasons = row[_MACHINE + 2:_MACHINE + 5]
+        if (type(when) is str and type(machine) is str and type(alarms) is str and reasons is None
+                and (score is None or type(score) is float)
                 and not any(bad in numbers for bad in _NOT_AS_REPR)
                 and not (care(when) or care(machine) or care(alarms))):
-            lines.append(f"{row[0]},{when},{numbers[1:-1].decode()},{machine},{alarms}\n")
+            lines.append(f"{row[0]},{when},{numbers[1:-1].decode()},{machine},{alarms},{status},"
+                         f"{'' if score is None else repr(score)},\n")
             continue
         if str in map(type, row[2:_MACHINE]) or any(_unsafe(row[i]) for i in _TEXT_CELLS):
             row = tuple(safe_cell(v) for v in row)
@@ -170,7 +179,7 @@ def export_csv(conn: sqlite3.Connection, flt: ReportFilter, chunk_rows: int = 20
     WAL (a stalled export grew it by 46 MB while 40,000 readings came in)."""
     where, args = flt.where()
     select = (f"SELECT id, time, {', '.join(COLUMNS)}, {', '.join(FAULTS)}, {MAX_FAULT_SQL}, machine, "
-              f"{alarm_columns_sql(TABLE)} FROM {TABLE} WHERE {where}")
+              f"{alarm_columns_sql(TABLE)}, {QUALITY_SQL} FROM {TABLE} WHERE {where}")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(EXPORT_HEADER)

@@ -20,7 +20,11 @@ from edge.store.database import connect, transaction
 SCHEMA_VERSION = "1"
 TABLE = "sensor_data"
 DATA_COLUMNS: tuple[str, ...] = COLUMNS + FAULTS
-INSERT_COLUMNS: tuple[str, ...] = ("time", *DATA_COLUMNS, "machine")
+# The data-quality verdict (edge.scoring.quality): status 0 ok, 1 suspect, 2 invalid, NULL unknown
+# (and every row stored before the columns existed); score REAL; reasons `feature:kind,...`, NULL when ok.
+QUALITY_COLUMNS: tuple[str, ...] = ("quality_status", "quality_score", "quality_reasons")
+_QUALITY_TYPES = {"quality_status": "INTEGER", "quality_score": "REAL", "quality_reasons": "TEXT"}
+INSERT_COLUMNS: tuple[str, ...] = ("time", *DATA_COLUMNS, "machine", *QUALITY_COLUMNS)
 # Rows per multi-row INSERT: one sqlite3_step per chunk instead of one per row, which matters
 # because Python's sqlite3 releases and re-takes the GIL around every step.
 INSERT_CHUNK = 256
@@ -32,20 +36,27 @@ def insert_sql(rows: int) -> str:
 
 
 def insert_rows(conn: sqlite3.Connection, times: list[str], x_rows: list[list], y_rows: list[list],
-                machines: list[str]) -> int:
-    """Insert readings in order; returns the id of the last one (ids are consecutive: one writer)."""
+                machines: list[str], quality: tuple[list, list, list] | None = None) -> int:
+    """Insert readings in order; returns the id of the last one (ids are consecutive: one writer).
+    `quality`: the QUALITY_COLUMNS' values, one list each (None: unknown for every row)."""
     last = 0
-    for start in range(0, len(times), INSERT_CHUNK):
-        end = min(start + INSERT_CHUNK, len(times))
+    n = len(times)
+    status, score, reasons = quality if quality is not None else ([None] * n, [None] * n, [None] * n)
+    for start in range(0, n, INSERT_CHUNK):
+        end = min(start + INSERT_CHUNK, n)
         params: list = []
         for i in range(start, end):  # flat parameter list, built in one pass
             params.append(times[i])
             params.extend(x_rows[i])
             params.extend(y_rows[i])
             params.append(machines[i])
+            params.append(status[i])
+            params.append(score[i])
+            params.append(reasons[i])
         last = conn.execute(insert_sql(end - start), params).lastrowid or 0
     return last
-SELECT_COLUMNS: tuple[str, ...] = ("id", "time", "machine", *DATA_COLUMNS)
+SELECT_COLUMNS: tuple[str, ...] = ("id", "time", "machine", *DATA_COLUMNS, *QUALITY_COLUMNS)
+QUALITY_AT = SELECT_COLUMNS.index(QUALITY_COLUMNS[0])  # a SELECT_LIST row's quality: row[QUALITY_AT:QUALITY_AT + 3]
 SELECT_LIST = ", ".join(SELECT_COLUMNS)
 
 CREATE_TABLE = f"""
@@ -53,7 +64,8 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     time TEXT,
     {', '.join(f'{c} REAL' for c in DATA_COLUMNS)},
-    machine TEXT NOT NULL DEFAULT '{DEFAULT_MACHINE}'
+    machine TEXT NOT NULL DEFAULT '{DEFAULT_MACHINE}',
+    {', '.join(f'{c} {_QUALITY_TYPES[c]}' for c in QUALITY_COLUMNS)}
 )"""
 
 EXTRA_DDL = (
@@ -155,6 +167,9 @@ def migrate(conn: sqlite3.Connection) -> None:
                                "this is not an FD-REST/FD-Edge database")
         if "machine" not in have:
             conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN machine TEXT NOT NULL DEFAULT '{DEFAULT_MACHINE}'")
+        for column in QUALITY_COLUMNS:  # no default: a row stored before has NULLs, its quality unknown
+            if column not in have:
+                conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {column} {_QUALITY_TYPES[column]}")
         for ddl in EXTRA_DDL:
             conn.execute(ddl)
         machine_state.migrate(conn, TABLE)

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from edge.fdrest import iso
-from edge.stream.wire import SHAPES, frame, reading_frame
+from edge.stream.wire import SHAPES, UNKNOWN_QUALITY, frame, reading_frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +35,12 @@ class Event:
     wires: Mapping[str, bytes]  # shape -> the encoded SSE frame, built once for every client of it
 
     @classmethod
-    def reading(cls, id_: int, time: str, machine: str, x: list, y: list, shapes: tuple[str, ...]) -> Event:
-        """`time` as stored (`YYYY-MM-DD HH:MM:SS`, UTC); one frame per shape in `shapes`."""
+    def reading(cls, id_: int, time: str, machine: str, x: list, y: list, shapes: tuple[str, ...],
+                quality: Sequence[Any] = UNKNOWN_QUALITY) -> Event:
+        """`time` as stored (`YYYY-MM-DD HH:MM:SS`, UTC); one frame per shape in `shapes`; `quality`
+        the stored (status, score, reasons)."""
         when = iso(time)
-        return cls(id_, machine, "reading", {s: reading_frame(s, id_, when, machine, x, y) for s in shapes})
+        return cls(id_, machine, "reading", {s: reading_frame(s, id_, when, machine, x, y, quality) for s in shapes})
 
     @classmethod
     def make(cls, id_: int, machine: str, kind: str, data: str | bytes) -> Event:

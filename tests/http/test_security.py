@@ -326,7 +326,8 @@ SQL_INTERPOLATIONS = {
     "', '.join(FAULTS)": "fdrest constants",
     "cols": "', '.join(FAULTS) in alarms.engine._replay",
     "alarm_columns_sql(TABLE)": "built from FAULTS and table constants",
-    "column": "reading_queries.metric(): one of METRICS, matched by equality",
+    "column": "reading_queries.metric(): one of METRICS, matched by equality; schema.migrate: one of QUALITY_COLUMNS",
+    "_QUALITY_TYPES[column]": "store.schema: the quality columns' constant SQL types",
     "clause": "reading_queries.machine_clause(): a constant text, the machine is bound",
     "where": "ReportFilter.where()/list_alarms: constant fragments, values bound",
     "select": "export.export_csv: the constants above and ReportFilter.where(), values bound",
@@ -350,6 +351,7 @@ SQL_INTERPOLATIONS = {
     "_READ['minute']": "store.rollups: a constant column list",
     "'peaks' if wanted else 'NULL'": "store.counts: one of two constant column expressions",
     "CURSOR": "plant.uplink_cursor: the cursor table's name constant",
+    "QUALITY_LIST": "store.writer: the quality column names constant (schema.QUALITY_COLUMNS)",
 }
 SQL_NAMES = {  # statements passed as a variable or built by a call
     "CREATE_TABLE": "store.schema constant", "ddl": "loop over a tuple of DDL constants",
