@@ -79,7 +79,12 @@ def build(version: str) -> dict[str, Any]:
                         },
                     },
                     "responses": {
-                        "200": ok_json({"type": "array", "items": {"$ref": "#/components/schemas/Faults"}}),
+                        "200": {**ok_json({"type": "array", "items": {"$ref": "#/components/schemas/Faults"}}),
+                                "headers": {"X-FDEdge-Quality": {
+                                    "description": "the data-quality verdict of the batch's worst reading: "
+                                                   "`ok`, `unknown`, or `suspect|invalid; score=S; "
+                                                   "reasons=feature:kind,...`",
+                                    "schema": {"type": "string"}}}},
                         **common,
                         "413": _error("too large"),
                         "415": _error("content type"),
