@@ -184,7 +184,7 @@ def build(version: str) -> dict[str, Any]:
                         _q("state", {"type": "string", "enum": ["active", "cleared", "all"]}),
                         machine,
                         _q("fault", {"type": "string", "enum": list(FAULTS)}),
-                        _q("kind", {"type": "string", "enum": ["fault", "stale"]},
+                        _q("kind", {"type": "string", "enum": ["fault", "stale", "quality"]},
                            description="fault episodes, or machines that fell silent"),
                         _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
                         _q(

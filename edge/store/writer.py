@@ -575,8 +575,10 @@ class Writer:
                     offset += n
                 if self.alarms is not None:
                     # Alarm and outbox rows go into this transaction: committed with their readings or not at all.
+                    suspect = {first + k: (reasons[k], score[k]) for k, s in enumerate(status)
+                               if s is not None and s > 0} if self.quality.known else None
                     changes = self.alarms.evaluate(conn, [(first + k, times[k], machines[k], y_rows[k])
-                                                          for k in range(len(times))])
+                                                          for k in range(len(times))], suspect)
                 peaks = y.max(axis=1)
                 # after the engine, which reads a dropped machine's last time from the previous state
                 seen = machine_state.record(conn, first, times, machines, peaks.tolist(),

@@ -13,6 +13,7 @@ from edge.alarms.engine import AlarmChange, AlarmEngine
 from edge.alarms.rules import load_rules, parse_rules
 from edge.alarms.tables import list_alarms
 from edge.errors import StartupError
+from edge.fdrest import iso
 from edge.store.machine_state import record
 from edge.store.schema import insert_rows, open_database
 from tests.alarms.test_alarms import BASE, stamp
@@ -89,7 +90,7 @@ def test_suspect_readings_raise_no_fault_alarm_but_a_quality_alarm_naming_featur
     bench.feed([(80.0, OK)] * 3)
     assert bench.kinds() == [("raise", "quality"), ("raise", "fault"), ("clear", "quality")]
     fault = bench.alarms(kind="fault")[0]
-    assert fault["raised_reading"] == 8 and fault["since"] == stamp(5)
+    assert fault["raised_reading"] == 8 and fault["since"] == iso(stamp(5))
     quality = bench.alarms(kind="quality")[0]
     assert quality["state"] == "cleared" and quality["cleared_reading"] == 8
 

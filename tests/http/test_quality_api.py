@@ -144,3 +144,22 @@ def test_the_machine_state_is_suspect_data_while_its_newest_reading_is(make_clie
     assert bundled.post("/send", json=sent[1]).headers["x-fdedge-quality"] != "ok"  # the step back is a jump
     assert bundled.post("/send", json=bodies(3, machine="fan-9")[2]).status_code == 200
     assert latest.state(latest.seen("fan-9")) != SUSPECT
+
+
+def test_a_stuck_sensor_raises_a_quality_alarm_not_a_fault_alarm_and_ok_data_clears_it(bundled):
+    """Through the app: the writer hands the verdicts to the alarm engine in its transaction."""
+    sent = bodies(STUCK_READINGS + 5, machine="press-3")
+    for body in sent[:STUCK_READINGS + 2]:
+        body["Temperature"] = 41.3
+    for body in sent[:STUCK_READINGS + 2]:
+        assert bundled.post("/send", json=body).status_code == 200
+    (alarm,) = bundled.get("/api/alarms?state=active&kind=quality").json()["alarms"]
+    assert alarm["machine"] == "press-3" and alarm["fault"] == "quality"
+    assert alarm["feature"] == "Temperature" and alarm["reason"] == "stuck"
+    for body in sent[STUCK_READINGS + 2:-1]:  # the temperature moves again: two ok readings...
+        assert bundled.post("/send", json=body).headers["x-fdedge-quality"] == "ok"
+    assert bundled.get("/api/alarms?state=active&kind=quality").json()["alarms"]  # ... of the 3 it takes
+    assert bundled.post("/send", json=sent[-1]).headers["x-fdedge-quality"] == "ok"
+    assert bundled.get("/api/alarms?state=active&kind=quality").json()["alarms"] == []
+    (cleared,) = bundled.get("/api/alarms?kind=quality").json()["alarms"]
+    assert cleared["state"] == "cleared"
