@@ -524,7 +524,12 @@ class Writer:
             self.quality = Quality(self.model.training_stats, max_machines=self.max_machines)
         started = time.perf_counter()
         machines = fresh[0].batch.machines if len(fresh) == 1 else [m for job in fresh for m in job.batch.machines]
-        verdicts = self.quality.evaluate(x, machines)
+        try:
+            verdicts = self.quality.evaluate(x, machines)
+        except Exception:  # a bug in a check must not cost the readings: they are stored as unknown
+            log.exception("quality verdict failed; this group's readings are stored with quality unknown")
+            n = len(x)
+            return Verdicts([UNKNOWN] * n, [None] * n, [None] * n)
         self.observe("quality", time.perf_counter() - started)
         return verdicts
 

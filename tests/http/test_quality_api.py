@@ -163,3 +163,26 @@ def test_a_stuck_sensor_raises_a_quality_alarm_not_a_fault_alarm_and_ok_data_cle
     assert bundled.get("/api/alarms?state=active&kind=quality").json()["alarms"] == []
     (cleared,) = bundled.get("/api/alarms?kind=quality").json()["alarms"]
     assert cleared["state"] == "cleared"
+
+
+def test_a_replayed_request_answers_the_verdict_stored_the_first_time(bundled):
+    body = bodies(1)[0]
+    body["Rotation Speed"] = 9000.0
+    first = bundled.post("/send", json=body, headers={"Idempotency-Key": "q-1"})
+    again = bundled.post("/send", json=body, headers={"Idempotency-Key": "q-1"})
+    assert again.headers["x-fdedge-replayed"] == "true"
+    assert first.headers["x-fdedge-quality"] == again.headers["x-fdedge-quality"]
+    assert first.headers["x-fdedge-quality"].startswith("suspect; score=")
+    assert again.json() == first.json()
+
+
+def test_a_failing_check_stores_the_readings_as_unknown(bundled, monkeypatch, caplog):
+    writer = bundled.app.state.appliance.writer
+
+    def broken(x, machines):
+        raise RuntimeError("a bug in a check")
+
+    monkeypatch.setattr(writer.quality, "evaluate", broken)
+    r = bundled.post("/send", json=bodies(1)[0])
+    assert r.status_code == 200 and r.headers["x-fdedge-quality"] == "unknown"
+    assert "quality verdict failed" in caplog.text
