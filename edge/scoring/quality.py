@@ -188,6 +188,8 @@ class Quality:
         self._over = np.empty(3 * size, dtype=bool)
         self._same = np.empty(size, dtype=bool)
         self._none = bytes(3 * size)
+        self._all_same = np.ones(size, dtype=bool).tobytes()
+        self._frozen: dict[int, Verdicts] = {}  # slot -> the verdict its frozen sensor repeats
 
     @property
     def known(self) -> bool:
@@ -232,12 +234,24 @@ class Quality:
         np.greater(self._abs, self._limits, out=self._over)
         if self._over.tobytes() == self._none and score <= 1.0:
             return Verdicts([OK], [round(score, 4)], [None])
+        # A frozen sensor repeats the whole reading: once every run is past the threshold, the
+        # verdict is the previous one (the same values, flags and score).
+        frozen = self._same.tobytes() == self._all_same and runs.min() >= STUCK_READINGS
+        if frozen and slot in self._frozen:
+            return self._frozen[slot]
         over = self._over
         if fresh:
             over[size:2 * size] = False
         stuck = over[2 * size:] & (x > self._saturated_low) & (x < self._saturated_high)
         status, reasons = self._explain(x, x - self._mean, score, over[:size], stuck, over[size:2 * size])
-        return Verdicts([status], [round(score, 4)], [reasons])
+        verdict = Verdicts([status], [round(score, 4)], [reasons])
+        if frozen:
+            if len(self._frozen) > self.max_machines:
+                self._frozen.clear()
+            self._frozen[slot] = verdict
+        else:
+            self._frozen.pop(slot, None)
+        return verdict
 
     def _many(self, x: np.ndarray, machines: Sequence[str]) -> Verdicts:
         """A batch: the same checks over every row at once, each row against its machine's previous."""
@@ -377,4 +391,6 @@ class Quality:
             self._work = np.vstack((self._work, np.zeros_like(self._work)))
         self._slots[machine] = slot
         self._work[slot] = 0.0
+        if self.stats is not None:
+            self._frozen.pop(slot, None)
         return slot

@@ -203,3 +203,18 @@ def test_the_stored_and_header_forms(stats):
     assert reasons[2] is not None and "Rotation Speed:out_of_range" in reasons[2]
     assert verdicts.header(0, 2) == "ok"
     assert verdicts.header().startswith("suspect; score=")
+
+
+def test_a_frozen_sensor_repeating_the_whole_reading_keeps_its_verdict_until_it_moves(stats):
+    """Every value repeated (a sensor or gateway that froze): suspect from the N-th reading on,
+    the same verdict as the batch path gives, and ok again once the readings move."""
+    rows = np.repeat(stream("compressor-3600", n=1), 3 * STUCK_READINGS, axis=0)
+    rows = np.vstack((rows, stream("compressor-3600", n=5, seed=9)))
+    single = one_by_one(Quality(stats), rows)
+    batch = Quality(stats).evaluate(rows, ["m"] * len(rows))
+    assert single == list(zip(batch.status, batch.reasons, strict=True))
+    assert [s for s, _ in single[:STUCK_READINGS - 1]] == [OK] * (STUCK_READINGS - 1)
+    frozen = single[STUCK_READINGS - 1]
+    assert frozen[0] == SUSPECT and frozen[1] is not None and all(kind == "stuck" for _, kind in frozen[1])
+    assert single[STUCK_READINGS - 1:3 * STUCK_READINGS] == [frozen] * (2 * STUCK_READINGS + 1)
+    assert single[-1][0] == OK  # the sensor is alive again
