@@ -96,8 +96,9 @@ class Verdicts:
 
     def columns(self) -> tuple[list[int | None], list[float | None], list[str | None]]:
         """The three stored columns (quality_status, quality_score, quality_reasons) for every row."""
-        return ([None if s == UNKNOWN else s for s in self.status], self.score,
-                [reasons_text(r) if r else None for r in self.reasons])
+        status = [None if s == UNKNOWN else s for s in self.status] if UNKNOWN in self.status else self.status
+        reasons = [reasons_text(r) if r else None for r in self.reasons] if any(self.reasons) else self.reasons
+        return status, self.score, reasons  # type: ignore[return-value]
 
     def worst(self, start: int = 0, stop: int | None = None) -> int:
         """The worst status of rows start..stop (unknown only when every one is)."""
@@ -340,6 +341,18 @@ class Quality:
         """Each row's previous reading of its machine (from this group or the state), whether it
         has one, the run lengths it continues, and its machine's slot."""
         get = self._slots.get
+        n = len(machines)
+        if machines.count(machines[0]) == n:  # one sensor's batch: each row's previous is the row before
+            slot = get(machines[0])
+            known = slot is not None
+            if slot is None:
+                slot = self._new_slot(machines[0])
+            prev = np.empty_like(x)
+            prev[0] = self._last[slot]
+            prev[1:] = x[:-1]
+            has = np.ones(n, dtype=bool)
+            has[0] = known
+            return prev, has, np.repeat(self._work[slot:slot + 1, 2 * x.shape[1]:], n, axis=0), np.full(n, slot)
         slot_list: list[int] = []
         prev_row: list[int] = []  # index into this group, or -1: the state's (or none)
         had: list[bool] = []
