@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -134,6 +135,13 @@ def as_json(status: int | None, score: float | None, reasons: str | None) -> dic
     """A stored row's quality as the API's object (status NULL: unknown)."""
     return {"status": STATUS_NAMES[UNKNOWN if status is None else int(status)], "score": score,
             "reasons": parse_reasons(reasons)}
+
+
+def from_json(obj: dict[str, Any]) -> tuple[int | None, float | None, str | None]:
+    """The stored form (status, score, reasons) of an API quality object: `as_json`'s inverse."""
+    code = {name: code for code, name in STATUS_NAMES.items()}[obj["status"]]
+    reasons = [(r["feature"], r["kind"]) for r in obj.get("reasons") or []]
+    return (None if code == UNKNOWN else code), obj.get("score"), reasons_text(reasons) if reasons else None
 
 
 def header(status: int, score: float | None, reasons: str | None) -> str:

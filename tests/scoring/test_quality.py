@@ -20,6 +20,8 @@ from edge.scoring.quality import (
     SUSPECT,
     UNKNOWN,
     Quality,
+    as_json,
+    from_json,
     header,
     parse_reasons,
     reasons_text,
@@ -218,3 +220,9 @@ def test_a_frozen_sensor_repeating_the_whole_reading_keeps_its_verdict_until_it_
     assert frozen[0] == SUSPECT and frozen[1] is not None and all(kind == "stuck" for _, kind in frozen[1])
     assert single[STUCK_READINGS - 1:3 * STUCK_READINGS] == [frozen] * (2 * STUCK_READINGS + 1)
     assert single[-1][0] == OK  # the sensor is alive again
+
+
+def test_the_api_object_converts_back_to_the_stored_form():
+    for stored in [(None, None, None), (0, 0.41, None), (1, 1.83, "Temperature:stuck,1.8-2 kHz:jump"),
+                   (2, 3.0, "Level:invalid")]:
+        assert from_json(as_json(*stored)) == stored
