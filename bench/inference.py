@@ -51,10 +51,13 @@ def measure(model_dir: Path, keras_path: Path | None, rounds: int, quick: bool) 
         out.pop("tensorflow", None)
         return out
 
+    quality_rows, quality_skip = _quality_readings(model_dir)
     onnx_rounds: list[dict[str, Any]] = []
     keras_rounds: list[dict[str, float]] = []
     for _ in range(rounds):  # A/B interleaved
         figures = cb.onnx_figures(model_dir, threads=1, quick=quick)
+        if quality_rows is not None:
+            figures.update(_quality_figures(model_dir, quality_rows, quick))
         x = figures.pop("readings")
         for key in ("versions", "threads", "onnx_bytes"):
             figures.pop(key, None)
@@ -77,6 +80,9 @@ def measure(model_dir: Path, keras_path: Path | None, rounds: int, quick: bool) 
         "onnx_batch1_us": med(onnx_rounds, "onnx_batch1_us"),
         "onnx_batch256_us": med(onnx_rounds, "onnx_batch256_us"),
         "pipeline_batch1_us": med(onnx_rounds, "pipeline_batch1_us"),
+        "quality_batch1_us": med(onnx_rounds, "quality_batch1_us"),
+        "quality_batch256_us": med(onnx_rounds, "quality_batch256_us"),
+        "quality_skipped": quality_skip,
         "keras_predict_batch1_us": med(keras_rounds, "keras_predict_batch1_us"),
         "keras_call_batch1_us": med(keras_rounds, "keras_call_batch1_us"),
         "keras_skipped": keras_skip,
@@ -85,7 +91,44 @@ def measure(model_dir: Path, keras_path: Path | None, rounds: int, quick: bool) 
     }
     out["speedup_vs_keras_predict"] = ratio(out["keras_predict_batch1_us"], out["onnx_batch1_us"])
     out["speedup_vs_keras_call"] = ratio(out["keras_call_batch1_us"], out["onnx_batch1_us"])
+    out["quality_share_of_pipeline"] = ratio(out["quality_batch1_us"], out["pipeline_batch1_us"])
     return out
+
+
+def _quality_readings(model_dir: Path) -> tuple[np.ndarray | None, str | None]:
+    """Simulated readings (FD-REST order) of one healthy and one developing machine, for the
+    quality verdict; None with the reason when the model has no training statistics."""
+    from edge.fdrest import FEATURES
+    from edge.scoring.model import load
+    from simulator.machine import VirtualMachine
+
+    if load(model_dir).training_stats is None:
+        return None, "the model's manifest has no training_stats"
+    rows = [[r.features[f] for f in FEATURES]
+            for scenario in ("healthy", "developing") for r in VirtualMachine(3, scenario=scenario).run(256, 2.0)]
+    return np.array(rows), None
+
+
+def _quality_figures(model_dir: Path, rows: np.ndarray, quick: bool) -> dict[str, float]:
+    """µs per reading of edge/scoring/quality.py's verdict: one reading per call (each call the next
+    reading of one machine, as the writer's single-reading groups), and groups of 256."""
+    from convert.benchmark import _median_us
+    from edge.scoring.model import load
+    from edge.scoring.quality import Quality
+
+    quality = Quality(load(model_dir).training_stats)
+    singles = [rows[i:i + 1] for i in range(len(rows))]
+    machine = ["bench"]
+    at = [0]
+
+    def one() -> None:
+        quality.evaluate(singles[at[0] % len(singles)], machine)
+        at[0] += 1
+
+    batch, names = rows[:256], ["bench-batch"] * 256
+    rounds, calls1, calls256 = (3, 512, 10) if quick else (7, 5120, 100)
+    return {"quality_batch1_us": _median_us(one, calls1, rounds, warmup=512),
+            "quality_batch256_us": _median_us(lambda: quality.evaluate(batch, names), calls256, rounds, per=256)}
 
 
 def run(model_dir: Path, keras_path: Path | None, rounds: int, quick: bool, timeout: float = 240) -> dict[str, Any]:

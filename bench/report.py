@@ -109,6 +109,14 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
             ("inference", "µs/reading, batch 1, scaling + ORT (runtime path)", num(inf["pipeline_batch1_us"], 1),
              "", "", ""),
         ]
+        if inf.get("quality_batch1_us") is not None:
+            out += [("inference", "µs/reading, quality verdict, batch 1 (vs scaling + ORT)",
+                     num(inf["quality_batch1_us"], 1), num(inf["pipeline_batch1_us"], 1),
+                     num(inf.get("quality_share_of_pipeline"), 2), "budget 5 µs"),
+                    ("inference", "µs/reading, quality verdict, batch 256", num(inf["quality_batch256_us"], 2),
+                     "", "", "")]
+        elif inf.get("quality_skipped"):
+            out.append(("inference", "quality verdict", "", "", "", f"skipped: {inf['quality_skipped']}"))
     http = ok("http")
     if http:
         bare = http["single"]["bare"]

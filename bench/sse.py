@@ -130,6 +130,7 @@ def _push(source_port: int, clients: int, shape: str) -> dict[str, Any]:
     tick. The frame is FD-Edge's own, byte for byte, for its newest reading. How many readings
     were stored comes from FD-Edge's GET /api/latest, once per tick (ten small reads a second)."""
     from edge.fdrest import FAULTS, FEATURES
+    from edge.scoring.quality import from_json
     from edge.stream.subscriber import COALESCE_SECONDS
     from edge.stream.wire import frame, reading_frame
 
@@ -137,7 +138,8 @@ def _push(source_port: int, clients: int, shape: str) -> dict[str, Any]:
     if newest is None:
         raise BenchError("the server under test has no reading to copy a frame from")
     wire = reading_frame(shape, newest["id"], newest["time"], newest["machine"],
-                         [newest["features"][k] for k in FEATURES], [newest["faults"][k] for k in FAULTS])
+                         [newest["features"][k] for k in FEATURES], [newest["faults"][k] for k in FAULTS],
+                         from_json(newest["quality"]))
     listener = socket.create_server(("127.0.0.1", 0), backlog=clients)
     print(json.dumps({"port": listener.getsockname()[1]}), flush=True)
     stop = threading.Event()

@@ -124,6 +124,9 @@ class Appliance:
         if settings.uplink_url is not None:
             appliance.uplink = build_uplink(settings, model, metrics)
             engine.uplink = True
+            encoder = appliance.uplink.encoder  # which manifest version each store version is
+            encoder.versions[appliance.model_version] = model.version or ""
+            encoder.resolve = store.manifest_version
         elif settings.uplink_ca or settings.uplink_cert or settings.uplink_key:
             log.warning("uplink-ca, uplink-cert and uplink-key are ignored without uplink-url")
         return appliance
@@ -222,8 +225,15 @@ class Appliance:
         for s in stored:
             b = s.batch
             x_rows, y_rows, first, version = b.rows, s.faults.tolist(), s.first_id, s.model_version
+            if s.quality is None:
+                for j in range(len(b)):
+                    events.append(reading(first + j, b.times[j], b.machines[j], x_rows[j], y_rows[j], shapes,
+                                          model_version=version))
+                continue
+            status, score, reasons = s.quality
             for j in range(len(b)):
-                events.append(reading(first + j, b.times[j], b.machines[j], x_rows[j], y_rows[j], shapes, version))
+                events.append(reading(first + j, b.times[j], b.machines[j], x_rows[j], y_rows[j], shapes,
+                                      (status[j], score[j], reasons[j]), version))
         self.loop.call_soon_threadsafe(self.hub.publish, events, shapes)
 
     def publish_with_socketio(self, stored: list[Stored]) -> None:
@@ -265,6 +275,8 @@ class Appliance:
             self.writer.model, self.writer.model_version = model, version
             self.model, self.model_version = model, version
             model_changes.record(conn, version, model.name)
+            if self.uplink is not None:
+                self.uplink.encoder.versions[version] = model.version or ""
         await self.writer.call(switch)
 
     async def swap_recorded(self, model: Model, version: str) -> None:

@@ -169,7 +169,8 @@ class Central:
         """Every reading received, in arrival order, with its message's topic and machine."""
         with self._lock:
             messages = list(self.messages)
-        return [{**r, "topic": topic, "machine": m["machine"], "model_version": m["model_version"]}
+        return [{**r, "topic": topic, "machine": m["machine"], "model_version": m["model_version"],
+                 "model_store_version": m.get("model_store_version")}
                 for topic, m in messages if topic.endswith("/readings") for r in m["readings"]]
 
     def alarms(self) -> list[dict]:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from edge.alarms.quality import KIND as QUALITY
+from edge.alarms.quality import QualityAlarms
 from edge.alarms.rules import EVENTS, Rule, Rules
 from edge.alarms.stale import KIND as STALE
 from edge.alarms.stale import StaleAlarms
@@ -101,7 +103,7 @@ class MachineRuns:
     """Run lengths per fault for one machine, as flat lists: the hot path reads plain floats."""
 
     __slots__ = ("name", "warning_at", "alarm_at", "clear_below", "consecutive", "clear_consecutive",
-                 "min_duration_s", "clear_min_duration_s", "lowest_warning", "last", "busy", "n_active",
+                 "min_duration_s", "clear_min_duration_s", "hold", "lowest_warning", "last", "busy", "n_active",
                  "warning_run", "warning_since", "run_peak", "alarm_run", "alarm_since", "clear_run",
                  "clear_since", "active")
 
@@ -116,6 +118,7 @@ class MachineRuns:
         self.clear_consecutive = [r.clear_consecutive for r in rules]
         self.min_duration_s = [r.min_duration_s for r in rules]
         self.clear_min_duration_s = [r.clear_min_duration_s for r in rules]
+        self.hold = [r.suspect == "hold" for r in rules]  # a suspect reading skips the fault (rules.Rule.suspect)
         self.lowest_warning = min(self.warning_at)
         self.last = ""  # time of the last evaluated reading: older ones arrive too late to count
         self.busy = False  # any run or active alarm: False means a reading below min_w changes nothing
@@ -192,6 +195,7 @@ class AlarmEngine:
         self.clock_skew_s = clock_skew_s
         self.uplink = False  # also write each change to the uplink's outbox rows (edge.plant.uplink)
         self.stale = StaleAlarms(stale_after_s)  # alarms of kind `stale` (edge.alarms.stale)
+        self.quality = QualityAlarms(rules.quality)  # alarms of kind `quality` (edge.alarms.quality)
         self.categories = {c["fault"]: c.get("category", "") for c in catalogue}
         self._machines: dict[str, MachineRuns] = {}
         self._undo: dict[MachineRuns, Any] = {}  # machine -> its state before this transaction
@@ -223,8 +227,9 @@ class AlarmEngine:
         self._machines.clear()
         self._undo.clear()
         everything = active_alarms(conn)
-        active = [rec for rec in everything if rec["kind"] != STALE]
+        active = [rec for rec in everything if rec["kind"] not in (STALE, QUALITY)]
         self.stale.load([rec for rec in everything if rec["kind"] == STALE])
+        self.quality.load([rec for rec in everything if rec["kind"] == QUALITY])
         rules = [self.rules.default, *self.rules.by_fault.values(),
                  *(r for per in self.rules.by_machine.values() for r in per.values())]
         lowest = min((r.warning for r in rules if r.enabled), default=float("inf"))
@@ -250,14 +255,14 @@ class AlarmEngine:
         rules = [self.rules.rule(st.name, f) for f in FAULTS]
         count = max(max(r.consecutive, r.clear_consecutive) for r in rules) + 1
         cols = ", ".join(FAULTS)
-        rows = conn.execute(f"SELECT id, time, {cols} FROM {TABLE} WHERE machine = ? ORDER BY id DESC LIMIT ?",
-                            (st.name, count)).fetchall()
+        rows = conn.execute(f"SELECT id, time, {cols}, quality_status FROM {TABLE} WHERE machine = ? "
+                            "ORDER BY id DESC LIMIT ?", (st.name, count)).fetchall()
         span = max(max(r.min_duration_s, r.clear_min_duration_s) for r in rules)
         if rows and span > 0:
             newest = max(epoch_seconds(r[1] or "") for r in rows)
             cutoff = datetime.fromtimestamp(newest - span - 1, UTC).strftime(TIME_FORMAT)
-            older = conn.execute(f"SELECT id, time, {cols} FROM {TABLE} WHERE machine = ? AND time >= ? "
-                                 "ORDER BY id DESC LIMIT ?", (st.name, cutoff, REPLAY_CAP)).fetchall()
+            older = conn.execute(f"SELECT id, time, {cols}, quality_status FROM {TABLE} WHERE machine = ? "
+                                 "AND time >= ? ORDER BY id DESC LIMIT ?", (st.name, cutoff, REPLAY_CAP)).fetchall()
             rows = list({r[0]: r for r in (*older, *rows)}.values())
         rows.sort(key=lambda r: (r[1] or "", r[0]))
         horizon = self._horizon()
@@ -267,7 +272,10 @@ class AlarmEngine:
                 continue
             if t <= horizon:
                 st.last = t
+            suspect = row[2 + N_FAULTS] is not None and row[2 + N_FAULTS] > 0  # as evaluated when it arrived
             for i in range(N_FAULTS):
+                if suspect and st.hold[i]:
+                    continue
                 v = row[2 + i]
                 st.advance(i, float("nan") if v is None else v, t, rid)
         st.busy = any(st.warning_run)
@@ -287,11 +295,15 @@ class AlarmEngine:
 
     # -- the writer's transaction -----------------------------------------------------------------
 
-    def evaluate(self, conn: sqlite3.Connection, rows: list[tuple[int, str, str, list[float]]]) -> list[AlarmChange]:
+    def evaluate(self, conn: sqlite3.Connection, rows: list[tuple[int, str, str, list[float]]],
+                 suspect: dict[int, tuple[str | None, float | None]] | None = None) -> list[AlarmChange]:
         """Evaluate committed-to-be readings (id, stored time, machine, 8 fault values) inside the
         writer's open transaction, in time order (then id); writes alarm and outbox rows with
-        `conn`. A storage error propagates (the writer rolls back and calls `rollback()`); any other
-        error is logged and undoes this transaction's alarm work, so the readings still commit."""
+        `conn`. `suspect`: reading id -> (reasons text, score) of the readings whose data-quality
+        verdict is suspect or invalid; each rule's `suspect` policy decides whether they count, and
+        they drive the machine's `quality` alarm (edge.alarms.quality). A storage error propagates
+        (the writer rolls back and calls `rollback()`); any other error is logged and undoes this
+        transaction's alarm work, so the readings still commit."""
         if not rows:
             return []
         if not conn.in_transaction:
@@ -300,7 +312,7 @@ class AlarmEngine:
         horizon = self._horizon()
         changes: list[AlarmChange] = []
         peaks: dict[int, tuple[MachineRuns, int, int, str]] = {}
-        machines, undo = self._machines, self._undo
+        machines, undo, quality = self._machines, self._undo, self.quality
         try:
             for rid, t, name, values in ordered:
                 st = machines.get(name)
@@ -314,8 +326,12 @@ class AlarmEngine:
                     continue
                 if t <= horizon:  # a sensor with a wrong clock must not make every later reading "late"
                     st.last = t
+                bad = suspect.get(rid) if suspect else None
                 if st.busy or not max(values) < st.lowest_warning:  # `not <`: a NaN takes the careful path
-                    self._step(conn, st, rid, t, values, changes, peaks)
+                    self._step(conn, st, rid, t, values, changes, peaks, bad is not None)
+                if bad is not None or quality.watching(name):
+                    self._active_delta += quality.step(conn, rid, t, name, bad, self._writes, self._record,
+                                                       AlarmChange, changes)
             for st, i, rid, t in peaks.values():
                 self._write_peak(conn, st, i, rid, t, changes)
             if self.stale.active:  # a silent machine spoke again
@@ -339,6 +355,7 @@ class AlarmEngine:
                 del self._machines[name]
         self._undo.clear()
         self.stale.commit()
+        self.quality.commit()
         self._savepoint = False
         self.active_count += self._active_delta
         self.skipped["out_of_order"] += self._late_delta
@@ -354,6 +371,7 @@ class AlarmEngine:
                 st.restore(snap)
         self._undo.clear()
         self.stale.rollback()
+        self.quality.rollback()
         self._savepoint = False
         self._active_delta = self._late_delta = self._error_delta = 0
 
@@ -376,10 +394,14 @@ class AlarmEngine:
             self._savepoint = True
 
     def _step(self, conn: sqlite3.Connection, st: MachineRuns, rid: int, t: str, values: list[float],
-              changes: list[AlarmChange], peaks: dict) -> None:
-        """One reading of a machine that is near or in an alarm."""
+              changes: list[AlarmChange], peaks: dict, suspect: bool = False) -> None:
+        """One reading of a machine that is near or in an alarm; a `suspect` one skips the faults
+        whose rule holds suspect readings (it neither raises nor clears them)."""
         active = st.active
+        hold = st.hold
         for i in range(N_FAULTS):
+            if suspect and hold[i]:
+                continue
             v = values[i]
             st.advance(i, v, t, rid)
             rec = active[i]
@@ -409,7 +431,7 @@ class AlarmEngine:
             "severity": severity, "raised_severity": severity, "since": st.warning_since[i], "raised_at": t,
             "raised_reading": rid, "raised_value": v, "peak": peak, "peak_at": peak_at, "peak_reading": peak_reading,
             "escalated_at": None, "escalated_reading": None, "cleared_at": None, "cleared_reading": None,
-            "acked_at": None, "acked_by": None, "ack_note": None, "kind": "fault",
+            "acked_at": None, "acked_by": None, "ack_note": None, "kind": "fault", "detail": None,
         }
         self._writes(conn)
         rec["id"] = conn.execute(INSERT, [rec[k] for k in COLUMNS[1:]]).lastrowid
@@ -507,6 +529,9 @@ class AlarmEngine:
             self._outbox(conn, AlarmChange.for_ack(alarm))
         if rec["kind"] == STALE:
             self.stale.acked(rec)
+            return {"alarm": alarm, "replayed": False}
+        if rec["kind"] == QUALITY:
+            self.quality.acked(rec)
             return {"alarm": alarm, "replayed": False}
         st = self._machines.get(rec["machine"])
         if st is not None:

@@ -28,7 +28,9 @@ MAX_DURATION_S = 7 * 86400.0
 NUMBER_FIELDS = ("warning", "alarm", "clear")
 COUNT_FIELDS = ("consecutive", "clear_consecutive")
 DURATION_FIELDS = ("min_duration_s", "clear_min_duration_s")
-RULE_FIELDS = (*NUMBER_FIELDS, *COUNT_FIELDS, *DURATION_FIELDS, "enabled")
+SUSPECT_POLICIES = ("hold", "count")  # what a reading whose data quality is suspect or invalid does
+RULE_FIELDS = (*NUMBER_FIELDS, *COUNT_FIELDS, *DURATION_FIELDS, "enabled", "suspect")
+QUALITY_FIELDS = ("alarm", "consecutive", "clear_consecutive", "comment")
 WEBHOOK_FIELDS = ("url", "secret", "secret_env", "events", "timeout_s", "name", "comment")
 
 
@@ -40,7 +42,9 @@ class Rule:
     first and the current one); severity `alarm` if those readings were also >= `alarm`.
     Escalate warning -> alarm: the same test against `alarm`. Clear: `clear_consecutive` readings
     in a row below `clear` (and `clear_min_duration_s`). `enabled: false` raises nothing new, but an
-    alarm that is already active still clears.
+    alarm that is already active still clears. `suspect`: what a reading whose data-quality verdict
+    is suspect or invalid does (edge.scoring.quality): `hold` (the default) skips it, so it neither
+    raises, escalates nor clears, nor extends or breaks a run; `count` evaluates it like any other.
     """
 
     warning: float = 30.0
@@ -51,6 +55,18 @@ class Rule:
     min_duration_s: float = 0.0
     clear_min_duration_s: float = 0.0
     enabled: bool = True
+    suspect: str = "hold"
+
+
+@dataclass(frozen=True)
+class QualityRule:
+    """The data-quality alarm (kind `quality`, one per machine): raised after `consecutive` readings
+    in a row are suspect or invalid, cleared after `clear_consecutive` ok ones (unknown counts for
+    neither); `alarm: false` raises none."""
+
+    alarm: bool = True
+    consecutive: int = DEFAULT_CONSECUTIVE
+    clear_consecutive: int = DEFAULT_CONSECUTIVE
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,7 @@ class Rules:
     by_machine: dict[str, dict[str, Rule]]  # machine -> every fault, for machines named in rules
     webhooks: tuple[Webhook, ...] = ()
     source: str = "built-in defaults"
+    quality: QualityRule = QualityRule()
 
     def rule(self, machine: str, fault: str) -> Rule:
         per_machine = self.by_machine.get(machine)
@@ -125,7 +142,7 @@ def parse_rules(doc: Any, base: dict[str, float], source: str = "built-in defaul
 def _parse(doc: Any, base: dict[str, float], source: str) -> Rules:
     if not isinstance(doc, dict):
         raise _Problem("top level", None, "must be a JSON object with 'defaults', 'rules' and/or 'webhooks'")
-    _known_keys(doc, ("defaults", "rules", "webhooks", "comment"), "top level")
+    _known_keys(doc, ("defaults", "rules", "webhooks", "quality", "comment"), "top level")
     defaults = _layer(doc.get("defaults", {}), "defaults", targeted=False)
     # Layers from least to most specific; each (where, values) pair remembers where a value came from.
     by_fault: dict[str, tuple[str, dict]] = {}
@@ -164,7 +181,26 @@ def _parse(doc: Any, base: dict[str, float], source: str) -> Rules:
     machines = {m for m in by_machine} | {m for m, _ in by_pair}
     resolved_machines = {m: {f: resolve(m, f) for f in FAULTS} for m in sorted(machines)}
     default = _finish([("the settings", base), ("defaults", defaults)])
-    return Rules(default, resolved_faults, resolved_machines, _webhooks(doc.get("webhooks", [])), source)
+    return Rules(default, resolved_faults, resolved_machines, _webhooks(doc.get("webhooks", [])), source,
+                 _quality(doc.get("quality", {})))
+
+
+def _quality(obj: Any) -> QualityRule:
+    where = "quality"
+    if not isinstance(obj, dict):
+        raise _Problem(where, None, "must be a JSON object with 'alarm', 'consecutive' and/or 'clear_consecutive'")
+    _known_keys(obj, QUALITY_FIELDS, where)
+    alarm = obj.get("alarm", True)
+    if not isinstance(alarm, bool):
+        raise _Problem(where, "alarm", f"must be true or false, got {alarm!r:.40}")
+    counts = {}
+    for key in ("consecutive", "clear_consecutive"):
+        value = obj.get(key, DEFAULT_CONSECUTIVE)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CONSECUTIVE:
+            raise _Problem(where, key, f"must be a whole number of readings from 1 to {MAX_CONSECUTIVE}, "
+                                       f"got {value!r:.40}")
+        counts[key] = value
+    return QualityRule(alarm, counts["consecutive"], counts["clear_consecutive"])
 
 
 def _finish(chain: list[tuple[str, dict]]) -> Rule:
@@ -195,7 +231,8 @@ def _finish(chain: list[tuple[str, dict]]) -> Rule:
     duration = merged.get("min_duration_s", 0.0)
     return Rule(float(warning), float(alarm), float(clear), consecutive,
                 merged.get("clear_consecutive", consecutive), float(duration),
-                float(merged.get("clear_min_duration_s", duration)), merged.get("enabled", True))
+                float(merged.get("clear_min_duration_s", duration)), merged.get("enabled", True),
+                merged.get("suspect", "hold"))
 
 
 def _known_keys(obj: dict, allowed: tuple[str, ...], where: str) -> None:
@@ -230,6 +267,11 @@ def _layer(obj: Any, where: str, targeted: bool) -> dict[str, Any]:
         if not isinstance(obj["enabled"], bool):
             raise _Problem(where, "enabled", f"must be true or false, got {obj['enabled']!r:.40}")
         values["enabled"] = obj["enabled"]
+    if "suspect" in obj:
+        if obj["suspect"] not in SUSPECT_POLICIES:
+            raise _Problem(where, "suspect",
+                           f"must be one of {', '.join(SUSPECT_POLICIES)}, got {obj['suspect']!r:.40}")
+        values["suspect"] = obj["suspect"]
     return values
 
 

@@ -103,7 +103,7 @@ class StaleAlarms:
                 "raised_severity": "warning", "since": _text(seen), "raised_at": at, "raised_reading": last_id,
                 "raised_value": silent, "peak": silent, "peak_at": at, "peak_reading": last_id,
                 "escalated_at": None, "escalated_reading": None, "cleared_at": None, "cleared_reading": None,
-                "acked_at": None, "acked_by": None, "ack_note": None, "kind": KIND,
+                "acked_at": None, "acked_by": None, "ack_note": None, "kind": KIND, "detail": None,
             }
             rec["id"] = conn.execute(INSERT, [rec[k] for k in COLUMNS[1:]]).lastrowid
             self._journal()

@@ -12,6 +12,7 @@ from typing import Any
 
 from edge.errors import BadRequest, NotFound
 from edge.fdrest import FAULTS, TIME_FORMAT, epoch_seconds, iso, now_text
+from edge.scoring.quality import parse_reasons
 from edge.store.database import transaction
 from edge.store.schema import TABLE
 
@@ -23,13 +24,16 @@ UPLINK_HOOK = "uplink"
 SCHEMA_VERSION = "1"
 STATES = ("active", "cleared", "all")
 # fault: a fault episode (fault = fault0..7). stale: the machine fell silent (fault = "stale";
-# since = its last arrival, raised_value = seconds silent then; edge.alarms.stale).
-KINDS = ("fault", "stale")
+# since = its last arrival, raised_value = seconds silent then; edge.alarms.stale). quality: its
+# readings' data are suspect (fault = "quality"; detail = the raising reading's reasons
+# `feature:kind,...`, raised_value = its quality score; edge.alarms.quality).
+KINDS = ("fault", "stale", "quality")
 
 COLUMNS: tuple[str, ...] = (
     "id", "machine", "fault", "category", "severity", "raised_severity", "since", "raised_at",
     "raised_reading", "raised_value", "peak", "peak_at", "peak_reading", "escalated_at",
     "escalated_reading", "cleared_at", "cleared_reading", "acked_at", "acked_by", "ack_note", "kind",
+    "detail",
 )
 SELECT = ", ".join(COLUMNS)
 _TIMES = ("since", "raised_at", "peak_at", "escalated_at", "cleared_at", "acked_at")
@@ -56,7 +60,8 @@ DDL: tuple[str, ...] = (
         acked_at TEXT,
         acked_by TEXT,
         ack_note TEXT,
-        kind TEXT NOT NULL DEFAULT 'fault')""",
+        kind TEXT NOT NULL DEFAULT 'fault',
+        detail TEXT)""",
     # The database itself refuses two overlapping alarms for one machine and fault.
     f"CREATE UNIQUE INDEX IF NOT EXISTS {ALARMS}_one_active ON {ALARMS}(machine, fault) WHERE cleared_at IS NULL",
     f"CREATE INDEX IF NOT EXISTS {ALARMS}_timeline ON {ALARMS}(machine, fault, raised_at)",
@@ -87,6 +92,8 @@ def create(conn: sqlite3.Connection) -> None:
             conn.execute(ddl)
         if "kind" not in {row[1] for row in conn.execute(f"PRAGMA table_info({ALARMS})")}:
             conn.execute(f"ALTER TABLE {ALARMS} ADD COLUMN kind TEXT NOT NULL DEFAULT 'fault'")  # older tables
+        if "detail" not in {row[1] for row in conn.execute(f"PRAGMA table_info({ALARMS})")}:
+            conn.execute(f"ALTER TABLE {ALARMS} ADD COLUMN detail TEXT")  # older tables: NULL, as for faults
         conn.execute("INSERT OR REPLACE INTO fdedge_meta(key, value) VALUES ('alarms_schema_version', ?)",
                      (SCHEMA_VERSION,))
 
@@ -98,6 +105,12 @@ def alarm_json(rec: dict[str, Any]) -> dict[str, Any]:
         out[key] = iso(out[key])
     out["state"] = "active" if rec["cleared_at"] is None else "cleared"
     out["acked"] = rec["acked_at"] is not None
+    detail = out.pop("detail", None)
+    if rec.get("kind") == "quality":  # the feature and reason that raised it, and all its reasons
+        reasons = parse_reasons(detail)
+        out["feature"] = reasons[0]["feature"] if reasons else None
+        out["reason"] = reasons[0]["kind"] if reasons else None
+        out["reasons"] = reasons
     return out
 
 
@@ -191,3 +204,9 @@ def alarm_columns_sql(table: str = TABLE) -> str:
             f"AND a.raised_at <= {table}.time ORDER BY a.raised_at DESC, a.id DESC LIMIT 1), '')")
     return f"rtrim({' || '.join(parts)}, ';') AS alarms"
 
+
+
+def update_alarm(conn: sqlite3.Connection, alarm_id: int, *, cleared_at: str, cleared_reading: int) -> None:
+    """Clear an alarm (the quality alarms' one write after their INSERT)."""
+    conn.execute(f"UPDATE {ALARMS} SET cleared_at = ?, cleared_reading = ? WHERE id = ?",
+                 (cleared_at, cleared_reading, alarm_id))

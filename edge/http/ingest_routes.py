@@ -138,7 +138,8 @@ async def _ingest(scope: Scope, receive: Receive, send_message: Send) -> None:
     else:
         body = dumps([dict(zip(FAULTS, row, strict=True)) for row in stored.faults.tolist()])
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
-                   (b"x-fdedge-first-id", b"%d" % stored.first_id)]
+                   (b"x-fdedge-first-id", b"%d" % stored.first_id),
+                   (b"x-fdedge-quality", stored.quality_header().encode("latin-1", "replace"))]
         if stored.replayed:
             headers.append((b"x-fdedge-replayed", b"true"))
         if ignored:

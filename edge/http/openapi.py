@@ -167,7 +167,12 @@ def build(version: str) -> dict[str, Any]:
                         },
                     },
                     "responses": {
-                        "200": ok_json({"type": "array", "items": {"$ref": "#/components/schemas/Faults"}}),
+                        "200": {**ok_json({"type": "array", "items": {"$ref": "#/components/schemas/Faults"}}),
+                                "headers": {"X-FDEdge-Quality": {
+                                    "description": "the data-quality verdict of the batch's worst reading: "
+                                                   "`ok`, `unknown`, or `suspect|invalid; score=S; "
+                                                   "reasons=feature:kind,...`",
+                                    "schema": {"type": "string"}}}},
                         **common,
                         "413": _error("too large"),
                         "415": _error("content type"),
@@ -291,7 +296,7 @@ def build(version: str) -> dict[str, Any]:
                         _q("state", {"type": "string", "enum": ["active", "cleared", "all"]}),
                         machine,
                         _q("fault", {"type": "string", "enum": list(FAULTS)}),
-                        _q("kind", {"type": "string", "enum": ["fault", "stale"]},
+                        _q("kind", {"type": "string", "enum": ["fault", "stale", "quality"]},
                            description="fault episodes, or machines that fell silent"),
                         _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
                         _q(

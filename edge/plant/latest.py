@@ -8,7 +8,8 @@ reading of a machine is the one with the greatest time (then the greatest id), a
 `fdedge_machines.last_time`, so a late reading never replaces a newer one.
 
 State codes (Modbus register 8, `fdedge_machine_state`), the worst that applies:
-0 normal, 1 warning, 2 alarm, 3 stale, 4 suspect data (kept for a reading-quality flag: `suspect`).
+0 normal, 1 warning, 2 alarm, 3 stale, 4 suspect data (the newest reading's quality verdict is
+`suspect` or `invalid`: edge.scoring.quality).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 from edge.alarms.engine import AlarmChange
 from edge.alarms.tables import active_alarms
 from edge.fdrest import FAULTS, epoch_seconds
+from edge.scoring.quality import SUSPECT as SUSPECT_STATUS
 from edge.store.machine_state import MACHINES
 from edge.store.schema import TABLE
 from edge.store.writer import Stored
@@ -40,7 +42,7 @@ class Newest:
     epoch: float
     row_id: int
     faults: tuple[float, ...]
-    suspect: bool = False  # hook: a reading-quality check (FD-REST has none yet) sets it
+    suspect: bool = False  # its quality verdict is suspect or invalid (edge.scoring.quality)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,7 @@ class Latest:
         self._faults = np.zeros((capacity, len(FAULTS)))  # calloc: pages are touched as machines come
         self._epoch = np.zeros(capacity)
         self._ids = np.zeros(capacity, dtype=np.int64)
+        self._suspect = np.zeros(capacity, dtype=bool)
         self._times: list[str] = []  # by row
         self._alarms: dict[str, dict[int, str]] = {}  # machine -> alarm id -> severity
         self._lock = threading.Lock()
@@ -98,12 +101,12 @@ class Latest:
                                 (self.capacity,)).fetchall()
         with self._lock:
             for name, last_time in machines:
-                row = conn.execute(f"SELECT id, time, {', '.join(FAULTS)} FROM {TABLE} "
+                row = conn.execute(f"SELECT id, time, quality_status, {', '.join(FAULTS)} FROM {TABLE} "
                                    "WHERE machine = ? AND time = ? ORDER BY id DESC LIMIT 1",
                                    (name, last_time)).fetchall()
                 if row:
-                    rid, t, *values = row[0]
-                    self._put(name, t or "", rid, [float(v or 0.0) for v in values])
+                    rid, t, status, *values = row[0]
+                    self._put(name, t or "", rid, [float(v or 0.0) for v in values], _suspect(status))
             for rec in active_alarms(conn):
                 self._alarms.setdefault(rec["machine"], {})[rec["id"]] = rec["severity"]
 
@@ -114,10 +117,13 @@ class Latest:
                 if s.replayed:
                     continue
                 b = s.batch
+                status = s.quality[0] if s.quality is not None else None
                 for j in _newest_rows(b.machines, b.times):
-                    self._put(b.machines[j], b.times[j], s.first_id + j, s.faults[j])
+                    self._put(b.machines[j], b.times[j], s.first_id + j, s.faults[j],
+                              status is not None and _suspect(status[j]))
 
-    def _put(self, name: str, t: str, row_id: int, faults: Sequence[float] | np.ndarray) -> None:
+    def _put(self, name: str, t: str, row_id: int, faults: Sequence[float] | np.ndarray,
+             suspect: bool = False) -> None:
         row = self._slot.get(name)
         if row is None:
             if len(self._slot) >= self.capacity:
@@ -137,6 +143,7 @@ class Latest:
         self._faults[row] = faults
         self._epoch[row] = _epoch(t)
         self._ids[row] = row_id
+        self._suspect[row] = suspect
 
     def alarms_changed(self, changes: Iterable[AlarmChange]) -> None:
         """Raised, escalated, cleared or acknowledged alarms (after their commit)."""
@@ -179,7 +186,7 @@ class Latest:
         per = self._alarms.get(name)
         row = self._slot.get(name)
         newest = None if row is None else Newest(self._times[row], float(self._epoch[row]), int(self._ids[row]),
-                                                 tuple(self._faults[row].tolist()))
+                                                 tuple(self._faults[row].tolist()), bool(self._suspect[row]))
         return Seen(name, newest, tuple(per.values()) if per else ())
 
     def state(self, seen: Seen, now: float | None = None) -> int:
@@ -188,6 +195,11 @@ class Latest:
         if self.is_stale is not None and seen.newest is not None and self.is_stale(seen.name):
             return STALE
         return seen.state(time.time() if now is None else now, self.warning, self.alarm, self.stale_after)
+
+
+def _suspect(status: int | None) -> bool:
+    """A stored quality_status that makes the machine's state `suspect data` (NULL: unknown, not suspect)."""
+    return status is not None and status >= SUSPECT_STATUS
 
 
 def _newest_rows(machines: list[str], times: list[str]) -> Sequence[int]:

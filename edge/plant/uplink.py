@@ -35,11 +35,14 @@ from edge.plant import uplink_cursor as cursor
 from edge.plant.broker import BrokerURL
 from edge.plant.uplink_link import Link
 from edge.plant.uplink_payload import PER_MESSAGE, Encoder, split_by_machine
+from edge.scoring.quality import as_json
 from edge.store.database import connect
-from edge.store.schema import database_id
+from edge.store.schema import QUALITY_AT, SELECT_COLUMNS, database_id
 from edge.store.writer import Stored
 
 log = logging.getLogger(__name__)
+
+VERSION_AT = SELECT_COLUMNS.index("model_version")  # a SELECT_LIST row's scoring model
 
 TAIL_ROWS = 4096  # readings kept in memory for the uplink; beyond, it reads them back from SQLite
 CHUNK_ROWS = 2000  # readings per batch, from the tail or per read from SQLite
@@ -63,6 +66,8 @@ class _Entry:
     x: list[list]
     y: np.ndarray
     at: float  # time.monotonic() of the commit
+    quality: tuple[list, list, list] | None = None  # the stored quality columns (status, score, reasons)
+    version: str | None = None  # the model store version that scored the batch
 
     @property
     def last_id(self) -> int:
@@ -71,7 +76,9 @@ class _Entry:
     def after(self, position: int) -> _Entry:
         """The part of this entry after `position` (which lies inside it)."""
         k = position + 1 - self.first_id
-        return _Entry(position + 1, self.times[k:], self.machines[k:], self.x[k:], self.y[k:], self.at)
+        q = self.quality
+        return _Entry(position + 1, self.times[k:], self.machines[k:], self.x[k:], self.y[k:], self.at,
+                      None if q is None else (q[0][k:], q[1][k:], q[2][k:]), self.version)
 
 
 @dataclass
@@ -187,7 +194,8 @@ class Uplink:
                     self._tail.clear()
                     self._tail_count = 0
                     continue
-                self._tail.append(_Entry(s.first_id, b.times, b.machines, b.rows, s.faults, now))
+                self._tail.append(_Entry(s.first_id, b.times, b.machines, b.rows, s.faults, now, s.quality,
+                                         s.model_version))
                 self._tail_count += n
             self._fresh = True
             if self._idle:
@@ -385,7 +393,10 @@ class Uplink:
             x = [row for e in entries for row in e.x]
             y = np.vstack([e.y for e in entries]).tolist()
         first = entries[0].first_id
-        self._publish_rows(range(first, first + len(times)), times, machines, x, y, entries[0].at)
+        quality = [q for e in entries for q in _triples(e.quality, len(e.times))]
+        versions = [e.version for e in entries for _ in e.times]
+        self._publish_rows(range(first, first + len(times)), times, machines, x, y, entries[0].at, quality,
+                           versions)
 
     def _catch_up(self) -> bool:
         conn, stream = self._conn, self.readings
@@ -400,7 +411,8 @@ class Uplink:
         if gap > 0:
             self._skip_counted(rows[0][0] - 1, "retention", gap)
         self._publish_rows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
-                           [r[3:38] for r in rows], [r[38:46] for r in rows], self._behind_since)
+                           [r[3:38] for r in rows], [r[38:46] for r in rows], self._behind_since,
+                           [r[QUALITY_AT:QUALITY_AT + 3] for r in rows], [r[VERSION_AT] for r in rows])
         return True
 
     def _check_backlog(self) -> None:
@@ -430,16 +442,21 @@ class Uplink:
                     "{reason=\"%s\"}, sending from id %d on", count, first, to, why, reason, to + 1)
 
     def _publish_rows(self, ids: Sequence[int], times: Sequence[str], machines: Sequence[str],
-                      x: Sequence[Sequence[float]], y: Sequence[Sequence[float]], since: float) -> None:
+                      x: Sequence[Sequence[float]], y: Sequence[Sequence[float]], since: float,
+                      quality: Sequence[Sequence[Any]], versions: Sequence[str | None]) -> None:
+        """One message per machine, model version and PER_MESSAGE readings, in id order: a message
+        says which model scored all of its readings (a swap mid-batch splits it)."""
         enc, publish = self.encoder, self.link.publish
         mids: list[int] = []
         for machine, idx in split_by_machine(machines).items():
             topic = enc.topic(machine)
-            for k in range(0, len(idx), PER_MESSAGE):
-                part = idx[k:k + PER_MESSAGE]
-                payload = enc.readings(machine, [ids[i] for i in part], [times[i] for i in part],
-                                       [x[i] for i in part], [y[i] for i in part])
-                mids.append(publish(topic, payload))
+            for version, run in _runs(idx, versions):
+                for k in range(0, len(run), PER_MESSAGE):
+                    part = run[k:k + PER_MESSAGE]
+                    payload = enc.readings(machine, [ids[i] for i in part], [times[i] for i in part],
+                                           [x[i] for i in part], [y[i] for i in part],
+                                           [as_json(*quality[i]) for i in part], version)
+                    mids.append(publish(topic, payload))
         self._inflight += len(mids)
         self.readings.add(_Chunk(ids[-1], set(mids), len(ids), len(mids), since))
 
@@ -463,3 +480,23 @@ class Uplink:
         if len(rows) == ALARM_BATCH:
             self._alarms_due = True
         return True
+
+
+def _runs(idx: list[int], versions: Sequence[str | None]) -> list[tuple[str | None, list[int]]]:
+    """`idx` cut where the scoring model changes, in order (one run for a batch one model scored)."""
+    first = versions[idx[0]]
+    if all(versions[i] == first for i in idx):
+        return [(first, idx)]
+    out: list[tuple[str | None, list[int]]] = []
+    for i in idx:
+        if not out or out[-1][0] != versions[i]:
+            out.append((versions[i], []))
+        out[-1][1].append(i)
+    return out
+
+
+def _triples(quality: tuple[list, list, list] | None, n: int) -> list[tuple]:
+    """Stored quality columns as one (status, score, reasons) per row (unknown when absent)."""
+    if quality is None:
+        return [(None, None, None)] * n
+    return list(zip(*quality, strict=True))

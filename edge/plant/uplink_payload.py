@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -58,9 +58,22 @@ class Encoder:
 
     def __init__(self, prefix: str, appliance: str, model_version: str, database: str = "") -> None:
         self.prefix, self.appliance, self.model_version = prefix, appliance, model_version
+        self.versions: dict[str, str] = {}  # store version -> manifest version (edge.scoring.model_store)
+        self.resolve: Callable[[str], str | None] | None = None  # a store version not seen yet
         self.database = database  # fdedge_meta's database_id: a new file (row ids from 1 again) is told apart
         self.alarm_topic = f"{prefix}/{appliance}/alarms"
         self._topics: dict[str, str] = {}
+
+    def manifest_version(self, store_version: str | None) -> str:
+        """The manifest's version of the model that scored a message's readings (the model store's
+        `store_version`), as learned from the appliance; the start's model for rows from before the
+        store or a version it no longer knows."""
+        if store_version is None:
+            return self.model_version
+        known = self.versions.get(store_version)
+        if known is None and self.resolve is not None:
+            known = self.versions[store_version] = self.resolve(store_version) or self.model_version
+        return known or self.model_version
 
     def topic(self, machine: str) -> str:
         topic = self._topics.get(machine)
@@ -71,9 +84,10 @@ class Encoder:
         return topic
 
     def readings(self, machine: str, ids: Sequence[int], times: Sequence[str], x: Sequence[Sequence[float]],
-                 y: Sequence[Sequence[float]], quality: Sequence[Any] | None = None) -> bytes:
+                 y: Sequence[Sequence[float]], quality: Sequence[Any] | None = None,
+                 store_version: str | None = None) -> bytes:
         """One machine's readings, in id order. `quality`: the per-reading data-quality verdict
-        (another issue adds it); when given, each reading gains a `quality` field."""
+        (edge.scoring.quality.as_json); when given, each reading gains a `quality` field."""
         a = self.appliance
         rows = [{"key": f"{a}:{rid}", "id": rid, "time": iso(t), "x": xs, "y": ys}
                 for rid, t, xs, ys in zip(ids, times, x, y, strict=True)]
@@ -81,7 +95,8 @@ class Encoder:
             for row, q in zip(rows, quality, strict=True):
                 row["quality"] = q
         return orjson.dumps({"appliance": a, "database": self.database, "machine": machine,
-                             "model_version": self.model_version, "features": FEATURES, "faults": FAULTS,
+                             "model_version": self.manifest_version(store_version),
+                             "model_store_version": store_version, "features": FEATURES, "faults": FAULTS,
                              "readings": rows})
 
     def alarm(self, event: dict[str, Any]) -> bytes:

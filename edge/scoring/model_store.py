@@ -212,6 +212,14 @@ class ModelStore:
             "shadow": state["shadow"] == version,
         }
 
+    def manifest_version(self, version: str) -> str | None:
+        """The `version` its manifest gives a stored model (what the uplink's messages name), or None."""
+        try:
+            value = json.loads((self.path(version) / "manifest.json").read_text()).get("version")
+        except (ModelRejected, OSError, ValueError):
+            return None
+        return value if isinstance(value, str) else None
+
     def list(self) -> list[dict[str, Any]]:
         return [self.describe(v) for v in self.versions()]
 

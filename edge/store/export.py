@@ -23,12 +23,18 @@ from edge.store import counts, rollups
 from edge.store.counts import MAX_FAULT_SQL
 from edge.store.schema import TABLE
 
-# FD-REST's columns first and unchanged; FD-Edge's after them. model_version: the store version that
-# scored the row (empty for rows stored before FD-Edge kept it)
-EXPORT_HEADER: tuple[str, ...] = ("id", "time", *COLUMNS, *FAULTS, "max_fault", "machine", "alarms", "model_version")
+# FD-REST's columns first and unchanged (then FD-Edge's machine and alarms); model_version: the store
+# version that scored the row (empty for rows stored before FD-Edge kept it); the data-quality verdict
+# (edge.scoring.quality) after them, so a client reading columns by position keeps working.
+QUALITY_HEADER: tuple[str, ...] = ("quality", "quality_score", "quality_reasons")
+EXPORT_HEADER: tuple[str, ...] = ("id", "time", *COLUMNS, *FAULTS, "max_fault", "machine", "alarms", "model_version",
+                                  *QUALITY_HEADER)
+QUALITY_SQL = ("CASE quality_status WHEN 0 THEN 'ok' WHEN 1 THEN 'suspect' WHEN 2 THEN 'invalid' "
+               "ELSE 'unknown' END, quality_score, quality_reasons")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
 _MACHINE = EXPORT_HEADER.index("machine")
-_TEXT_CELLS = (1, *range(_MACHINE, len(EXPORT_HEADER)))  # the cells that are text in FD-Edge's files
+_REASONS = EXPORT_HEADER.index("quality_reasons")
+_TEXT_CELLS = (1, _MACHINE, EXPORT_HEADER.index("alarms"), EXPORT_HEADER.index("model_version"), _REASONS)
 
 
 # Text the csv module would quote, or that needs neutralising: such a row takes the slow path.
@@ -52,11 +58,14 @@ def format_rows(rows: list[tuple], writer: Any, buffer: io.StringIO) -> str:
     dumps, care, lines = orjson.dumps, _NEEDS_CARE.search, []
     for row in rows:
         numbers = dumps(row[2:_MACHINE])
-        when, texts = row[1], row[_MACHINE:]
-        if (type(when) is str and all(type(t) is str for t in texts)
+        when, machine, alarms, version = row[1], row[_MACHINE], row[_MACHINE + 1], row[_MACHINE + 2]
+        status, score, reasons = row[_MACHINE + 3:_MACHINE + 6]
+        if (type(when) is str and type(machine) is str and type(alarms) is str and type(version) is str
+                and reasons is None and (score is None or type(score) is float)
                 and not any(bad in numbers for bad in _NOT_AS_REPR)
-                and not (care(when) or any(care(t) for t in texts))):
-            lines.append(f"{row[0]},{when},{numbers[1:-1].decode()},{','.join(texts)}\n")
+                and not (care(when) or care(machine) or care(alarms) or care(version))):
+            lines.append(f"{row[0]},{when},{numbers[1:-1].decode()},{machine},{alarms},{version},{status},"
+                         f"{'' if score is None else repr(score)},\n")
             continue
         if str in map(type, row[2:_MACHINE]) or any(_unsafe(row[i]) for i in _TEXT_CELLS):
             row = tuple(safe_cell(v) for v in row)
@@ -172,7 +181,7 @@ def export_csv(conn: sqlite3.Connection, flt: ReportFilter, chunk_rows: int = 20
     WAL (a stalled export grew it by 46 MB while 40,000 readings came in)."""
     where, args = flt.where()
     select = (f"SELECT id, time, {', '.join(COLUMNS)}, {', '.join(FAULTS)}, {MAX_FAULT_SQL}, machine, "
-              f"{alarm_columns_sql(TABLE)}, coalesce(model_version, '') FROM {TABLE} WHERE {where}")
+              f"{alarm_columns_sql(TABLE)}, coalesce(model_version, ''), {QUALITY_SQL} FROM {TABLE} WHERE {where}")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(EXPORT_HEADER)

@@ -13,8 +13,9 @@ import numpy as np
 
 from edge.errors import BadRequest
 from edge.fdrest import COLUMNS, FAULTS, FEATURES, format_time, iso
+from edge.scoring.quality import as_json
 from edge.store import machine_state, rollups
-from edge.store.schema import SELECT_LIST, TABLE
+from edge.store.schema import QUALITY_AT, SELECT_LIST, TABLE
 
 METRICS: tuple[str, ...] = COLUMNS + FAULTS
 
@@ -28,6 +29,7 @@ def reading(row: tuple) -> dict[str, Any]:
         "features": dict(zip(FEATURES, row[3:38], strict=True)),
         "faults": dict(zip(FAULTS, row[38:46], strict=True)),
         "model_version": row[46],
+        "quality": as_json(*row[QUALITY_AT:QUALITY_AT + 3]),
     }
 
 

@@ -22,7 +22,11 @@ TABLE = "sensor_data"
 DATA_COLUMNS: tuple[str, ...] = COLUMNS + FAULTS
 # model_version: the store version (edge/scoring/model_store.py) that scored the row; NULL for rows
 # stored before FD-Edge kept it
-INSERT_COLUMNS: tuple[str, ...] = ("time", *DATA_COLUMNS, "machine", "model_version")
+# The data-quality verdict (edge.scoring.quality): status 0 ok, 1 suspect, 2 invalid, NULL unknown
+# (and every row stored before the columns existed); score REAL; reasons `feature:kind,...`, NULL when ok.
+QUALITY_COLUMNS: tuple[str, ...] = ("quality_status", "quality_score", "quality_reasons")
+_QUALITY_TYPES = {"quality_status": "INTEGER", "quality_score": "REAL", "quality_reasons": "TEXT"}
+INSERT_COLUMNS: tuple[str, ...] = ("time", *DATA_COLUMNS, "machine", "model_version", *QUALITY_COLUMNS)
 # Rows per multi-row INSERT: one sqlite3_step per chunk instead of one per row, which matters
 # because Python's sqlite3 releases and re-takes the GIL around every step.
 INSERT_CHUNK = 256
@@ -49,12 +53,16 @@ def chunk_sizes(n: int) -> list[int]:
 
 
 def insert_rows(conn: sqlite3.Connection, times: list[str], x_rows: list[list], y_rows: list[list],
-                machines: list[str], model_version: str | None = None) -> int:
+                machines: list[str], model_version: str | None = None,
+                quality: tuple[list, list, list] | None = None) -> int:
     """Insert readings in order, all scored by `model_version`; returns the id of the last one
-    (ids are consecutive: one writer)."""
+    (ids are consecutive: one writer). `quality`: the QUALITY_COLUMNS' values, one list each
+    (None: unknown for every row)."""
     last = 0
     start = 0
-    for size in chunk_sizes(len(times)):
+    n = len(times)
+    status, score, reasons = quality if quality is not None else ([None] * n, [None] * n, [None] * n)
+    for size in chunk_sizes(n):
         end = start + size
         params: list = []
         for i in range(start, end):  # flat parameter list, built in one pass
@@ -63,12 +71,16 @@ def insert_rows(conn: sqlite3.Connection, times: list[str], x_rows: list[list], 
             params.extend(y_rows[i])
             params.append(machines[i])
             params.append(model_version)
+            params.append(status[i])
+            params.append(score[i])
+            params.append(reasons[i])
         last = conn.execute(insert_sql(size), params).lastrowid or 0
         start = end
     return last
 
 
-SELECT_COLUMNS: tuple[str, ...] = ("id", "time", "machine", *DATA_COLUMNS, "model_version")
+SELECT_COLUMNS: tuple[str, ...] = ("id", "time", "machine", *DATA_COLUMNS, "model_version", *QUALITY_COLUMNS)
+QUALITY_AT = SELECT_COLUMNS.index(QUALITY_COLUMNS[0])  # a SELECT_LIST row's quality: row[QUALITY_AT:QUALITY_AT + 3]
 SELECT_LIST = ", ".join(SELECT_COLUMNS)
 
 CREATE_TABLE = f"""
@@ -77,7 +89,8 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     time TEXT,
     {', '.join(f'{c} REAL' for c in DATA_COLUMNS)},
     machine TEXT NOT NULL DEFAULT '{DEFAULT_MACHINE}',
-    model_version TEXT
+    model_version TEXT,
+    {', '.join(f'{c} {_QUALITY_TYPES[c]}' for c in QUALITY_COLUMNS)}
 )"""
 
 EXTRA_DDL = (
@@ -181,6 +194,9 @@ def migrate(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN machine TEXT NOT NULL DEFAULT '{DEFAULT_MACHINE}'")
         if "model_version" not in have:  # a NULL default: no rewrite of the rows, instant on any size
             conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN model_version TEXT")
+        for column in QUALITY_COLUMNS:  # no default: a row stored before has NULLs, its quality unknown
+            if column not in have:
+                conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {column} {_QUALITY_TYPES[column]}")
         for ddl in EXTRA_DDL:
             conn.execute(ddl)
         machine_state.migrate(conn, TABLE)

@@ -26,17 +26,19 @@ from edge.errors import Conflict, Gone, InvalidReading, StartupError, Unavailabl
 from edge.fdrest import FAULTS, now_text
 from edge.ingest.bodies import DIGEST_VERSION, Batch
 from edge.scoring.model import Model
+from edge.scoring.quality import UNKNOWN, Quality, Verdicts, header
 from edge.store import machine_state, schema
 from edge.store.checkpointer import CHANGES as CHECKPOINT_CHANGES
 from edge.store.checkpointer import Checkpointer
 from edge.store.database import transaction
 from edge.store.reserve import RESERVE_BYTES, Reserve
 from edge.store.rollups import Rollups
-from edge.store.schema import TABLE, insert_rows, open_database
+from edge.store.schema import QUALITY_COLUMNS, TABLE, insert_rows, open_database
 from edge.store.walsync import WalSyncer
 
 log = logging.getLogger(__name__)
 
+QUALITY_LIST = ", ".join(QUALITY_COLUMNS)
 MAX_GROUP_ROWS = 20_000
 TRIM_AFTER_ROWS = 1000  # a group this large leaves megabytes of freed heap behind
 TRIM_WHEN_IDLE_S = 0.2  # ...handed back once ingest pauses this long, so a burst leaves no plateau
@@ -51,6 +53,12 @@ class Stored:
     batch: Batch
     replayed: bool = False  # an idempotency key seen before: nothing new was stored
     model_version: str | None = None  # the store version that scored it (None: replayed, or no store)
+    # the rows' data-quality verdict as stored (schema.QUALITY_COLUMNS: status, score, reasons lists)
+    quality: tuple[list, list, list] | None = None
+
+    def quality_header(self) -> str:
+        """`X-FDEdge-Quality` for this batch: its worst reading's verdict (edge.scoring.quality)."""
+        return quality_header(self.quality)
 
 
 @dataclass
@@ -150,6 +158,7 @@ class Writer:
                 raise StartupError(f"database {db_path}: cannot set up the alarm tables: {exc}") from None
         self.model = model
         self.model_version: str | None = None  # stored with each reading; changed with `model`, on this thread
+        self.quality = Quality(model.training_stats, max_machines=max_machines)
         self.on_commit = on_commit
         # called in this thread right after retention's COMMIT removed these machines' last readings
         self.on_machines_gone: Callable[[list[str]], None] | None = None
@@ -377,7 +386,7 @@ class Writer:
         if fresh:
             fresh, x, y = self._score(fresh)
         if fresh:
-            stored, changes = self._store(fresh, x, y)
+            stored, changes = self._store(fresh, x, y, self._judge(fresh, x))
         for job, known in replays:
             try:
                 self._settle(job.future, self._replay(job, known))
@@ -512,6 +521,22 @@ class Writer:
                     seen[job.key] = job.digest
         return fresh, replays
 
+    def _judge(self, fresh: list[_Ingest], x: np.ndarray) -> Verdicts:
+        """The group's data-quality verdicts (edge.scoring.quality), against the current model's
+        training statistics (a swapped-in model brings its own)."""
+        if self.quality.stats is not self.model.training_stats:
+            self.quality = Quality(self.model.training_stats, max_machines=self.max_machines)
+        started = time.perf_counter()
+        machines = fresh[0].batch.machines if len(fresh) == 1 else [m for job in fresh for m in job.batch.machines]
+        try:
+            verdicts = self.quality.evaluate(x, machines)
+        except Exception:  # a bug in a check must not cost the readings: they are stored as unknown
+            log.exception("quality verdict failed; this group's readings are stored with quality unknown")
+            n = len(x)
+            return Verdicts([UNKNOWN] * n, [None] * n, [None] * n)
+        self.observe("quality", time.perf_counter() - started)
+        return verdicts
+
     def _score(self, fresh: list[_Ingest]) -> tuple[list[_Ingest], np.ndarray, np.ndarray]:
         """One onnxruntime call for the whole group; requests it cannot score are answered here."""
         x_rows = [row for job in fresh for row in job.batch.rows]
@@ -529,7 +554,8 @@ class Writer:
             return self._refuse_non_finite(fresh, x, y)
         return fresh, x, y
 
-    def _store(self, fresh: list[_Ingest], x: np.ndarray, y: np.ndarray) -> tuple[list[Stored], list[AlarmChange]]:
+    def _store(self, fresh: list[_Ingest], x: np.ndarray, y: np.ndarray, verdicts: Verdicts
+               ) -> tuple[list[Stored], list[AlarmChange]]:
         """Readings, idempotency keys and alarm changes in one transaction: all of it or none."""
         conn = self.conn
         started = time.perf_counter()
@@ -539,16 +565,20 @@ class Writer:
         machines = [m for job in fresh for m in job.batch.machines]
         stored: list[Stored] = []
         changes: list[AlarmChange] = []
+        status, score, reasons = quality = verdicts.columns()
         try:
             with transaction(conn):
                 version = self.model_version
-                last = insert_rows(conn, times, x_rows, y_rows, machines, version)
+                last = insert_rows(conn, times, x_rows, y_rows, machines, version, quality)
                 first = last - len(times) + 1
                 offset = 0
                 created = now_text() if any(job.key for job in fresh) else ""  # only idempotency keys need it
                 for job in fresh:
                     n = len(job.batch)
-                    stored.append(Stored(first + offset, y[offset:offset + n], job.batch, model_version=version))
+                    part = quality if len(fresh) == 1 else (status[offset:offset + n], score[offset:offset + n],
+                                                            reasons[offset:offset + n])
+                    stored.append(Stored(first + offset, y[offset:offset + n], job.batch, model_version=version,
+                                         quality=part))
                     if job.key:
                         conn.execute("INSERT INTO fdedge_ingest_keys(key, first_id, last_id, created, body_sha256) "
                                      "VALUES (?, ?, ?, ?, ?)",
@@ -556,8 +586,10 @@ class Writer:
                     offset += n
                 if self.alarms is not None:
                     # Alarm and outbox rows go into this transaction: committed with their readings or not at all.
+                    suspect = {first + k: (reasons[k], score[k]) for k, s in enumerate(status)
+                               if s is not None and s > 0} if self.quality.known else None
                     changes = self.alarms.evaluate(conn, [(first + k, times[k], machines[k], y_rows[k])
-                                                          for k in range(len(times))])
+                                                          for k in range(len(times))], suspect)
                 peaks = y.max(axis=1)
                 # after the engine, which reads a dropped machine's last time from the previous state
                 seen = machine_state.record(conn, first, times, machines, peaks.tolist(),
@@ -631,7 +663,7 @@ class Writer:
                     (job.key,)).fetchall()[0]
                 known = _Key(first, last, digest)
             rows = self.conn.execute(
-                f"SELECT {', '.join(FAULTS)} FROM {TABLE} WHERE id >= ? AND id <= ? ORDER BY id",
+                f"SELECT {', '.join(FAULTS)}, {QUALITY_LIST} FROM {TABLE} WHERE id >= ? AND id <= ? ORDER BY id",
                 (known.first_id, known.last_id)).fetchall()
         except (sqlite3.Error, IndexError):
             rows = []
@@ -644,7 +676,21 @@ class Writer:
             raise Gone(f"Idempotency-Key {key[:64]!r} stored {stored} reading(s) before, "
                        f"{stored - len(rows)} of them since removed by retention; nothing was stored again",
                        reason="replay_gone", key=key[:200])
-        return Stored(known.first_id, np.array(rows, dtype=np.float64).reshape(-1, 8), job.batch, replayed=True)
+        faults = np.array([r[:8] for r in rows], dtype=np.float64).reshape(-1, 8)
+        quality = ([r[8] for r in rows], [r[9] for r in rows], [r[10] for r in rows])
+        return Stored(known.first_id, faults, job.batch, replayed=True, quality=quality)
+
+
+def quality_header(quality: tuple[list, list, list] | None) -> str:
+    """The worst row's verdict of stored quality columns, as `X-FDEdge-Quality` (see edge.scoring.quality)."""
+    if quality is None:
+        return header(UNKNOWN, None, None)
+    status, score, reasons = quality
+    worst, at = UNKNOWN, -1
+    for i, s in enumerate(status):
+        if s is not None and s > worst:
+            worst, at = s, i
+    return header(worst, score[at], reasons[at]) if at >= 0 else header(UNKNOWN, None, None)
 
 
 def _found_machines(conn: sqlite3.Connection, names: set[str]) -> set[str]:

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from edge.fdrest import iso
-from edge.stream.wire import SHAPES, frame, reading_frame
+from edge.stream.wire import SHAPES, UNKNOWN_QUALITY, frame, reading_frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +36,11 @@ class Event:
 
     @classmethod
     def reading(cls, id_: int, time: str, machine: str, x: list, y: list, shapes: tuple[str, ...],
-                model_version: str | None = None) -> Event:
-        """`time` as stored (`YYYY-MM-DD HH:MM:SS`, UTC); one frame per shape in `shapes`."""
+                quality: Sequence[Any] = UNKNOWN_QUALITY, model_version: str | None = None) -> Event:
+        """`time` as stored (`YYYY-MM-DD HH:MM:SS`, UTC); one frame per shape in `shapes`; `quality`
+        the stored (status, score, reasons), `model_version` the store version that scored it."""
         when = iso(time)
-        return cls(id_, machine, "reading", {s: reading_frame(s, id_, when, machine, x, y, model_version)
+        return cls(id_, machine, "reading", {s: reading_frame(s, id_, when, machine, x, y, quality, model_version)
                                              for s in shapes})
 
     @classmethod

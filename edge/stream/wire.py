@@ -8,10 +8,12 @@ bytes either way. Frames are byte-identical to sse_starlette's `ServerSentEvent.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
 from edge.fdrest import FAULTS, FEATURES, iso
+from edge.scoring.quality import as_json
 
 # The shapes of a reading in GET /events (`?shape=`): "objects" is the reading object above,
 # "arrays" names nothing per reading, `{"id", "time", "machine", "x": [35 features], "y": [8 faults]}`
@@ -19,21 +21,28 @@ from edge.fdrest import FAULTS, FEATURES, iso
 SHAPES: tuple[str, ...] = ("objects", "arrays")  # the first is the default
 
 
+Quality = Sequence[Any]  # (status, score, reasons) as stored: edge.store.schema.QUALITY_COLUMNS
+UNKNOWN_QUALITY: Quality = (None, None, None)
+
+
 def reading_json(shape: str, id_: int, time: str | None, machine: str, x: Sequence[float | None],
-                 y: Sequence[float | None], model_version: str | None = None) -> bytes:
+                 y: Sequence[float | None], quality: Quality = UNKNOWN_QUALITY,
+                 model_version: str | None = None) -> bytes:
     """A reading in `shape` as JSON bytes; `time` already ISO 8601 (see `iso`), x and y the stored
-    values in FD-REST order (lists or tuples), `model_version` the store version that scored it."""
+    values in FD-REST order (lists or tuples), `quality` its stored verdict (both shapes carry the
+    same `quality` object: edge.scoring.quality.as_json), `model_version` the store version that scored it."""
     if shape == "arrays":
         return orjson.dumps({"id": id_, "time": time, "machine": machine, "x": x, "y": y,
-                             "model_version": model_version})
+                             "model_version": model_version, "quality": as_json(*quality)})
     return orjson.dumps({"id": id_, "time": time, "machine": machine,
                          "features": dict(zip(FEATURES, x, strict=True)),
-                         "faults": dict(zip(FAULTS, y, strict=True)), "model_version": model_version})
+                         "faults": dict(zip(FAULTS, y, strict=True)), "model_version": model_version,
+                         "quality": as_json(*quality)})
 
 
 def row_json(shape: str, row: Sequence) -> bytes:
     """A stored row in edge.store.schema.SELECT_LIST order as `reading_json`: the same bytes the live stream sends."""
-    return reading_json(shape, row[0], iso(row[1]), row[2], row[3:38], row[38:46], row[46])
+    return reading_json(shape, row[0], iso(row[1]), row[2], row[3:38], row[38:46], row[47:50], row[46])
 
 
 
@@ -61,6 +70,7 @@ def reading_wire(id_: int, data: bytes) -> bytes:
 
 
 def reading_frame(shape: str, id_: int, time: str | None, machine: str, x: Sequence[float | None],
-                  y: Sequence[float | None], model_version: str | None = None) -> bytes:
+                  y: Sequence[float | None], quality: Quality = UNKNOWN_QUALITY,
+                  model_version: str | None = None) -> bytes:
     """A reading's frame in `shape` (`time` ISO 8601)."""
-    return reading_wire(id_, reading_json(shape, id_, time, machine, x, y, model_version))
+    return reading_wire(id_, reading_json(shape, id_, time, machine, x, y, quality, model_version))

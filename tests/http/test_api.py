@@ -392,7 +392,7 @@ def test_events_arrays_shape_carries_the_stored_values_named_by_hello(client):
     got = arrays.readings()
     assert [e["id"] for e in got] == ["2", "3", "4", "5"]
     for e in got:
-        assert list(e["data"]) == ["id", "time", "machine", "x", "y", "model_version"]
+        assert list(e["data"]) == ["id", "time", "machine", "x", "y", "model_version", "quality"]
         assert len(e["data"]["x"]) == 35 and len(e["data"]["y"]) == 8
     assert [e["data"]["time"] for e in got] == [f"2023-11-06T15:00:0{i}Z" for i in range(4)]
     assert [e["data"]["machine"] for e in got] == ["m0", "m1", "m0", "m1"]

@@ -328,6 +328,7 @@ def test_machine_names_with_sql_are_stored_verbatim_as_values(client, settings):
 SQL_INTERPOLATIONS = {
     "TABLE": "store.schema.TABLE constant",
     "CACHE_KIB": "store.database constant, an int",
+    "CHANGES": "store.model_changes: table name constant",
     "_FEATURE_LIST": "reading_queries: FD-REST's column names (fdrest.COLUMNS) joined",
     "ALARMS": "alarms.tables: table name constant",
     "OUTBOX": "alarms.tables: outbox table name constant",
@@ -341,7 +342,8 @@ SQL_INTERPOLATIONS = {
     "', '.join(FAULTS)": "fdrest constants",
     "cols": "', '.join(FAULTS) in alarms.engine._replay",
     "alarm_columns_sql(TABLE)": "built from FAULTS and table constants",
-    "column": "reading_queries.metric(): one of METRICS, matched by equality",
+    "column": "reading_queries.metric(): one of METRICS, matched by equality; schema.migrate: one of QUALITY_COLUMNS",
+    "_QUALITY_TYPES[column]": "store.schema: the quality columns' constant SQL types",
     "clause": "reading_queries.machine_clause(): a constant text, the machine is bound",
     "where": "ReportFilter.where()/list_alarms: constant fragments, values bound",
     "select": "export.export_csv: the constants above and ReportFilter.where(), values bound",
@@ -365,8 +367,10 @@ SQL_INTERPOLATIONS = {
     "_READ['minute']": "store.rollups: a constant column list",
     "'peaks' if wanted else 'NULL'": "store.counts: one of two constant column expressions",
     "CURSOR": "plant.uplink_cursor: the cursor table's name constant",
+    "QUALITY_LIST": "store.writer: the quality column names constant (schema.QUALITY_COLUMNS)",
 }
 SQL_NAMES = {  # statements passed as a variable or built by a call
+    "DDL": "store.model_changes: its CREATE TABLE constant",
     "CREATE_TABLE": "store.schema constant", "ddl": "loop over a tuple of DDL constants",
     "CREATE_MACHINES": "store.schema constant", "UPSERT_MACHINE": "store.schema constant",
     "INSERT": "alarms.tables constant", "INSERT_OUTBOX": "alarms.tables constant",

@@ -91,6 +91,7 @@ def test_every_stored_reading_arrives_with_the_databases_values(server_factory, 
         assert r["key"] == f"{APPLIANCE}:{rid}" and r["machine"] == row["machine"] and r["time"] == row["time"]
         assert r["x"] == [row["features"][f] for f in FEATURES]
         assert r["y"] == [row["faults"][f] for f in FAULTS]
+        assert r["quality"] == row["quality"]  # the stored verdict (unknown: the linear model has no statistics)
         assert r["topic"] == f"{PREFIX}/{APPLIANCE}/{topic_level(row['machine'])}/readings"
         assert r["model_version"] == "test"
     assert {r["topic"] for r in got.values()} == {f"{PREFIX}/{APPLIANCE}/press-1/readings",
@@ -194,6 +195,7 @@ def test_a_killed_appliance_resumes_from_its_cursor(server_factory, linear_model
                      what="every reading after the second kill")
     readings = central.readings()
     per_machine_in_order(readings)
+    assert all(r["quality"]["status"] == "unknown" for r in readings)  # caught up from SQLite or live alike
     counts = Counter(r["key"] for r in readings)
     repeated = sorted(int(k.split(":")[1]) for k, n in counts.items() if n > 1)
     print(f"kill -9: {newest} stored, cursor saved at {at_kill} when killed, {len(repeated)} readings repeated")
@@ -274,3 +276,38 @@ def test_names_become_safe_topic_levels():
     for bad in ("edge:1", "a/b", "", "-x", "x" * 65):
         with pytest.raises(ValueError, match="appliance id"):
             parse_appliance_id(bad)
+
+
+def test_readings_scored_before_and_after_a_model_swap_say_which_model_scored_them(
+        server_factory, linear_model, mosquitto, tmp_path):
+    """The message's model is the one that scored its readings, not the one running when the
+    appliance started: a swap splits the stream, live and on catch-up."""
+    import json
+    import urllib.request
+
+    from tests.harness import make_linear_model, model_archive
+    from tests.http.test_model_routes import with_replay
+
+    other = tmp_path / "model-b"
+    with_replay(other, make_linear_model(other, seed=5))
+    admin = {"Authorization": "Bearer admin-secret"}
+    central = Central(mosquitto)
+    try:
+        server = uplink_server(server_factory, linear_model[0], mosquitto, "--admin-token", "admin-secret").start()
+        post_batch(server, "press-1", 5)
+        upload = urllib.request.Request(server.url + "/api/models", data=model_archive(other), method="POST",
+                                        headers={**admin, "Content-Type": "application/gzip"})
+        with urllib.request.urlopen(upload, timeout=30) as answer:
+            version_b = json.loads(answer.read())["version"]
+        status, body = server.request("POST", f"/api/models/{version_b}/activate", headers=admin)
+        assert status == 200, body
+        post_batch(server, "press-1", 5, seed=50)
+        db = stored(server)
+        central.wait_for(lambda c: c.keys() >= {f"{APPLIANCE}:{i}" for i in db}, what="every reading arriving")
+        got = {r["id"]: r for r in central.readings()}
+        for rid, row in db.items():
+            assert got[rid]["model_store_version"] == row["model_version"], (rid, got[rid], row["model_version"])
+        assert {got[i]["model_store_version"] for i in range(6, 11)} == {version_b}
+        assert got[1]["model_store_version"] not in (None, version_b)
+    finally:
+        central.close()

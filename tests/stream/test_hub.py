@@ -51,22 +51,29 @@ def test_frames_equal_sse_starlettes(event, data, id_):
 def test_reading_frames_equal_sse_starlettes_and_carry_the_values(shape):
     x = [float(v) for v in np.random.default_rng(1).normal(size=35) * 1000]
     y = [float(v) for v in np.random.default_rng(2).normal(size=8) * 40]
-    data = wire_module.reading_json(shape, 17, "2023-11-06T15:00:00Z", "pump-7", x, y, "3f9c2a1b7d4e5f60")
-    wire = reading_frame(shape, 17, "2023-11-06T15:00:00Z", "pump-7", x, y, "3f9c2a1b7d4e5f60")
+    stored = (1, 1.8312, "Temperature:stuck,1.8-2 kHz:jump")  # the quality columns, as stored
+    data = wire_module.reading_json(shape, 17, "2023-11-06T15:00:00Z", "pump-7", x, y, stored, "3f9c2a1b7d4e5f60")
+    wire = reading_frame(shape, 17, "2023-11-06T15:00:00Z", "pump-7", x, y, stored, "3f9c2a1b7d4e5f60")
     assert wire == ServerSentEvent(data=data.decode(), event="reading", id="17").encode()
-    event = Event.reading(17, "2023-11-06 15:00:00", "pump-7", x, y, (shape,), "3f9c2a1b7d4e5f60")
+    event = Event.reading(17, "2023-11-06 15:00:00", "pump-7", x, y, (shape,), stored, "3f9c2a1b7d4e5f60")
     assert dict(event.wires) == {shape: wire}
     decoded = json.loads(data)
+    quality = {"status": "suspect", "score": 1.8312, "reasons": [{"feature": "Temperature", "kind": "stuck"},
+                                                                 {"feature": "1.8-2 kHz", "kind": "jump"}]}
     if shape == "arrays":
         assert decoded == {"id": 17, "time": "2023-11-06T15:00:00Z", "machine": "pump-7", "x": x, "y": y,
-                           "model_version": "3f9c2a1b7d4e5f60"}
+                           "model_version": "3f9c2a1b7d4e5f60", "quality": quality}
     else:
         assert decoded == {"id": 17, "time": "2023-11-06T15:00:00Z", "machine": "pump-7",
                            "features": dict(zip(FEATURES, x)), "faults": dict(zip(FAULTS, y)),
-                           "model_version": "3f9c2a1b7d4e5f60"}
+                           "model_version": "3f9c2a1b7d4e5f60", "quality": quality}
     # the database path (catch-up) writes the very same bytes
-    row = (17, "2023-11-06 15:00:00", "pump-7", *x, *y, "3f9c2a1b7d4e5f60")
+    row = (17, "2023-11-06 15:00:00", "pump-7", *x, *y, "3f9c2a1b7d4e5f60", *stored)
     assert wire_module.row_json(shape, row) == data
+    # a reading without a verdict (no training statistics, or stored before the columns) is unknown
+    unknown = json.loads(wire_module.row_json(shape, (17, "2023-11-06 15:00:00", "pump-7", *x, *y, None, None, None,
+                                                      None)))
+    assert unknown["quality"] == {"status": "unknown", "score": None, "reasons": []}
 
 
 def test_alarm_events_have_one_frame_for_every_shape():
@@ -251,7 +258,7 @@ def test_a_client_connecting_between_encoding_and_publication_gets_every_reading
             rig.publish(rig.commit(2))  # now encoded for both shapes
             got = await arrays.take(2 if last_event_id is None else 5)
             assert reading_ids(got) == ([4, 5] if last_event_id is None else [1, 2, 3, 4, 5])
-            assert all(list(e["data"]) == ["id", "time", "machine", "x", "y", "model_version"] for e in got)
+            assert all(list(e["data"]) == ["id", "time", "machine", "x", "y", "model_version", "quality"] for e in got)
             assert reading_ids(await objects.take(5)) == [1, 2, 3, 4, 5]
             await arrays.nothing_more()
             await objects.nothing_more()

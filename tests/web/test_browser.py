@@ -156,7 +156,8 @@ def test_report_counts_and_downloads_matching_rows(server, scenario, open_contex
         page.click("#download")
     download = info.value
     rows = list(csv.DictReader(io.StringIO(Path(download.path()).read_text())))
-    assert list(rows[0])[-3:] == ["machine", "alarms", "model_version"]  # FD-Edge's columns after FD-REST's
+    # FD-Edge's columns after FD-REST's: machine, alarms, the model version, then the data-quality verdict
+    assert list(rows[0])[-6:] == ["machine", "alarms", "model_version", "quality", "quality_score", "quality_reasons"]
     assert sorted(r["time"][:19] for r in rows) == expected
     assert all(r["machine"] == machine and float(r["max_fault"]) >= threshold for r in rows)
     assert download.suggested_filename.endswith(".csv")

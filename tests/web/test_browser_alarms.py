@@ -24,11 +24,13 @@ NOTE = 'bearing ordered <img src=x onerror=alert(1)> & "soon"'
 
 
 def rules_file(path, scenario) -> list[str]:
-    """One reading above warning raises, one below clear clears."""
-    defaults: dict[str, float] = {"consecutive": 1}
+    """One reading above warning raises, one below clear clears. The exaggerated readings lie far
+    outside the model's training data (their quality is suspect): these tests are about the panel,
+    so suspect readings count and raise no data-quality alarm (tests/alarms/test_quality_alarms.py)."""
+    defaults: dict[str, float | str] = {"consecutive": 1, "suspect": "count"}
     if scenario["args"]:  # thresholds moved for this model: keep clear (warning - 5) above healthy rows
         defaults["clear"] = round(scenario["warning"] - 0.01, 2)
-    path.write_text(json.dumps({"defaults": defaults}))
+    path.write_text(json.dumps({"defaults": defaults, "quality": {"alarm": False}}))
     return ["--alarm-rules", str(path)]
 
 

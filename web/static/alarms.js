@@ -111,6 +111,8 @@ const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
 
 const STALE_OBSERVED = "No reading has arrived from this machine for longer than expected.";
 const STALE_CAUSES = "The sensor, its network or power supply, or the sending program stopped; or the machine is off.";
+const QUALITY_CAUSES = "A stuck, miswired or failing sensor, a unit error, or a machine unlike anything the model was " +
+  "trained on: fault alarms ignore these readings until their data quality is ok again.";
 
 // A silence in words: "45 s", "12 min", "3.5 h", "3.2 days".
 function duration(seconds) {
@@ -388,10 +390,12 @@ export class AlarmPanel {
     }
     item.cleared.div.hidden = active;
     item.cleared.dd.textContent = active ? "" : fmtTime(a.cleared_at);
-    item.observed.textContent = stale ? STALE_OBSERVED : cat.observed || "–";
-    item.causes.textContent = stale ? STALE_CAUSES : cat.root_causes || "–";
-    item.whyRow.hidden = stale;
-    if (!stale && !item.explained && a.raised_reading) this.explain(item, a);
+    const quality = a.kind === "quality"; // the data, not the machine: feature and reason of the raising reading
+    const reasons = (a.reasons || []).map((r) => `${r.feature}: ${r.kind.replace("_", " ")}`).join(", ");
+    item.observed.textContent = stale ? STALE_OBSERVED : quality ? `Suspect data: ${reasons || "–"}` : cat.observed || "–";
+    item.causes.textContent = stale ? STALE_CAUSES : quality ? QUALITY_CAUSES : cat.root_causes || "–";
+    item.whyRow.hidden = stale || quality;
+    if (!stale && !quality && !item.explained && a.raised_reading) this.explain(item, a);
     if (a.acked_at) {
       item.ack.replaceChildren(
         "Acknowledged by ", el("strong", "ack-by", a.acked_by), ` at ${fmtTime(a.acked_at)}`,
