@@ -377,6 +377,9 @@ SQL_NAMES = {  # statements passed as a variable or built by a call
     "_WRITE['hour']": "store.rollups constant",
     "ADD_PEAKS": "store.rollups constant DDL",
     "CREATE_CURSOR": "plant.uplink_cursor constant DDL",
+    **dict.fromkeys(("CREATE_SHADOW", "CREATE_SHADOW_INDEX", "DELETE_SHADOW", "INSERT_SHADOW", "READINGS_AFTER",
+                     "PAIRS", "NEWEST_SHADOW", "NEWEST_READING"),
+                    "store.shadow_table: module constants from the table names and fdrest's columns"),
 }
 
 
