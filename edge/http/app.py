@@ -178,6 +178,7 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
         Route("/", ops_routes.page("index.html")),
         Route("/report", ops_routes.page("report.html")),
         Route("/dashboard", ops_routes.page("dashboard.html")),
+        Route("/models", ops_routes.page("models.html")),
         Mount("/static", app=StaticFiles(directory=settings.web_dir / "static", check_dir=False), name="static"),
     ]
     # Named tokens can be added while the appliance runs, so the token check is always in place.

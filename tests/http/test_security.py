@@ -37,7 +37,7 @@ WRONG = "wrong-Secr3t-000000"
 ADMIN = "admin-Secr3t-9e3a51"
 # docs/API.md: "HTML pages and static files are always served; they hold no data", plus health,
 # readiness, the schema and the model manifest. Anything else needs a token.
-OPEN_PATHS = {"/", "/report", "/dashboard", "/healthz", "/readyz", "/openapi.json", "/api/model"}
+OPEN_PATHS = {"/", "/report", "/dashboard", "/models", "/healthz", "/readyz", "/openapi.json", "/api/model"}
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 
@@ -505,7 +505,7 @@ def test_no_cors_headers_for_any_origin(guarded, report):
 
 
 def test_pages_carry_a_strict_content_security_policy(client, report):
-    for page in ("/", "/report", "/dashboard"):
+    for page in ("/", "/report", "/dashboard", "/models"):
         r = client.get(page)
         assert r.status_code == 200
         csp = {d.split()[0]: d.split()[1:] for d in r.headers["content-security-policy"].split(";") if d.strip()}
