@@ -166,7 +166,7 @@ class Appliance:
                                                      threads=self.settings.threads)))
             self.tasks.append(loop.create_task(watch_shadow(
                 self.models, lambda: self.shadow.version if self.shadow else None, lambda: self.model_version,
-                self.set_shadow, threads=1)))
+                self.shadow_recorded, threads=1)))
         if self.drift is not None:
             self.tasks.append(loop.create_task(self.drift.run_forever()))
         if self.integrity is not None:
@@ -275,13 +275,20 @@ class Appliance:
         if self.shadow is not None and self.shadow.version == version:
             await self.set_shadow(None, None)  # promoted: it answers now
 
-    async def set_shadow(self, model: Model | None, version: str | None) -> None:
+    async def shadow_recorded(self, model: Model | None, version: str | None, resume: bool) -> None:
+        """The store watcher's shadow change (a CLI change, or the record at start), under the lock an
+        HTTP change holds, and only if the record still says so."""
+        async with self.model_lock:
+            if self.models is not None and (version is None or self.models.state()["shadow"] == version):
+                await self.set_shadow(model, version, resume=resume)
+
+    async def set_shadow(self, model: Model | None, version: str | None, *, resume: bool = False) -> None:
         """Start a shadow (its starting point fixed first, then the writer's hook sees it, then what
         committed in between read back), or stop the one running; the old one's thread ends off the loop."""
         old = self.shadow
         if old is not None and old.version == version:
             return
-        new = Shadow(self.settings.db_path, model, version) if model is not None and version else None
+        new = Shadow(self.settings.db_path, model, version, resume=resume) if model is not None and version else None
         if new is not None:
             await asyncio.to_thread(new.start)
         self.shadow = new  # one attribute: the writer's hook reads it once per commit

@@ -38,9 +38,11 @@ END = 2**63 - 1
 
 
 class Shadow:
-    def __init__(self, db_path: Path, model: Model, version: str, *, queue_rows: int = QUEUE_ROWS,
-                 batch_rows: int = BATCH_ROWS, interval: float = INTERVAL_S) -> None:
-        self.db_path, self.model, self.version = db_path, model, version
+    def __init__(self, db_path: Path, model: Model, version: str, *, resume: bool = False,
+                 queue_rows: int = QUEUE_ROWS, batch_rows: int = BATCH_ROWS, interval: float = INTERVAL_S) -> None:
+        """`resume`: after the newest reading this version shadowed before (a restart), else after the
+        newest reading now (a shadow just set scores what arrives from now on)."""
+        self.db_path, self.model, self.version, self.resume = db_path, model, version, resume
         self.queue_rows, self.batch_rows, self.interval = queue_rows, batch_rows, interval
         self._queue: deque[tuple[int, list[list]]] = deque()
         self._queued = 0
@@ -94,7 +96,7 @@ class Shadow:
     def _run(self) -> None:
         with closing(connect(self.db_path, sync="normal", busy_ms=10_000)) as conn:
             try:
-                self.after = shadow_table.resume_after(conn, self.version)
+                self.after = shadow_table.resume_after(conn, self.version if self.resume else None)
             finally:
                 self._ready.set()
             while not self._stop.is_set():
@@ -145,7 +147,10 @@ class Shadow:
             ids = [r[0] for r in found]
             self.caught_up += len(ids)
             self.after = ids[-1]
+            started = time.perf_counter()
             self._flush(conn, ids, [list(r[1:]) for r in found])
+            # a long catch-up (after a restart) leaves the write lock to the writer at least half the time
+            self._stop.wait(max(0.01, time.perf_counter() - started))
 
     def _flush(self, conn: sqlite3.Connection, ids: list[int], rows: list[list]) -> None:
         if not ids:
@@ -169,12 +174,12 @@ class Shadow:
 
 
 async def watch(store: ModelStore, running: Callable[[], str | None], active: Callable[[], str],
-                switch: Callable[[Model | None, str | None], Awaitable[None]], interval: float = 1.0,
+                switch: Callable[[Model | None, str | None, bool], Awaitable[None]], interval: float = 1.0,
                 threads: int = 1) -> None:
-    """Poll the store's record for a shadow set or cleared from the CLI (or before a restart): a new
-    one is loaded and checked off the event loop (as an activation is), then started by `switch`;
-    one that fails its check is logged and left off."""
-    stamp = -1
+    """Poll the store's record for a shadow set or cleared from the CLI (or before a restart, then it
+    resumes after its own newest row): a new one is loaded and checked off the event loop (as an
+    activation is), then started by `switch`; one that fails its check is logged and left off."""
+    stamp, first = -1, True
     while True:
         now = store.state_stamp()
         if now != stamp:
@@ -186,10 +191,11 @@ async def watch(store: ModelStore, running: Callable[[], str | None], active: Ca
                 if wanted != running():
                     model = await asyncio.to_thread(check, store.path(wanted), threads) if wanted else None
                     if store.state()["shadow"] == wanted or wanted is None:
-                        await switch(model, wanted)
+                        await switch(model, wanted, first)
                         if wanted:
                             log.warning("shadow model %s (%s) scores beside the active one", wanted, model.name
                                         if model else "")
             except (ModelRejected, StartupError) as exc:
                 log.error("model store: shadow model not started: %s", exc)
+            first = False
         await asyncio.sleep(interval)

@@ -48,10 +48,10 @@ def insert(conn: sqlite3.Connection, version: str, ids: list[int], faults: list[
     conn.executemany(INSERT_SHADOW, [(i, version, *row, i) for i, row in zip(ids, faults, strict=True)])
 
 
-def resume_after(conn: sqlite3.Connection, version: str) -> int:
-    """Where a (re)started shadow picks up: after the newest reading it scored before, else after the
-    newest reading now (a shadow scores what arrives once it started)."""
-    done = conn.execute(NEWEST_SHADOW, (version,)).fetchall()[0][0]
+def resume_after(conn: sqlite3.Connection, version: str | None) -> int:
+    """Where a shadow picks up: after the newest reading `version` scored before (a restart), else
+    (None, or nothing scored) after the newest reading now: a shadow scores what arrives once it started."""
+    done = conn.execute(NEWEST_SHADOW, (version,)).fetchall()[0][0] if version is not None else None
     if done is not None:
         return int(done)
     newest = conn.execute(NEWEST_READING).fetchall()[0][0]

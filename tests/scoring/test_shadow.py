@@ -208,3 +208,24 @@ def test_continuous_ingest_answers_only_200_while_a_shadow_starts_scores_and_sto
     assert np.allclose([shadowed[i] for i in sorted(shadowed)], linear_expected(model_b[1], x), rtol=1e-4, atol=1e-4)
     listing = server.request("GET", "/api/models", headers=ADMIN)[1]
     assert listing["shadow"] is None
+
+
+def test_a_shadow_recorded_while_stopped_starts_with_the_appliance_and_resumes_after_a_restart(
+        server_factory, linear_model, model_b, tmp_path):
+    data = tmp_path / "data"
+    assert model_cli(["--data-dir", str(data), "add", str(model_b[0])]) == 0
+    version = next(p.name for p in (data / "models").iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert model_cli(["--data-dir", str(data), "shadow", version]) == 0
+    server = server_factory(linear_model[0], env={"FDEDGE_ADMIN_TOKEN": ADMIN_TOKEN})
+    server.start()
+    db = data / "sensor_data.db"
+    for i in range(20):
+        assert server.request("POST", "/send", reading(500 + i))[0] == 200
+    wait_until(lambda: len(shadow_rows(db, version)) == 20)
+    server.stop()
+    server.start()
+    for i in range(20):
+        assert server.request("POST", "/send", reading(600 + i))[0] == 200
+    ids = sorted(readings(db))
+    wait_until(lambda: sorted(shadow_rows(db, version)) == ids)
+    assert server.request("GET", "/api/models", headers=ADMIN)[1]["shadow_status"]["version"] == version
