@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from edge import memory
 from edge.errors import ModelRejected, StartupError
 from edge.scoring.model import Model
 from edge.scoring.model_store import ModelStore, check
@@ -31,8 +32,10 @@ from edge.store.database import connect, transaction
 from edge.store.writer import Stored
 
 log = logging.getLogger("fdedge.shadow")
-QUEUE_ROWS = 20_000  # readings waiting in memory at most; past it the hook drops and the thread catches up
-BATCH_ROWS = 2_000  # readings per predict call and per transaction
+# Readings waiting in memory at most; past it the hook drops and the thread catches up from SQLite.
+# Each waits as the batch's Python lists (about 1 KB a reading), so the bound is also the memory's.
+QUEUE_ROWS = 5_000
+BATCH_ROWS = 1_000  # readings per predict call and per transaction (1,000 x 35 float64: one mapping)
 INTERVAL_S = 0.2  # the thread coalesces what arrived for this long: few, short write transactions
 END = 2**63 - 1
 
@@ -104,6 +107,7 @@ class Shadow:
                 self._wake.clear()
                 self._stop.wait(self.interval)  # coalesce: fewer, larger transactions
                 self._drain_logged(conn)  # when stopped: what was handed over before, then the end
+                memory.trim()  # at most every 5 s: what the batches' arrays and lists left behind
 
     def _drain_logged(self, conn: sqlite3.Connection) -> None:
         try:
