@@ -298,7 +298,8 @@ def ab_lines(results: dict[str, Any]) -> list[str]:
     return out
 
 
-GROWTH = (("machines_s", "/api/machines"), ("latest_s", "/api/latest, one machine"),
+GROWTH = (("machines_s", "/api/machines"), ("fleet_s", "/api/fleet"),
+          ("fleet_spark30_s", "/api/fleet?spark=30 (sparklines)"), ("latest_s", "/api/latest, one machine"),
           ("series_one_machine_15min_s", "/api/series, one machine, 15 min"),
           ("series_one_machine_7d_s", "/api/series, one machine, 7 days"),
           ("series_all_90d_s", "/api/series, all machines, 90 days"),

@@ -64,6 +64,8 @@ def _queries(end: datetime) -> dict[str, str]:
     series = "/api/series?" + "metrics=temperature,fault0,fault3&points=600&"
     return {
         "machines": "/api/machines",
+        "fleet": "/api/fleet",  # the fleet overview's reload
+        "fleet_spark30": "/api/fleet?spark=30",  # its first load: a sparkline per machine from the rollups
         "latest": "/api/latest?machine=machine-03&limit=20",
         "series_one_machine_15min": series + urlencode(
             {"start": iso(end - timedelta(minutes=15)), "end": iso(end), "machine": "machine-03"}),

@@ -133,8 +133,10 @@ def recent_machines(conn: sqlite3.Connection, within_s: float, limit: int, peak_
 
 def list_alarms(conn: sqlite3.Connection, state: str = "all", machine: str | None = None,
                 fault: str | None = None, limit: int = 100, before: int | None = None,
-                kind: str | None = None) -> list[dict[str, Any]]:
-    """Newest first; `before` (an alarm id) pages further back."""
+                kind: str | None = None, *, start: str | None = None, end: str | None = None,
+                acked: bool | None = None) -> list[dict[str, Any]]:
+    """Newest first; `before` (an alarm id) pages further back. `start` <= raised_at < `end`
+    (stored format, UTC); `acked` True or False keeps only acknowledged or unacknowledged ones."""
     if state not in STATES:
         raise BadRequest(f"state must be one of {', '.join(STATES)}", field="state", valid=list(STATES))
     if fault is not None and fault not in FAULTS:
@@ -152,6 +154,14 @@ def list_alarms(conn: sqlite3.Connection, state: str = "all", machine: str | Non
     if before is not None:
         where.append("id < ?")
         args.append(before)
+    if start is not None:
+        where.append("raised_at >= ?")
+        args.append(start)
+    if end is not None:
+        where.append("raised_at < ?")
+        args.append(end)
+    if acked is not None:
+        where.append("acked_at IS NOT NULL" if acked else "acked_at IS NULL")
     rows = conn.execute(f"SELECT {SELECT} FROM {ALARMS} WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
                         (*args, limit)).fetchall()
     return [alarm_json(dict(zip(COLUMNS, r, strict=True))) for r in rows]

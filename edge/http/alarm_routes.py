@@ -6,7 +6,11 @@ thread like everything else that writes (one writer, no lock contention with ing
 
 from __future__ import annotations
 
+import csv
+import functools
+import io
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -15,8 +19,10 @@ from starlette.responses import JSONResponse, Response
 from edge.alarms.engine import AlarmChange
 from edge.alarms.tables import STATES, get_alarm, list_alarms
 from edge.errors import BadRequest, InvalidJSON, NotFound, PayloadTooLarge, UnsupportedMediaType
+from edge.fdrest import format_time
 from edge.http import origins
-from edge.http.params import int_param
+from edge.http.params import instant_param, int_param
+from edge.store.export import safe_cell
 
 MAX_ACK_BYTES = 16 * 1024
 MAX_LIMIT = 1000
@@ -37,12 +43,57 @@ async def alarms(request: Request) -> Response:
     state = params.get("state") or "all"
     if state not in STATES:
         raise BadRequest(f"state must be one of {', '.join(STATES)}", field="state", valid=list(STATES))
-    machine, fault = params.get("machine") or None, params.get("fault") or None
     limit = int_param(params, "limit", 100, 1, MAX_LIMIT)
+    return JSONResponse({"alarms": await _listed(request, state, limit)})
+
+
+async def _listed(request: Request, state: str, limit: int) -> list[dict[str, Any]]:
+    """The alarms the query's filters keep (the list and its CSV take the same ones)."""
+    params = request.query_params
+    machine, fault = params.get("machine") or None, params.get("fault") or None
     before = int_param(params, "before", None, 1, MAX_ID)
+    start, end = _instant(params, "start"), _instant(params, "end")
+    if start is not None and end is not None and end <= start:
+        raise BadRequest("end must be after start", field="end")
+    acked_text = params.get("acked") or None
+    if acked_text not in (None, "true", "false"):
+        raise BadRequest(f"acked must be true or false, got {acked_text[:20]!r}", field="acked")
     readers = request.app.state.appliance.readers
-    rows = await readers.run(list_alarms, state, machine, fault, limit, before, params.get("kind") or None)
-    return JSONResponse({"alarms": rows})
+    return await readers.run(functools.partial(
+        list_alarms, state=state, machine=machine, fault=fault, limit=limit, before=before,
+        kind=params.get("kind") or None, start=start, end=end,
+        acked=None if acked_text is None else acked_text == "true"))
+
+
+def _instant(params: Any, key: str) -> str | None:
+    """An ISO 8601 or epoch time as the stored format (UTC), None when absent."""
+    if not params.get(key):
+        return None
+    return format_time(instant_param(params, key, datetime.now(UTC)))
+
+
+CSV_COLUMNS = ("id", "kind", "machine", "fault", "category", "severity", "state", "since", "raised_at",
+               "raised_severity", "escalated_at", "peak", "peak_at", "cleared_at", "acked_at", "acked_by",
+               "ack_note", "raised_reading", "cleared_reading")
+CSV_LIMIT = 100_000
+
+
+async def alarms_csv(request: Request) -> Response:
+    """GET /api/alarms.csv with /api/alarms's filters: the alarm log for a spreadsheet, newest
+    first, times in ISO 8601 UTC (with their Z), text cells a spreadsheet would run neutralised."""
+    params = request.query_params
+    state = params.get("state") or "all"
+    if state not in STATES:
+        raise BadRequest(f"state must be one of {', '.join(STATES)}", field="state", valid=list(STATES))
+    rows = await _listed(request, state, int_param(params, "limit", CSV_LIMIT, 1, CSV_LIMIT))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for a in rows:
+        writer.writerow([safe_cell(a.get(c)) if a.get(c) is not None else "" for c in CSV_COLUMNS])
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="fdedge-alarms-{stamp}.csv"'})
 
 
 async def alarm(request: Request) -> Response:
@@ -58,12 +109,7 @@ async def ack(request: Request) -> Response:
     alarm_id = _alarm_id(request)
     origins.check(request.headers.get("origin"), request.headers.get("host"),
                   app.settings.allowed_origins or frozenset())
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media != "application/json":
-        raise UnsupportedMediaType(f"an acknowledgement is JSON: send Content-Type: application/json, "
-                                   f"not {media[:60]!r}" if media else
-                                   "an acknowledgement is JSON: send Content-Type: application/json",
-                                   accepted=["application/json"])
+    _require_json(request, "an acknowledgement")
     body = await _json_body(request)
     if not isinstance(body, dict):
         raise BadRequest('the body must be a JSON object like {"by": "operator name", "note": "..."}')
@@ -76,6 +122,15 @@ async def ack(request: Request) -> Response:
     if not result["replayed"]:
         app.publish_alarms([AlarmChange.for_ack(result["alarm"])])
     return JSONResponse(result)
+
+
+def _require_json(request: Request, what: str) -> None:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json":
+        raise UnsupportedMediaType(f"{what} is JSON: send Content-Type: application/json, "
+                                   f"not {media[:60]!r}" if media else
+                                   f"{what} is JSON: send Content-Type: application/json",
+                                   accepted=["application/json"])
 
 
 async def _json_body(request: Request) -> Any:

@@ -24,6 +24,49 @@ def _error(description: str) -> dict[str, Any]:
     }
 
 
+def _label_paths(common: dict[str, Any]) -> dict[str, Any]:
+    """/api/labels (edge/store/labels.py): writes need the `label` permission."""
+    text = {"note": {"type": "string", "maxLength": 1000}, "by": {"type": "string", "minLength": 1, "maxLength": 100}}
+    when = {"oneOf": [{"type": "string", "format": "date-time"}, {"type": "number", "minimum": 0}]}
+    on_alarm = {"type": "object", "required": ["alarm", "verdict"], "additionalProperties": False,
+                "properties": {"alarm": {"type": "integer", "minimum": 1},
+                               "verdict": {"type": "string", "enum": ["confirmed", "false_alarm", "maintenance_done"]},
+                               "intensity": {"type": "number", "minimum": 0, "maximum": 100}, **text}}
+    on_range = {"type": "object", "required": ["machine", "start", "end", "fault"], "additionalProperties": False,
+                "properties": {"machine": {"type": "string", "minLength": 1, "maxLength": MAX_MACHINE_LEN},
+                               "start": when, "end": when,
+                               "fault": {"type": "string", "enum": [*FAULTS, "healthy"]},
+                               "intensity": {"type": "number", "minimum": 0, "maximum": 100}, **text}}
+    label_id = {"name": "label_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    return {
+        "/api/labels": {
+            "get": {
+                "summary": "Labels, newest first; start/end keep those whose span overlaps them",
+                "parameters": [_q("machine", {"type": "string"}), _q("start", {"type": "string"}),
+                               _q("end", {"type": "string"}), _q("alarm", {"type": "integer", "minimum": 1}),
+                               _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000})],
+                "responses": {"200": ok_json({"type": "object"}), **common},
+            },
+            "post": {
+                "summary": "Label an alarm (a verdict) or a machine's time range (a fault and intensity, or healthy)",
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"oneOf": [on_alarm, on_range]}}}},
+                "responses": {"201": ok_json({"type": "object"}), **common, "404": _error("no such alarm"),
+                              "409": _error("the alarm has a label already"), "413": _error("too large"),
+                              "415": _error("not JSON"), "503": _error("storage unavailable")},
+            },
+        },
+        "/api/labels/{label_id}": {
+            "delete": {
+                "summary": "Remove a label",
+                "parameters": [label_id],
+                "responses": {"200": ok_json({"type": "object"}), **common, "404": _error("no such label"),
+                              "503": _error("storage unavailable")},
+            }
+        },
+    }
+
+
 def _model_paths(common: dict[str, Any]) -> dict[str, Any]:
     """/api/models*: the admin token only; 403 `models_http_off` when no admin token is configured."""
     admin = {**common, "403": _error("not an admin token, or model management over HTTP is off (no admin token)")}
@@ -125,6 +168,12 @@ def build(version: str) -> dict[str, Any]:
         machine,
     ]
     common = {"400": _error("bad input"), "401": _error("token required")}
+    alarm_log_filters = [
+        _q("start", {"type": "string"},
+           description="raised at or after (ISO 8601 or epoch seconds; UTC without an offset)"),
+        _q("end", {"type": "string"}, description="raised before"),
+        _q("acked", {"type": "string", "enum": ["true", "false"]}, description="only acknowledged, or only not"),
+    ]
     alarm_id = {"name": "alarm_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
     return {
         "openapi": "3.0.3",
@@ -191,7 +240,9 @@ def build(version: str) -> dict[str, Any]:
             "/generate_csv": {
                 "get": {
                     "summary": "CSV export of a date range (FD-REST), streamed",
-                    "parameters": report,
+                    "parameters": [*report, _q("labelled", {"type": "string", "enum": ["0", "1"]},
+                                               description="1: the labelled readings in data.csv's format, the "
+                                                           "labels' targets as fault columns (docs/API.md)")],
                     "responses": {
                         "200": {"description": "CSV", "content": {"text/csv": {"schema": {"type": "string"}}}},
                         **common,
@@ -233,7 +284,13 @@ def build(version: str) -> dict[str, Any]:
             },
             "/api/fleet": {
                 "get": {"summary": "Every machine of /api/machines with its newest reading (`latest`) and its active "
-                                   "alarms (`alarms`: count, unacked, worst severity, faults): the fleet overview",
+                                   "alarms (`alarms`: count, unacked, worst severity, faults): the fleet overview; "
+                                   "with spark=N each machine's largest fault in N buckets over the spark_s seconds "
+                                   "before its newest reading (`spark`)",
+                        "parameters": [
+                            _q("spark", {"type": "integer", "minimum": 2, "maximum": 240}),
+                            _q("spark_s", {"type": "integer", "minimum": 60, "maximum": 604800}),
+                        ],
                         "responses": {"200": ok_json({"type": "object"}), **common}}
             },
             "/api/storage": {
@@ -275,8 +332,24 @@ def build(version: str) -> dict[str, Any]:
                             {"type": "integer", "minimum": 1},
                             description="page back: alarms with a smaller id",
                         ),
+                        *alarm_log_filters,
                     ],
                     "responses": {"200": ok_json({"type": "object"}), **common},
+                }
+            },
+            "/api/alarms.csv": {
+                "get": {
+                    "summary": "The alarm log as CSV with the filters of /api/alarms (newest first, ISO UTC times)",
+                    "parameters": [
+                        _q("state", {"type": "string", "enum": ["active", "cleared", "all"]}),
+                        machine,
+                        _q("fault", {"type": "string", "enum": list(FAULTS)}),
+                        _q("kind", {"type": "string", "enum": ["fault", "stale"]}),
+                        _q("limit", {"type": "integer", "minimum": 1, "maximum": 100000}),
+                        *alarm_log_filters,
+                    ],
+                    "responses": {"200": {"description": "CSV",
+                                          "content": {"text/csv": {"schema": {"type": "string"}}}}, **common},
                 }
             },
             "/api/alarms/{alarm_id}": {
@@ -322,6 +395,7 @@ def build(version: str) -> dict[str, Any]:
                     "responses": {"200": ok_json({"type": "object"})},
                 }
             },
+            **_label_paths(common),
             **_model_paths(common),
             "/events": {
                 "get": {

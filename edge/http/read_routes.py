@@ -18,7 +18,7 @@ from edge.appliance import Appliance
 from edge.errors import BadRequest, NotFound
 from edge.http.params import instant_param, int_param
 from edge.http.responses import ClosingStreamingResponse
-from edge.store import export
+from edge.store import export, labelled_export
 from edge.store import reading_queries as queries
 from edge.store.database import connect
 
@@ -95,6 +95,11 @@ async def count(request: Request) -> Response:
 
 async def generate_csv(request: Request) -> Response:
     """Streams from its own connection, so millions of rows cost constant memory."""
+    labelled = request.query_params.get("labelled") or "0"
+    if labelled not in ("0", "1"):
+        raise BadRequest("labelled must be 1 (the labelled readings as training data) or 0", field="labelled")
+    if labelled == "1":
+        return await _labelled_csv(request)
     flt = export.ReportFilter.parse(dict(request.query_params))
     if not await _query(request, export.first_match, flt):
         what = f" with a fault >= {flt.threshold:g}" if flt.threshold is not None else ""
@@ -116,3 +121,25 @@ async def generate_csv(request: Request) -> Response:
     return ClosingStreamingResponse(rows(), media_type="text/csv; charset=utf-8",
                              headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
+
+
+async def _labelled_csv(request: Request) -> Response:
+    """The labelled readings in FD-REST's data.csv format (edge/store/labelled_export.py)."""
+    machine, start, end = labelled_export.bounds(dict(request.query_params))
+    if not await _query(request, labelled_export.first_match, machine, start, end):
+        raise NotFound("no labelled readings" + (f" of machine {machine[:64]!r}" if machine else "")
+                       + (" in those dates" if start or end else ""))
+    db_path = _app(request).settings.db_path
+    readers = _app(request).readers
+
+    async def rows() -> AsyncIterator[str]:
+        conn = await readers.call(partial(connect, db_path, readonly=True))
+        chunks = labelled_export.export_csv(conn, machine, start, end)
+        try:
+            while (chunk := await readers.call(next, chunks, None)) is not None:
+                yield chunk
+        finally:
+            await readers.call(_close, chunks, conn)
+
+    return ClosingStreamingResponse(rows(), media_type="text/csv; charset=utf-8",
+                                    headers={"Content-Disposition": 'attachment; filename="fdedge_labelled.csv"'})

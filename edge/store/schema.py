@@ -14,7 +14,7 @@ from pathlib import Path
 
 from edge.errors import StartupError
 from edge.fdrest import COLUMNS, DEFAULT_MACHINE, FAULTS
-from edge.store import machine_state, rollups
+from edge.store import labels, machine_state, rollups
 from edge.store.database import connect, transaction
 
 SCHEMA_VERSION = "1"
@@ -185,6 +185,7 @@ def migrate(conn: sqlite3.Connection) -> None:
             conn.execute(ddl)
         machine_state.migrate(conn, TABLE)
         rollups.migrate(conn, TABLE)
+        labels.migrate(conn)
         from edge.store import shadow_table  # it names this module's table: imported once both exist
         shadow_table.migrate(conn)
         if "body_sha256" not in {row[1] for row in conn.execute("PRAGMA table_info(fdedge_ingest_keys)")}:

@@ -39,3 +39,44 @@ def test_fleet_lists_every_machine_with_its_newest_reading_and_active_alarms(tmp
 def test_fleet_of_an_empty_appliance_is_empty(make_client):
     with make_client() as client:
         assert client.get("/api/fleet").json()["machines"] == []
+
+
+def test_fleet_sparklines_are_each_machines_peak_per_bucket_over_the_hour_before_its_newest_reading(
+        linear_model, make_client):
+    """?spark=N: the largest fault per bucket, N buckets over the spark_s (default 3600) seconds that
+    end with the machine's newest reading (its own clock, so a machine silent since 2023 still has
+    its last hour); an empty bucket is null (a gap, not a zero)."""
+    params = linear_model[1]
+    times = ["2026-03-01 10:05:00", "2026-03-01 10:40:00", "2026-03-01 10:45:00", "2026-03-01 11:00:00"]
+    rows = [reading(10 + k) for k in range(len(times))]
+    peaks = linear_expected(params, np.array([[r[n] for n in FEATURES] for r in rows])).max(axis=1)
+    with make_client() as client:
+        body = [dict(r, machine="m1", Time=t) for r, t in zip(rows, times, strict=True)]
+        body.append(dict(reading(3), machine="old", Time="2023-11-06 16:00:00"))
+        assert client.post("/send", json=body).status_code == 200
+        got = client.get("/api/fleet", params={"spark": 4}).json()
+        by = {m["machine"]: m for m in got["machines"]}
+        spark = by["m1"]["spark"]
+        # end: a second after the newest reading; start: an hour before; 4 buckets of 900 s
+        assert spark["start"] == "2026-03-01T10:00:01Z" and spark["bucket_s"] == 900
+        # 10:05 -> bucket 0; nothing in bucket 1; 10:40 and 10:45 -> bucket 2 (their larger); 11:00 -> 3
+        want = [peaks[0], None, max(peaks[1], peaks[2]), peaks[3]]
+        assert [None if v is None else round(v, 3) for v in spark["peak"]] == \
+            [None if v is None else round(float(v), 3) for v in want]
+        old = by["old"]["spark"]
+        assert old["start"] == "2023-11-06T15:00:01Z" and old["peak"][:3] == [None, None, None]
+        assert old["peak"][3] is not None
+        assert "spark" not in client.get("/api/fleet").json()["machines"][0]  # only when asked
+        shorter = client.get("/api/fleet", params={"spark": 2, "spark_s": 600}).json()["machines"]
+        m1 = {m["machine"]: m for m in shorter}["m1"]["spark"]
+        assert m1["start"] == "2026-03-01T10:50:01Z" and m1["bucket_s"] == 300
+        assert m1["peak"][0] is None and round(m1["peak"][1], 3) == round(float(peaks[3]), 3)
+
+
+def test_fleet_refuses_a_bad_spark_parameter_naming_it(make_client):
+    with make_client() as client:
+        for params, field in (({"spark": "many"}, "spark"), ({"spark": 1}, "spark"), ({"spark": 100000}, "spark"),
+                              ({"spark": 10, "spark_s": 5}, "spark_s")):
+            r = client.get("/api/fleet", params=params)
+            assert r.status_code == 400, params
+            assert r.json()["field"] == field

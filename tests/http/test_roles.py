@@ -83,7 +83,8 @@ def _requests_of(app):
         if isinstance(route, Mount):
             out.append(("GET", route.path + "/app.css"))
         elif isinstance(route, Route):
-            path = route.path.replace("{alarm_id:int}", "1").replace("{version}", "00000000deadbeef")
+            path = route.path.replace("{alarm_id:int}", "1").replace("{label_id:int}", "1").replace(
+                "{version}", "00000000deadbeef")
             assert "{" not in path, f"fill the parameter of {route.path} here"
             out += [(m, path) for m in sorted(route.methods or {"GET"}) if m != "HEAD"]
     return out + [("POST", "/api/models"), ("DELETE", "/api/unknown")]

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from edge.store import export, machine_state, retention, shadow_table
+from edge.store import export, labelled_export, machine_state, retention, shadow_table
 from edge.store import reading_queries as queries
 from edge.store.rollups import Rollups
 from tests.harness import reading
@@ -58,6 +58,18 @@ def _flt(**kw) -> export.ReportFilter:
 
 
 H = NOW - timedelta(hours=1)
+
+
+def _labelled(conn: sqlite3.Connection, machine: str | None) -> list[str]:
+    """The labelled export after one range label of m1 (the module's file keeps it; no other case reads labels)."""
+    if not conn.execute("SELECT 1 FROM fdedge_labels").fetchall():
+        conn.execute("INSERT INTO fdedge_labels (created, labelled_by, machine, fault, intensity, start_time, "
+                     "end_time) VALUES ('2026-03-02 12:00:00', 'a', 'm1', 'fault1', 5, ?, ?)",
+                     ((H - timedelta(hours=2)).strftime("%Y-%m-%d %H:%M:%S"), H.strftime("%Y-%m-%d %H:%M:%S")))
+    chunks = list(labelled_export.export_csv(conn, machine, None, None, chunk_rows=7))
+    # m1 has a reading every 3 minutes (i % 3 == 1): 40 in minutes 60..180 before NOW, read in chunks of 7, and 1 header
+    assert len("".join(chunks).splitlines()) == 1 + 40
+    return chunks
 # the newest readings, not in the stored rollups yet, are read by rowid after the id they cover
 TAIL = r"|sensor_data USING INTEGER PRIMARY KEY \(rowid>\?\)"
 CASES: dict[str, tuple[Callable[[sqlite3.Connection], object], str]] = {
@@ -94,6 +106,12 @@ CASES: dict[str, tuple[Callable[[sqlite3.Connection], object], str]] = {
     "export, fault, machine": (lambda c: list(export.export_csv(c, _flt(threshold="0.1", fault="fault1",
                                                                         machine="m2"))),
                                r"sensor_data_machine_time \(machine=\? AND time>\? AND time<\?\)"),
+    "labelled export": (lambda c: _labelled(c, None),
+                        r"(sensor_data_machine_time \(machine=\? AND time>\? AND time<\?\)|fdedge_machines USING "
+                        r"(INTEGER )?PRIMARY KEY|^SCAN l \| SEARCH a USING INTEGER PRIMARY KEY)"),
+    "labelled export, machine": (lambda c: _labelled(c, "m1"),
+                                 r"(sensor_data_machine_time \(machine=\? AND time>\? AND time<\?\)|fdedge_machines "
+                                 r"USING (INTEGER )?PRIMARY KEY|^SCAN l \| SEARCH a USING INTEGER PRIMARY KEY)"),
     "retention by days": (lambda c: retention.prune_chunk(c, Rollups(), days=0.5, keep_rows=0),
                           r"(sensor_data_time \(time<\?\)|USING INTEGER PRIMARY KEY|SCAN fdedge_machines|SCAN sensor_data$"
                           r"|fdedge_machines USING PRIMARY KEY|sensor_data_machine_time)"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -47,8 +47,12 @@ def send(srv: Server, reading: dict) -> dict[str, float]:
 
 
 def local(iso: str) -> str:
-    """The page's fmtTime: local time, seconds."""
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    """The page's fmtTime: local time, seconds, and its zone ("UTC" or "UTC+01:00")."""
+    t = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone()
+    offset = t.utcoffset() or timedelta(0)
+    minutes = int(offset.total_seconds() // 60)
+    zone = "UTC" if not minutes else f"UTC{'+' if minutes > 0 else '−'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+    return f"{t.strftime('%Y-%m-%d %H:%M:%S')} {zone}"
 
 
 def panel_order(alarms: list[dict]) -> list[int]:

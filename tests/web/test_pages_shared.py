@@ -96,7 +96,7 @@ def test_fault_and_feature_names_follow_the_model(server, open_context):
     fault_chart = live.locator(".chart").last
     expect(fault_chart.locator("figcaption")).to_have_text("Fault intensities")
     legend = fault_chart.locator(".u-legend .u-series .u-label").all_text_contents()
-    assert legend == ["time", *model["faults"]]
+    assert legend == ["time", *(f"{categories[f]} ({f})" for f in model["faults"])]  # the model's names
     with live.expect_response(lambda r: "/api/series" in r.url) as answer:
         live.get_by_role("button", name="1 h").click()
     metrics = urllib.parse.parse_qs(urllib.parse.urlsplit(answer.value.url).query)["metrics"][0].split(",")

@@ -12,7 +12,7 @@ import pytest
 from tests.web.browser_helpers import NOT_IN_META, directives
 
 STATIC = Path(__file__).resolve().parents[2] / "web" / "static"
-PAGES = ("/", "/report", "/dashboard", "/models")
+PAGES = ("/", "/report", "/dashboard", "/machines", "/alarms", "/models")
 META = re.compile(r'<meta http-equiv="Content-Security-Policy" content="([^"]*)">')
 SCRIPT = re.compile(r'<script type="module" src="/static/([\w.-]+\.js)"></script>')
 
@@ -43,3 +43,16 @@ def test_no_script_hard_codes_the_faults():
         text = js.read_text()
         assert not re.search(r"fault\d", text), js.name
         assert not re.search(r"length: 8\b|< 8\b", text), js.name
+
+
+NAV = re.compile(r'<nav aria-label="Pages">(.*?)</nav>', re.S)
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_every_page_links_every_page_in_its_navigation(client, path):
+    """The fleet overview is one click from anywhere, and each page marks itself as current."""
+    navs = NAV.findall(client.get(path).text)
+    assert len(navs) == 1, path
+    links = re.findall(r'<a href="([^"]+)"', navs[0])
+    assert sorted(links) == sorted(PAGES), (path, links)
+    assert re.search(rf'<a href="{re.escape(path)}" aria-current="page">', navs[0]), path

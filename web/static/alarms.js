@@ -11,6 +11,7 @@
 // Everything from the server goes in with textContent (el()); no HTML is parsed.
 
 import { $, ApiError, el, errorText, fetchJSON, fmtFault, fmtTime, getJSON, isUnauthorized, showError } from "./common.js";
+import { AlarmLabels } from "./labels.js";
 
 const CLEARED_MAX = 10; // recently cleared alarms kept for the shown machine
 const ACTIVE_MAX = 1000; // the server's page limit; far more than any screen of alarms
@@ -139,6 +140,7 @@ export class AlarmPanel {
     this.loaded = false;
     this.frame = 0;
     this.items = new Map(); // id -> item (DOM nodes kept across renders: an open form survives)
+    this.labels = new AlarmLabels((item) => item.alarm && this.update(item, item.alarm)); // verdicts (labels.js)
     $("alarms-elsewhere").addEventListener("click", (ev) => {
       const b = ev.target.closest("button[data-machine]");
       if (b) this.onPickMachine(b.dataset.machine);
@@ -188,6 +190,7 @@ export class AlarmPanel {
         const [active, cleared] = await Promise.all([
           getJSON("/api/alarms", { state: "active", limit: ACTIVE_MAX }),
           getJSON("/api/alarms", { state: "cleared", machine: this.machine, limit: CLEARED_MAX }),
+          this.labels.load(),
         ]);
         if (gen !== this.gen) {
           this.again = true; // the view changed meanwhile: this answer is for another one
@@ -352,6 +355,7 @@ export class AlarmPanel {
     const item = { id, li, sev, category, fault, state, ackBtn, machine, raised, peak, cleared, observed, causes, ack,
                    why, whyRow: d0, explained: false, form: null };
     ackBtn.addEventListener("click", () => this.openForm(item));
+    this.labels.build(item);
     return item;
   }
 
@@ -399,6 +403,7 @@ export class AlarmPanel {
     item.ack.hidden = !a.acked_at;
     if (a.acked_at && item.form && !item.form.form.hidden && !item.form.busy) this.closeForm(item);
     item.ackBtn.hidden = Boolean(a.acked_at) || Boolean(item.form && !item.form.form.hidden);
+    this.labels.update(item, a);
   }
 
   // The features behind the raising reading's value of this alarm's fault (GET /api/explain),

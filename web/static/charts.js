@@ -7,6 +7,8 @@
 
 /* global uPlot */
 
+import { timeZone } from "./common.js";
+
 export const POINTS = 600;
 // Canvas redraws are what costs (compositing four canvases, in software on a Pi or a
 // phone); a chart of 600 buckets gains nothing from redrawing at the reading rate.
@@ -37,8 +39,15 @@ export function chartSpecs(model) {
   })).filter((c) => c.series.length);
   return [...features, {
     title: "Fault intensities", unit: "", agg: "max", faults: true,
-    series: faults.map((f, i) => ({ from: "faults", key: f, col: f, label: f, color: FAULT_COLORS[i % FAULT_COLORS.length] })),
+    // the legend names each fault as the catalogue does, beside its key
+    series: faults.map((f, i) => ({ from: "faults", key: f, col: f, label: faultLabel(model, f),
+                                    color: FAULT_COLORS[i % FAULT_COLORS.length] })),
   }];
+}
+
+function faultLabel(model, fault) {
+  const entry = (model.catalogue || []).find((c) => c.fault === fault);
+  return entry && entry.category ? `${entry.category} (${fault})` : fault;
 }
 
 // The columns of those charts, with how a bucket combines readings ("mean" | "max").
@@ -156,15 +165,20 @@ export class SeriesBuffer {
 
 // One uPlot chart; xRange() -> [min, max] epoch seconds of the visible window;
 // thresholds() -> {warning, alarm} (fault chart only; read at draw time, the model may load later).
+// onZoom(min, max): a drag across the chart selected that time span (epoch s); onReset(): a
+// double-click asked for the range before the zoom. The page owns the range (and the URL).
 export class Chart {
-  constructor(container, spec, { xRange, thresholds }) {
+  constructor(container, spec, { xRange, thresholds, onZoom, onReset }) {
     this.spec = spec;
     this.container = container;
     this.thresholds = thresholds;
     const opts = {
+      // the page's zone (common.js): uPlot draws ticks and the legend in the browser's own
+      tzDate: (ts) => (timeZone() === "UTC" ? uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC") : new Date(ts * 1e3)),
       width: this.width(),
       height: this.height(),
-      cursor: { drag: { x: false, y: false } },
+      // drag to zoom: the selection goes to the page (setScale off), which loads that range
+      cursor: { drag: { x: Boolean(onZoom), y: false, setScale: false } },
       legend: { live: true },
       scales: {
         x: { time: true, range: () => xRange() },
@@ -197,10 +211,16 @@ export class Chart {
       hooks: {
         // before the lines: the envelope lies behind them
         drawAxes: [(u) => this.drawEnvelopes(u)],
+        setSelect: [(u) => {
+          const { left, width } = u.select;
+          if (onZoom && width >= 8) onZoom(u.posToVal(left, "x"), u.posToVal(left + width, "x"));
+          if (width) u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+        }],
         ...(spec.faults ? { draw: [(u) => this.drawThresholds(u)] } : {}),
       },
     };
     this.plot = new uPlot(opts, [[], ...spec.series.map(() => [])], container);
+    if (onReset) container.addEventListener("dblclick", () => onReset());
     this.buf = null;
     this.dirty = false;
     this.visible = true;

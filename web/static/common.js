@@ -74,6 +74,7 @@ const page = { onToken: () => location.reload(), onUnauthorized: () => {} };
 export function initPage({ onToken, onUnauthorized } = {}) {
   if (onToken) page.onToken = onToken;
   if (onUnauthorized) page.onUnauthorized = onUnauthorized;
+  addZonePicker();
   const form = $("token-form");
   const input = form.querySelector("input");
   form.addEventListener("submit", (ev) => {
@@ -163,12 +164,21 @@ const storedToken = () => document.cookie.split("; ").some((c) => c.startsWith(`
 
 const pad = (n) => String(n).padStart(2, "0");
 
-// Local time, sortable and unambiguous: 2023-11-06 16:00:00
+// The page's zone (timeZone()), sortable, without the zone: 2023-11-06 16:00:00, for places
+// that name the zone once (a column head). Anywhere else use fmtTime, which says it.
+export function fmtClock(t) {
+  const d = t instanceof Date ? t : new Date(t);
+  if (Number.isNaN(d.getTime())) return String(t);
+  if (timeZone() === "UTC") return d.toISOString().slice(0, 19).replace("T", " ");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+// The time with its zone: 2023-11-06 16:00:00 UTC+01:00, or 2023-11-06 15:00:00 UTC.
 export function fmtTime(t) {
   const d = t instanceof Date ? t : new Date(t);
   if (Number.isNaN(d.getTime())) return String(t);
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
-    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  return `${fmtClock(d)} ${zoneLabel(d)}`;
 }
 
 // Four significant digits: enough to read a sensor value, short enough for a phone.
@@ -204,4 +214,62 @@ export function el(tag, cls, text) {
   if (cls) e.className = cls;
   if (text !== undefined && text !== null) e.textContent = String(text);
   return e;
+}
+
+// --- time with its zone ---------------------------------------------------------------
+
+// One choice for every page of this browser: local time or UTC (localStorage; local by default).
+const ZONE_KEY = "fdedge.timeZone";
+
+export function timeZone() {
+  try {
+    return localStorage.getItem(ZONE_KEY) === "UTC" ? "UTC" : "local";
+  } catch {
+    return "local"; // storage blocked: the browser's zone, still named
+  }
+}
+
+// "UTC", or the browser's offset at instant d: "UTC+01:00", "UTC−05:30".
+export function zoneLabel(d = new Date()) {
+  if (timeZone() === "UTC") return "UTC";
+  return localOffset(d);
+}
+
+function localOffset(d) {
+  const off = -d.getTimezoneOffset();
+  if (off === 0) return "UTC";
+  const a = Math.abs(off);
+  return `UTC${off > 0 ? "+" : "−"}${pad(Math.floor(a / 60))}:${pad(a % 60)}`;
+}
+
+// A datetime-local input's value as epoch ms, read in the page's zone (NaN if not a time).
+export function parseInputTime(value) {
+  if (!value) return NaN;
+  return timeZone() === "UTC" ? Date.parse(`${value}Z`) : Date.parse(value);
+}
+
+// The "Times in" picker every page's top bar carries (initPage adds it). Changing it reloads
+// the page: charts, tables and forms are all drawn again in the new zone.
+function addZonePicker() {
+  const bar = document.querySelector(".topbar");
+  if (!bar || $("zone")) return;
+  const label = el("label", "zone-pick");
+  const sel = el("select");
+  sel.id = "zone";
+  const local = el("option", null, `local (${localOffset(new Date())})`);
+  local.value = "local";
+  const utc = el("option", null, "UTC");
+  utc.value = "UTC";
+  sel.append(local, utc);
+  sel.value = timeZone();
+  sel.addEventListener("change", () => {
+    try {
+      localStorage.setItem(ZONE_KEY, sel.value);
+    } catch {
+      return;
+    }
+    location.reload();
+  });
+  label.append(el("span", null, "Times in"), " ", sel);
+  bar.insertBefore(label, $("alarm-count") || $("conn"));
 }

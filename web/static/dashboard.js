@@ -10,7 +10,7 @@
 
 import {
   $, dominantFault, el, faultState, fmtFault, fmtNum, fmtTime, getJSON, initPage, isUnauthorized, loadModel, notice,
-  serverNow, showError,
+  parseInputTime, serverNow, showError, timeZone, zoneLabel,
 } from "./common.js";
 import { Chart, POINTS, SeriesBuffer, chartColumns, chartSpecs } from "./charts.js";
 import { LiveFeed, RateMeter } from "./live.js";
@@ -26,6 +26,7 @@ const S = {
   machine: null, // null: no filter (fresh appliance, or a single unnamed source)
   range: "15m",
   custom: null, // [startSec, endSec] when range === "custom"
+  unzoomed: null, // the preset range a drag-to-zoom left (a double-click goes back to it)
   latest: null,
   chartQueue: [],
   loadingSeries: false,
@@ -149,8 +150,15 @@ function buildCharts(model) {
     fig.append(el("figcaption", null, spec.title));
     const box = el("div", "chart-box");
     fig.append(box);
+    if (spec.faults) {
+      // what the numbers mean, beside the chart that shows them
+      const t = S.thresholds || { warning: 30, alarm: 60 };
+      fig.append(el("p", "chart-note muted small",
+        `Fault intensity, 0 (none) to 100 (the strongest the model was trained on): warning from ${t.warning}, `
+        + `alarm from ${t.alarm} (the dashed lines). Drag across a chart to zoom, double-click to go back.`));
+    }
     $("charts").append(fig);
-    charts.push(new Chart(box, spec, { xRange, thresholds: () => S.thresholds }));
+    charts.push(new Chart(box, spec, { xRange, thresholds: () => S.thresholds, onZoom: zoomTo, onReset: unzoom }));
   }
 }
 
@@ -377,15 +385,54 @@ function wireRanges() {
   }
   $("custom-range").addEventListener("submit", (ev) => {
     ev.preventDefault();
-    const start = Date.parse($("custom-start").value);
-    const end = Date.parse($("custom-end").value);
+    const start = parseInputTime($("custom-start").value);
+    const end = parseInputTime($("custom-end").value);
     if (Number.isNaN(start) || Number.isNaN(end) || end <= start) {
       $("range-msg").textContent = "Pick a start before the end.";
       return;
     }
     S.custom = [start / 1000, end / 1000];
+    saveUrl();
     loadSeries();
   });
+}
+
+// A drag across any chart: that span as a custom range (in the URL, so it survives a reload and
+// can be shared); a double-click goes back to the range before the first zoom.
+function zoomTo(min, max) {
+  if (!(max > min)) return;
+  if (S.range !== "custom") S.unzoomed = S.range;
+  S.range = "custom";
+  showCustom(min, max);
+  markRange();
+  saveUrl();
+  loadSeries();
+}
+
+function unzoom() {
+  if (S.range !== "custom" || !S.unzoomed) return;
+  S.range = S.unzoomed;
+  S.unzoomed = null;
+  S.custom = null;
+  $("custom-range").hidden = true;
+  markRange();
+  saveUrl();
+  loadSeries();
+}
+
+// The custom range [min, max] epoch s, and its form's inputs in the page's zone.
+function showCustom(min, max) {
+  S.custom = [min, max];
+  $("custom-range").hidden = false;
+  $("custom-start").value = inputValue(min);
+  $("custom-end").value = inputValue(max);
+}
+
+function inputValue(sec) {
+  const d = new Date(sec * 1000);
+  if (timeZone() === "UTC") return d.toISOString().slice(0, 19);
+  const p = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
 }
 
 function markRange() {
@@ -437,6 +484,9 @@ function renderMachines() {
   $("machine-pick").hidden = names.length < 2;
   $("machine-one").hidden = names.length >= 2;
   $("machine-one").textContent = S.machine ?? "no readings yet";
+  // more than one machine: the fleet overview (/machines) is where an operator starts
+  $("fleet-link").hidden = names.length < 2;
+  $("fleet-link").textContent = `all ${names.length} machines`;
 }
 
 // --- start / restart ---------------------------------------------------------------
@@ -491,12 +541,30 @@ function saveUrl() {
   if (S.machine && S.machines.length > 1) q.set("machine", S.machine);
   else q.delete("machine");
   q.set("range", S.range);
+  if (S.range === "custom" && S.custom) {
+    q.set("start", iso(S.custom[0]));
+    q.set("end", iso(S.custom[1]));
+  } else {
+    q.delete("start");
+    q.delete("end");
+  }
+  if (S.unzoomed) q.set("from", S.unzoomed);
+  else q.delete("from");
   history.replaceState(null, "", `${location.pathname}?${q}`);
 }
 
 function setup() {
-  const r = new URLSearchParams(location.search).get("range");
+  $("chart-zone").textContent = `(${zoneLabel()})`;
+  $("custom-zone").textContent = zoneLabel();
+  const q = new URLSearchParams(location.search);
+  const r = q.get("range");
   if (r && RANGES[r]) S.range = r;
+  const start = Date.parse(q.get("start") || ""), end = Date.parse(q.get("end") || "");
+  if (r === "custom" && end > start) {
+    S.range = "custom";
+    showCustom(start / 1000, end / 1000);
+    if (RANGES[q.get("from")]) S.unzoomed = q.get("from");
+  }
   markRange();
   wireRanges();
   $("machine").addEventListener("change", (ev) => {

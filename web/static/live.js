@@ -239,7 +239,9 @@ function toReading(data, names) {
   const faults = {};
   names.features.forEach((name, i) => { features[name] = data.x[i]; });
   names.faults.forEach((name, i) => { faults[name] = data.y[i]; });
-  return { id: data.id, time: data.time, machine: data.machine, features, faults, model_version: data.model_version };
+  const r = { id: data.id, time: data.time, machine: data.machine, features, faults, model_version: data.model_version };
+  if (data.quality && typeof data.quality === "object") r.quality = data.quality; // the reading-quality verdict
+  return r;
 }
 
 // Counts readings per second over a sliding window (for the header).

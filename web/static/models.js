@@ -3,9 +3,11 @@
 // evidence on screen. Every /api/models* call takes the admin token as a header.
 
 import { $, el, errorText, fetchJSON, fmtNum, fmtTime, initPage, withParams } from "./common.js";
+import { startAlarmBadge } from "./alarm_badge.js";
 import { StatusBanner } from "./status.js";
 
 new StatusBanner();
+startAlarmBadge(); // the active-alarm count in the top bar, as on every page
 initPage();
 
 const KEY = "fdedge_admin_token"; // sessionStorage: this tab only

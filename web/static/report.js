@@ -4,9 +4,12 @@
 // instead of a JSON error document replacing it.
 
 import { $, el, getJSON, initPage, isUnauthorized, loadModel, serverNow, showError, withParams } from "./common.js";
+import { startAlarmBadge } from "./alarm_badge.js";
+import { labelRangeCard } from "./label_range.js";
 import { StatusBanner } from "./status.js";
 
 new StatusBanner(); // stale machines and an unreachable appliance, as on every page
+startAlarmBadge(); // the active-alarm count in the top bar, as on every page
 
 const form = $("report");
 let countSeq = 0; // answers can come back out of order; only the newest is shown
@@ -103,6 +106,7 @@ function reselect(sel, value) {
 async function loadChoices() {
   const model = await loadModel((text) => show("error", text));
   const category = new Map((model.catalogue || []).map((c) => [c.fault, c.category]));
+  if (!$("label-range")) labelRangeCard(model); // the labelling card, once the faults are known
   const faults = $("fault");
   const chosen = faults.value;
   faults.replaceChildren(faults.firstElementChild, ...(model.faults || []).map((f) => {

@@ -4,9 +4,11 @@
 // the model (/api/model).
 
 import {
-  $, dominantFault, el, faultState, fmtFault, fmtNum, fmtTime, getJSON, initPage, isUnauthorized, loadModel, notice, showError,
+  $, dominantFault, el, faultState, fmtClock, fmtFault, fmtNum, getJSON, initPage, isUnauthorized, loadModel, notice, showError,
+  zoneLabel,
 } from "./common.js";
 import { LiveFeed } from "./live.js";
+import { startAlarmBadge } from "./alarm_badge.js";
 import { StatusBanner } from "./status.js";
 
 const MAX_ROWS = 50;
@@ -19,6 +21,7 @@ let frame = 0;
 
 // Rows of machines silent past their threshold are greyed, with how old their last reading is.
 const status = new StatusBanner({ onChange: greyStale });
+startAlarmBadge(); // the active-alarm count in the top bar, as on every page
 const feed = new LiveFeed({
   onReading: (r) => {
     if (r.machine) status.heard(r.machine);
@@ -35,7 +38,7 @@ const feed = new LiveFeed({
 initPage({ onToken: () => init(), onUnauthorized: () => feed.needToken() });
 
 function header() {
-  const cols = [["id", "l"], ["time", "l"], ["machine", "l"], ["max", ""], ["dominant", "l"],
+  const cols = [["id", "l"], [`time (${zoneLabel()})`, "l"], ["machine", "l"], ["max", ""], ["dominant", "l"],
     ...faults.map((f) => [f, ""]), ...TABLE_FEATURES.map(([, label]) => [label, ""])];
   $("head").replaceChildren(...cols.map(([t, cls]) => {
     const th = el("th", cls, t);
@@ -54,7 +57,7 @@ function row(r) {
   const feats = r.features || {};
   tr.append(
     el("td", "l", r.id),
-    el("td", "l", fmtTime(r.time)),
+    el("td", "l", fmtClock(r.time)),
     el("td", "l name", r.machine),
     el("td", "hot", fmtFault(max)),
     el("td", "l name", dom || "–"),

@@ -1,0 +1,77 @@
+"""Charts an engineer can work with, in Debian's Chromium against the real server: drag to zoom,
+the range in the URL (survives a reload), double-click back, fault names in the legend."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from tests.harness import Server
+from tests.web.browser_helpers import expect, open_live, shot
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, model_dir, scenario):
+    with Server(tmp_path_factory.mktemp("browser-charts") / "data", model_dir,
+                args=[*scenario["args"], "--no-access-log"]) as srv:
+        now = datetime.now(UTC).replace(microsecond=0)
+        srv.send([{**scenario["healthy"][k % len(scenario["healthy"])],
+                   "Time": (now - timedelta(seconds=600 - 5 * k)).strftime("%Y-%m-%d %H:%M:%S")} for k in range(120)])
+        yield srv
+
+
+def query(page) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(page.url).query).items()}
+
+
+def test_drag_zooms_into_the_url_a_reload_keeps_it_and_a_double_click_goes_back(server, open_context):
+    ctx, _ = open_context(viewport={"width": 1440, "height": 900})
+    page = open_live(ctx, server.url + "/?range=15m")
+    plot = page.locator("#charts .chart-box .u-over").last  # the fault chart's drawing area
+    expect(plot).to_be_visible()
+    plot.scroll_into_view_if_needed()
+    box = plot.bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.3, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=8)
+    page.mouse.up()
+    expect(page.locator("#live-mode")).to_have_text("fixed range")
+    q = query(page)
+    assert q["range"] == "custom" and q["from"] == "15m", q
+    start, end = (datetime.fromisoformat(q[k].replace("Z", "+00:00")) for k in ("start", "end"))
+    assert timedelta(minutes=3) < end - start < timedelta(minutes=6), (start, end)  # 30 % of 15 min
+    expect(page.locator("#custom-range")).to_be_visible()
+
+    page.reload()
+    expect(page.locator("#live-mode")).to_have_text("fixed range")
+    assert query(page)["start"] == q["start"] and query(page)["end"] == q["end"]
+    expect(page.locator("#ranges button[data-range=custom]")).to_have_attribute("aria-pressed", "true")
+    shot(page, "charts-zoomed.png")
+
+    page.locator("#charts .chart-box").last.dblclick()
+    expect(page.locator("#live-mode")).to_have_text("live")
+    back = query(page)
+    assert back["range"] == "15m" and "start" not in back and "from" not in back, back
+
+
+def test_the_fault_legend_names_the_catalogue_faults(server, open_context):
+    ctx, _ = open_context(viewport={"width": 1440, "height": 900})
+    page = open_live(ctx, server.url + "/")
+    catalogue = {c["fault"]: c["category"] for c in server.get("/api/model")["catalogue"]}
+    legend = page.locator("#charts .chart").last.locator(".u-legend")
+    for fault, category in catalogue.items():
+        expect(legend).to_contain_text(f"{category} ({fault})")
+    assert re.search(r"fault0", legend.inner_text())
+    note = page.locator("#charts .chart").last.locator(".chart-note")
+    expect(note).to_contain_text("0 (none) to 100")
+    expect(note).to_contain_text(f"warning from {scenario_warning(server)}")
+
+
+def scenario_warning(server: Server) -> str:
+    return f"{server.get('/api/model')['thresholds']['warning']:g}"
