@@ -103,6 +103,10 @@ class Appliance:
                         alarms=engine, notifier=notifier)
         appliance.models, appliance.model_version = store, model_dir.name
         writer.model_version = model_dir.name
+        metrics.count_by_reason(
+            "fdedge_shadow_readings", "Readings of the running shadow model since it started, by kind: scored "
+            "(in fdedge_shadow), dropped (its queue was full), caught_up (read back from SQLite after a drop)",
+            lambda: appliance.shadow.counts() if appliance.shadow is not None else {}, label="kind")
         if settings.drift_interval > 0:
             appliance.drift = DriftMonitor(appliance.readers, lambda: appliance.model.training_stats,
                                            settings.drift_window, settings.drift_interval)

@@ -169,6 +169,9 @@ class Shadow:
         ids.clear()
         rows.clear()
 
+    def counts(self) -> dict[str, int]:
+        return {"scored": self.scored, "dropped": self.dropped, "caught_up": self.caught_up}
+
     def status(self) -> dict[str, Any]:
         with self._lock:
             queued = self._queued

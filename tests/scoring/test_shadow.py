@@ -149,6 +149,9 @@ def test_a_full_queue_drops_without_waiting_and_the_shadow_catches_up_from_sqlit
     wait_until(lambda: sorted(shadow_rows(settings.db_path, version)) == ids)
     status = client.get("/api/models", headers=ADMIN).json()["shadow_status"]
     assert status["dropped"] >= 40 and status["caught_up"] >= 40 and status["scored"] == len(ids)
+    scraped = client.get("/metrics").text
+    for kind in ("scored", "dropped", "caught_up"):
+        assert f'fdedge_shadow_readings_total{{kind="{kind}"}} {float(status[kind])}' in scraped, kind
     x = np.array([readings(settings.db_path)[i][2] for i in ids])
     got = shadow_rows(settings.db_path, version)
     assert np.allclose([got[i] for i in ids], linear_expected(model_b[1], x), rtol=1e-4, atol=1e-4)
