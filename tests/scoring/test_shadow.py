@@ -232,3 +232,18 @@ def test_a_shadow_recorded_while_stopped_starts_with_the_appliance_and_resumes_a
     ids = sorted(readings(db))
     wait_until(lambda: sorted(shadow_rows(db, version)) == ids)
     assert server.request("GET", "/api/models", headers=ADMIN)[1]["shadow_status"]["version"] == version
+
+
+def test_a_shadow_that_fails_its_check_is_refused_with_the_reason_and_nothing_scores(make_client, settings,
+                                                                                      model_b):
+    client = make_client(admin_token=ADMIN_TOKEN)
+    r = client.post("/api/models", content=model_archive(model_b[0]), headers=ADMIN)
+    version = r.json()["version"]
+    onnx = settings.data_dir / "models" / version / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:-40])  # damaged on the card after it was kept
+    r = client.post(f"/api/models/{version}/shadow", headers=ADMIN)
+    assert r.status_code == 422 and r.json()["reason"] in ("bad_file", "hash_mismatch"), r.text
+    listing = client.get("/api/models", headers=ADMIN).json()
+    assert listing["shadow"] is None and listing["shadow_status"] is None
+    assert client.post("/send", json=reading(1)).status_code == 200
+    assert shadow_rows(settings.db_path, version) == {}
