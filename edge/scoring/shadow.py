@@ -105,7 +105,10 @@ class Shadow:
             while not self._stop.is_set():
                 self._wake.wait(self.interval * 5)
                 self._wake.clear()
-                self._stop.wait(self.interval)  # coalesce: fewer, larger transactions
+                with self._lock:
+                    busy = self._behind or self._queued >= self.batch_rows
+                if not busy:
+                    self._stop.wait(self.interval)  # coalesce: fewer, larger transactions
                 self._drain_logged(conn)  # when stopped: what was handed over before, then the end
                 memory.trim()  # at most every 5 s: what the batches' arrays and lists left behind
 
