@@ -55,6 +55,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--vs", type=Path, help="another checkout of FD-Edge (a directory, say a git worktree of an "
                    "older commit): its server joins the HTTP measurements, interleaved, and the A/B ratios "
                    "this / that are reported")
+    p.add_argument("--shadow", type=Path, help="a converted model (not the served one) that this checkout's "
+                   "servers score in shadow mode (`fdedge model shadow`) during the HTTP section: with --vs a "
+                   "checkout without one, the A/B says what shadow mode costs ingest")
     return p
 
 
@@ -143,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         from bench import http, inference, resources, scale, sse, uplink
         try:
             section("inference", lambda: inference.run(model_dir, keras_path, plan.rounds, plan.quick))
-            section("http", lambda: http.run(plan, root, model_dir, readings, log, vs=vs))
+            section("http", lambda: http.run(plan, root, model_dir, readings, log, vs=vs,
+                                                        shadow=args.shadow.resolve() if args.shadow else None))
             section("resources", lambda: resources.run(plan, root, model_dir, readings, log))
             section("sse", lambda: sse.run(plan, root, model_dir, readings, log))
             section("scale", lambda: scale.run(plan, root, model_dir, readings, sizes, log))

@@ -11,6 +11,8 @@ is what durability alone costs, the ceiling for `--sync full`.
 from __future__ import annotations
 
 import json
+import sqlite3
+import subprocess
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any
 
 from bench.common import BenchError, Plan, batch_body, median, ratio, single_body
 from bench.loadgen import Wrk, open_loop
-from bench.servers import Server, http_post
+from bench.servers import RUNTIME_PYTHON, Server, child_env, http_post
 
 BATCH_CONNECTIONS = 4
 RATE_CONNECTIONS = 64
@@ -62,7 +64,7 @@ def _rotate(items: list[Any], k: int) -> list[Any]:
 
 
 def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
-        log: Callable[[str], None] = print, vs: Path | None = None) -> dict[str, Any]:
+        log: Callable[[str], None] = print, vs: Path | None = None, shadow: Path | None = None) -> dict[str, Any]:
     """`vs`: another checkout, whose `fdedge serve --sync full` ("edge-full@vs") joins every
     interleaved measurement edge-full takes part in, for an A/B of two versions in one run."""
     single = single_body(readings)
@@ -70,7 +72,11 @@ def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
     template = batch_body(readings, plan.batch_rows, placeholder=True)
     bare = Server("bare", root).start()
     durable = Server("bare-durable", root).start()
-    edges = {sync: Server("edge", root, model_dir=model_dir, sync=sync).start() for sync in ("full", "normal")}
+    edges = {sync: Server("edge", root, model_dir=model_dir, sync=sync) for sync in ("full", "normal")}
+    for edge in edges.values():
+        if shadow is not None:
+            shadow_in(edge, shadow)
+        edge.start()
     if vs is not None:
         edges["full@vs"] = Server("edge", root, model_dir=model_dir, sync="full", name="edge-full@vs", tree=vs).start()
     everyone = [bare, *edges.values()]
@@ -149,7 +155,25 @@ def run(plan: Plan, root: Path, model_dir: Path, readings: list[dict[str, Any]],
         section["edge-full"]["ratio_to_durable"] = ratio(section["edge-full"]["rps"], section["bare-durable"]["rps"])
     if vs is not None:
         out["ab"] = _ab(out, closed, crowd, fixed, batches)
+    if shadow is not None:  # proof the shadow ran: its rows against the readings stored
+        out["shadow"] = {}
+        for edge in edges.values():
+            if edge.tree != vs:
+                with sqlite3.connect(edge.data_dir / "sensor_data.db") as conn:
+                    out["shadow"][edge.name] = {
+                        "readings": conn.execute("SELECT count(*) FROM sensor_data").fetchone()[0],
+                        "shadowed": conn.execute("SELECT count(*) FROM fdedge_shadow").fetchone()[0]}
     return out
+
+
+def shadow_in(server: Server, model: Path) -> None:
+    """`model` kept in the server's model store and recorded as its shadow before it starts (the CLI
+    works on a stopped appliance): the running server then scores every reading with it too."""
+    base = [RUNTIME_PYTHON[0], "-m", "edge", "model", "--data-dir", str(server.data_dir)]
+    added = subprocess.run([*base, "add", str(model)], cwd=server.tree, env=child_env(), check=True,
+                           capture_output=True, text=True)
+    subprocess.run([*base, "shadow", added.stdout.strip()], cwd=server.tree, env=child_env(), check=True,
+                   capture_output=True)
 
 
 def _ab(out: dict[str, Any], *rounds_by_measurement: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:

@@ -30,6 +30,8 @@ from edge.scoring import model as model_module
 from edge.scoring.drift_monitor import DriftMonitor
 from edge.scoring.model import Model
 from edge.scoring.model_store import ModelStore, watch
+from edge.scoring.shadow import Shadow
+from edge.scoring.shadow import watch as watch_shadow
 from edge.settings import BUNDLED_MODEL, Settings
 from edge.store import model_changes
 from edge.store.database import Readers, connect
@@ -70,6 +72,7 @@ class Appliance:
     model_version: str = ""  # the store version scoring now
     # one model change at a time over HTTP (edge/http/model_routes.py): check, record, swap
     model_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    shadow: Shadow | None = None  # a candidate scoring beside the active model (DATA_DIR/models record)
     drift: DriftMonitor | None = None  # each machine's recent window against the training data
     loop: asyncio.AbstractEventLoop | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
@@ -101,6 +104,10 @@ class Appliance:
                         alarms=engine, notifier=notifier)
         appliance.models, appliance.model_version = store, model_dir.name
         writer.model_version = model_dir.name
+        metrics.count_by_reason(
+            "fdedge_shadow_readings", "Readings of the running shadow model since it started, by kind: scored "
+            "(in fdedge_shadow), dropped (its queue was full), caught_up (read back from SQLite after a drop)",
+            lambda: appliance.shadow.counts() if appliance.shadow is not None else {}, label="kind")
         if settings.drift_interval > 0:
             appliance.drift = DriftMonitor(appliance.readers, lambda: appliance.model.training_stats,
                                            settings.drift_window, settings.drift_interval)
@@ -168,6 +175,9 @@ class Appliance:
         if self.models is not None:
             self.tasks.append(loop.create_task(watch(self.models, lambda: self.model_version, self.swap_recorded,
                                                      threads=self.settings.threads)))
+            self.tasks.append(loop.create_task(watch_shadow(
+                self.models, lambda: self.shadow.version if self.shadow else None, lambda: self.model_version,
+                self.shadow_recorded, threads=1)))
         if self.drift is not None:
             self.tasks.append(loop.create_task(self.drift.run_forever()))
         if self.integrity is not None:
@@ -198,6 +208,8 @@ class Appliance:
             self.notifier.stop()
         if self.integrity is not None:
             self.integrity.stop()
+        if self.shadow is not None:
+            self.shadow.stop()
         self.writer.stop()
         self.readers.close()
         self.parse_pool.shutdown(wait=False, cancel_futures=True)
@@ -217,6 +229,9 @@ class Appliance:
             self.latest.add(stored)
         if self.uplink is not None:
             self.uplink.offer(stored)
+        shadow = self.shadow
+        if shadow is not None:
+            shadow.offer(stored)
         shapes = self.hub.shapes()
         if not shapes or self.loop is None:
             return
@@ -278,6 +293,30 @@ class Appliance:
             if self.uplink is not None:
                 self.uplink.encoder.versions[version] = model.version or ""
         await self.writer.call(switch)
+        if self.shadow is not None and self.shadow.version == version:
+            await self.set_shadow(None, None)  # promoted: it answers now
+
+    async def shadow_recorded(self, model: Model | None, version: str | None, resume: bool) -> None:
+        """The store watcher's shadow change (a CLI change, or the record at start), under the lock an
+        HTTP change holds, and only if the record still says so."""
+        async with self.model_lock:
+            if self.models is not None and (version is None or self.models.state()["shadow"] == version):
+                await self.set_shadow(model, version, resume=resume)
+
+    async def set_shadow(self, model: Model | None, version: str | None, *, resume: bool = False) -> None:
+        """Start a shadow (its starting point fixed first, then the writer's hook sees it, then what
+        committed in between read back), or stop the one running; the old one's thread ends off the loop."""
+        old = self.shadow
+        if old is not None and old.version == version:
+            return
+        new = Shadow(self.settings.db_path, model, version, resume=resume) if model is not None and version else None
+        if new is not None:
+            await asyncio.to_thread(new.start)
+        self.shadow = new  # one attribute: the writer's hook reads it once per commit
+        if new is not None:
+            new.catch_up_soon()
+        if old is not None:
+            await asyncio.to_thread(old.stop)
 
     async def swap_recorded(self, model: Model, version: str) -> None:
         """The store watcher's swap (a CLI change): only if the record still names this version once

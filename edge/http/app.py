@@ -171,6 +171,10 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
         Route("/api/models", model_routes.upload, methods=["POST"]),
         Route("/api/models/rollback", model_routes.rollback, methods=["POST"]),
         Route("/api/models/{version}/activate", model_routes.activate, methods=["POST"]),
+        Route("/api/models/shadow/off", model_routes.shadow_off, methods=["POST"]),
+        Route("/api/models/{version}/shadow", model_routes.shadow, methods=["POST"]),
+        Route("/api/models/{version}/shadow", model_routes.shadow_off, methods=["DELETE"]),
+        Route("/api/models/{version}/compare", model_routes.compare, methods=["GET"]),
         Route("/api/storage", ops_routes.storage),
         Route("/api/uplink", ops_routes.uplink),
         Route("/healthz", ops_routes.healthz),
@@ -182,6 +186,7 @@ def create_app(settings: Settings, appliance: Appliance | None = None) -> Starle
         Route("/dashboard", ops_routes.page("dashboard.html")),
         Route("/machines", ops_routes.page("machines.html")),
         Route("/alarms", ops_routes.page("alarms.html")),
+        Route("/models", ops_routes.page("models.html")),
         Mount("/static", app=StaticFiles(directory=settings.web_dir / "static", check_dir=False), name="static"),
     ]
     # Named tokens can be added while the appliance runs, so the token check is always in place.

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,10 @@ from starlette.responses import JSONResponse, Response
 
 from edge.appliance import Appliance
 from edge.errors import ModelRejected, NotFound, Unavailable
+from edge.fdrest import format_time
 from edge.http.ingest_routes import read_body
-from edge.scoring import model_store
+from edge.http.params import instant_param, int_param
+from edge.scoring import model_store, shadow_compare
 from edge.scoring.model_store import ModelStore
 
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024  # a request's body (the archive as sent); unpacked: model_store's bound
@@ -39,7 +43,9 @@ def _store(app: Appliance) -> ModelStore:
 
 
 def _listing(app: Appliance, store: ModelStore) -> dict[str, Any]:
-    return {"versions": store.list(), **store.state(), "scoring": app.model_version}
+    running = app.shadow
+    return {"versions": store.list(), **store.state(), "scoring": app.model_version,
+            "shadow_status": running.status() if running is not None else None}
 
 
 async def models(request: Request) -> Response:
@@ -115,3 +121,66 @@ async def rollback(request: Request) -> Response:
             await app.swap_model(model, version)
         state = await asyncio.to_thread(store.state)
     return JSONResponse({"active": version, "previous": state["previous"], "name": model.name})
+
+
+def _check_shadow(store: ModelStore, version: str, threads: int) -> tuple[Any, dict[str, Any]]:
+    model = store.shadow(version, threads)  # loads, checks and replays before it records
+    return model, model_store.replay(model)
+
+
+async def shadow(request: Request) -> Response:
+    """POST /api/models/{version}/shadow: checked as an activation is, recorded as the shadow and
+    started: it scores every reading stored from now on beside the active model, answering none."""
+    app = _app(request)
+    store = _store(app)
+    version = request.path_params["version"]
+    async with app.model_lock:
+        try:
+            model, replayed = await asyncio.to_thread(_check_shadow, store, version, 1)
+        except ModelRejected as exc:
+            if exc.details.get("reason") == "unknown_version":
+                raise NotFound(exc.message, reason="unknown_version", version=version[:40]) from None
+            raise
+        await app.set_shadow(model, version)
+    return JSONResponse({"shadow": version, "active": app.model_version, "replay": replayed, "name": model.name})
+
+
+async def shadow_off(request: Request) -> Response:
+    """POST /api/models/shadow/off, or DELETE /api/models/{version}/shadow (that version only): no
+    shadow scores any more; its rows stay for comparison until retention removes them."""
+    app = _app(request)
+    store = _store(app)
+    version = request.path_params.get("version")
+    async with app.model_lock:
+        current = await asyncio.to_thread(lambda: store.state()["shadow"])
+        if version is not None and current != version:
+            raise NotFound(f"model {version[:40]} is not the shadow", reason="not_shadow", shadow=current)
+        was = await asyncio.to_thread(store.shadow_off)
+        await app.set_shadow(None, None)
+    return JSONResponse({"shadow": None, "was": was})
+
+
+async def compare(request: Request) -> Response:
+    """GET /api/models/{version}/compare: the shadow's faults against the answering model's, over the
+    readings both scored (optionally start/end and machine): per fault mean and max absolute
+    difference, alarm agreement, and the `top` readings where they disagree most."""
+    app = _app(request)
+    store = _store(app)
+    version = request.path_params["version"]
+    try:
+        await asyncio.to_thread(store.path, version)
+    except ModelRejected as exc:  # a version never kept
+        raise NotFound(exc.message, reason="unknown_version", version=version[:40]) from None
+    params = request.query_params
+    start, end = (format_time(instant_param(params, key, datetime.now(UTC))) if params.get(key) else None
+                  for key in ("start", "end"))
+    top = int_param(params, "top", 10, 0, 100)
+    limit = int_param(params, "limit", shadow_compare.MAX_ROWS, 1, shadow_compare.MAX_ROWS)
+    s = app.settings
+    result = await app.readers.run(functools.partial(
+        shadow_compare.compare, version=version, warning=s.warning_threshold, alarm=s.alarm_threshold,
+        start=start, end=end,
+        machine=params.get("machine") or None, top=top, limit=limit))
+    running = app.shadow
+    result["shadow_status"] = running.status() if running is not None and running.version == version else None
+    return JSONResponse(result)

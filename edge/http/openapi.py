@@ -97,6 +97,45 @@ def _model_paths(common: dict[str, Any]) -> dict[str, Any]:
                               "422": refused},
             }
         },
+        "/api/models/{version}/shadow": {
+            "post": {
+                "summary": "Check a version as an activation does and let it score every new reading beside the "
+                           "active model (off the ingest path, into fdedge_shadow)",
+                "parameters": [version],
+                "responses": {"200": ok_json({"type": "object"}), **admin, "404": _error("no such version"),
+                              "422": refused},
+            },
+            "delete": {
+                "summary": "Stop the shadow if it is this version (its rows stay until retention removes them)",
+                "parameters": [version],
+                "responses": {"200": ok_json({"type": "object"}), **admin, "404": _error("not the shadow")},
+            },
+        },
+        "/api/models/shadow/off": {
+            "post": {
+                "summary": "Stop whatever shadow scores",
+                "responses": {"200": ok_json({"type": "object"}), **admin},
+            }
+        },
+        "/api/models/{version}/compare": {
+            "get": {
+                "summary": "The shadow's faults against the answering model's over the readings both scored: per "
+                           "fault mean and max absolute difference, alarm agreement, the readings they disagree "
+                           "on most",
+                "parameters": [version, *(
+                    {"name": n, "in": "query", "required": False, "schema": schema, "description": d}
+                    for n, schema, d in (
+                        ("start", {"type": "string"}, "readings at or after (ISO 8601 or epoch seconds)"),
+                        ("end", {"type": "string"}, "readings before (ISO 8601 or epoch seconds)"),
+                        ("machine", {"type": "string"}, "one machine's readings"),
+                        ("top", {"type": "integer", "minimum": 0, "maximum": 100, "default": 10},
+                         "how many of the largest disagreements"),
+                        ("limit", {"type": "integer", "minimum": 1, "maximum": 200000, "default": 200000},
+                         "the newest readings compared at most")))],
+                "responses": {"200": ok_json({"type": "object"}), **admin, "400": _error("a bad parameter"),
+                              "404": _error("no such version")},
+            }
+        },
         "/api/models/rollback": {
             "post": {
                 "summary": "Make the previous version active and scoring again",

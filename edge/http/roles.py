@@ -31,7 +31,7 @@ ROLES: dict[str, frozenset[str]] = {
 # sites' requests and edge.http.origins refuses a foreign Origin. Ingest and admin take the header.
 COOKIE_WRITES = frozenset({"ack", "label"})
 
-OPEN_PATHS = frozenset({"/", "/report", "/dashboard", "/machines", "/alarms", "/healthz", "/readyz",
+OPEN_PATHS = frozenset({"/", "/report", "/dashboard", "/machines", "/alarms", "/models", "/healthz", "/readyz",
                         "/openapi.json", "/api/model", "/favicon.ico"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

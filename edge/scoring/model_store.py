@@ -260,8 +260,27 @@ class ModelStore:
         model = check(self.path(version), threads)
         state = self.state()
         if state["active"] != version:
-            self._record(active=version, previous=state["active"])
+            self._record(active=version, previous=state["active"],
+                         shadow=None if state["shadow"] == version else state["shadow"])  # promoted
         return model
+
+    def shadow(self, version: str, threads: int = 1) -> Model:
+        """Check the version as an activation does, then record it as the shadow (issue 18 item 4):
+        it scores beside the active model without answering any request."""
+        directory = self.path(version)
+        if self.state()["active"] == version:
+            raise ModelRejected(f"model {version} is active; shadow another version", reason="active")
+        model = check(directory, threads)
+        if self.state()["shadow"] != version:
+            self._record(shadow=version)
+        return model
+
+    def shadow_off(self) -> str | None:
+        """No shadow any more; returns the one there was. Its rows stay (retention removes them)."""
+        was = self.state()["shadow"]
+        if was is not None:
+            self._record(shadow=None)
+        return was
 
     def rollback(self) -> str:
         return self.rollback_model()[0]
@@ -273,7 +292,8 @@ class ModelStore:
         if not previous or not (self.root / previous).is_dir():
             raise ModelRejected("no previous model to roll back to", reason="no_previous")
         model = check(self.path(previous), threads)
-        self._record(active=previous, previous=state["active"])
+        self._record(active=previous, previous=state["active"],
+                     shadow=None if state["shadow"] == previous else state["shadow"])
         return previous, model
 
     def remove(self, version: str) -> None:

@@ -20,7 +20,7 @@ from edge.errors import Unavailable
 from edge.fdrest import format_time
 from edge.metrics import Metrics
 from edge.settings import Settings
-from edge.store import machine_state
+from edge.store import machine_state, shadow_table
 from edge.store.database import transaction
 from edge.store.rollups import FLEET, Rollups, minute_of
 from edge.store.schema import TABLE
@@ -97,6 +97,7 @@ def _prune(conn: sqlite3.Connection, rollups: Rollups, days: float, keep_rows: i
         rollups.flush(conn)  # the buckets in memory go first: the cut below changes stored ones
         conn.execute(f"DELETE FROM {TABLE} WHERE id IN (SELECT value FROM json_each(?))",
                      (json.dumps([r[0] for r in due]),))
+        shadow_table.forget(conn, [r[0] for r in due])  # a shadow model's faults go with their readings
         counts = Counter(r[1] for r in due)
         out.machines_gone = machine_state.forget(conn, TABLE, counts)
         rollups.forget_before(conn, dict.fromkeys(counts, None) | _first_times(conn, list(counts)))

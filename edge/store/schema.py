@@ -202,6 +202,8 @@ def migrate(conn: sqlite3.Connection) -> None:
         machine_state.migrate(conn, TABLE)
         rollups.migrate(conn, TABLE)
         labels.migrate(conn)
+        from edge.store import shadow_table  # it names this module's table: imported once both exist
+        shadow_table.migrate(conn)
         if "body_sha256" not in {row[1] for row in conn.execute("PRAGMA table_info(fdedge_ingest_keys)")}:
             conn.execute("ALTER TABLE fdedge_ingest_keys ADD COLUMN body_sha256 TEXT")  # keys of older versions
         conn.execute("INSERT OR REPLACE INTO fdedge_meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))

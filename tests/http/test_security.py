@@ -37,7 +37,7 @@ WRONG = "wrong-Secr3t-000000"
 ADMIN = "admin-Secr3t-9e3a51"
 # docs/API.md: "HTML pages and static files are always served; they hold no data", plus health,
 # readiness, the schema and the model manifest. Anything else needs a token.
-OPEN_PATHS = {"/", "/report", "/dashboard", "/machines", "/alarms", "/healthz", "/readyz", "/openapi.json", "/api/model"}
+OPEN_PATHS = {"/", "/report", "/dashboard", "/machines", "/alarms", "/models", "/healthz", "/readyz", "/openapi.json", "/api/model"}
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 
@@ -383,6 +383,9 @@ SQL_NAMES = {  # statements passed as a variable or built by a call
     "CREATE_CURSOR": "plant.uplink_cursor constant DDL",
     "LABEL_BY_ID": "store.labels constant", "LABELS_OVERLAPPING": "store.labels constant",
     "READINGS_IN_SPAN": "store.labelled_export constant",
+    **dict.fromkeys(("CREATE_SHADOW", "CREATE_SHADOW_INDEX", "DELETE_SHADOW", "INSERT_SHADOW", "READINGS_AFTER",
+                     "PAIRS", "NEWEST_SHADOW", "NEWEST_READING"),
+                    "store.shadow_table: module constants from the table names and fdrest's columns"),
 }
 
 
@@ -508,7 +511,7 @@ def test_no_cors_headers_for_any_origin(guarded, report):
 
 
 def test_pages_carry_a_strict_content_security_policy(client, report):
-    for page in ("/", "/report", "/dashboard", "/machines"):
+    for page in ("/", "/report", "/dashboard", "/machines", "/models"):
         r = client.get(page)
         assert r.status_code == 200
         csp = {d.split()[0]: d.split()[1:] for d in r.headers["content-security-policy"].split(";") if d.strip()}

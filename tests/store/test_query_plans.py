@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from edge.store import export, labelled_export, machine_state, retention
+from edge.store import export, labelled_export, machine_state, retention, shadow_table
 from edge.store import reading_queries as queries
 from edge.store.rollups import Rollups
 from tests.harness import reading
@@ -123,6 +123,12 @@ CASES: dict[str, tuple[Callable[[sqlite3.Connection], object], str]] = {
                           r"(USING INTEGER PRIMARY KEY|SCAN fdedge_machines|fdedge_machines USING PRIMARY KEY"
                           r"|sensor_data_machine_\w+|sensor_data_time|fdedge_rollup_\w+ USING PRIMARY KEY"
                           r"|SCAN sensor_data$|SCAN json_each)"),
+    "shadow compare": (lambda c: shadow_table.pairs(c, "ab12", None, None, None, 100),
+                       r"(fdedge_shadow_version \(version=\?\)|USING INTEGER PRIMARY KEY \(rowid=\?\))"),
+    "shadow compare, machine and range": (lambda c: shadow_table.pairs(c, "ab12", "2026-03-01", "2026-03-02", "m1", 100),
+                                          r"(fdedge_shadow_version \(version=\?\)|USING INTEGER PRIMARY KEY \(rowid=\?\))"),
+    "shadow catch-up": (lambda c: shadow_table.readings_between(c, 10, 2**62, 100),
+                        r"USING INTEGER PRIMARY KEY \(rowid>\? AND rowid<\?\)"),
     "retention by rows, nothing due": (lambda c: retention.prune_chunk(c, Rollups(), days=0, keep_rows=10**9),
                                        r"SCAN fdedge_machines$"),
 }

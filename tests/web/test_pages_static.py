@@ -12,7 +12,7 @@ import pytest
 from tests.web.browser_helpers import NOT_IN_META, directives
 
 STATIC = Path(__file__).resolve().parents[2] / "web" / "static"
-PAGES = ("/", "/report", "/dashboard", "/machines", "/alarms")
+PAGES = ("/", "/report", "/dashboard", "/machines", "/alarms", "/models")
 META = re.compile(r'<meta http-equiv="Content-Security-Policy" content="([^"]*)">')
 SCRIPT = re.compile(r'<script type="module" src="/static/([\w.-]+\.js)"></script>')
 
