@@ -146,7 +146,7 @@ class Rig:
         self.loop = asyncio.get_running_loop()
         self.app = SimpleNamespace(hub=self.hub, readers=Readers(self.path), loop=self.loop,
                                    latest=None, uplink=None,
-                                   settings=SimpleNamespace(sse_replay_max=10_000),
+                                   settings=SimpleNamespace(sse_replay_max=10_000), shadow=None,
                                    metrics=SimpleNamespace(ingested=SimpleNamespace(inc=lambda n: None)))
         self.stored = 0
 

@@ -26,8 +26,12 @@ def body(machine: str, **sigmas: float) -> dict:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("browser-explain")
+    # readings pushed 8 σ out lie outside the training data (suspect): here they are to raise fault
+    # alarms, so suspect readings count (tests/alarms/test_quality_alarms.py has the default policy)
+    rules = base / "rules.json"
+    rules.write_text(json.dumps({"defaults": {"suspect": "count"}, "quality": {"alarm": False}}))
     with Server(base / "data", BUNDLED, args=["--drift-interval", "0.2", "--drift-window", "30",
-                                             "--no-access-log"]) as srv:
+                                             "--alarm-rules", str(rules), "--no-access-log"]) as srv:
         yield srv
 
 

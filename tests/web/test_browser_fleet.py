@@ -29,10 +29,10 @@ def name(i: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, model_dir, scenario):
+def server(tmp_path_factory, unchecked_model_dir, scenario):
     base = tmp_path_factory.mktemp("browser-fleet")
-    with Server(base / "data", model_dir, args=[*scenario["args"], "--no-access-log"], power_cut=True) as srv:
-        healthy = scenario["healthy"]
+    with Server(base / "data", unchecked_model_dir, args=[*scenario["args"], "--no-access-log"], power_cut=True) as srv:
+        healthy = scenario["ok"]
         batch = []
         for i in range(FLEET):
             n = name(i)
@@ -133,7 +133,7 @@ def test_a_new_machine_appears_live_and_an_alarm_moves_it_to_the_top(server, sce
     ctx, _ = open_context(viewport={"width": 1440, "height": 900})
     page = open_live(ctx, server.url + "/machines")
     expect(page.locator(VISIBLE)).to_have_count(FLEET)
-    server.send({"machine": "zz-new-press", **scenario["healthy"][0]})
+    server.send({"machine": "zz-new-press", **scenario["ok"][0]})
     tile = page.locator('#tiles li[data-machine="zz-new-press"]')
     expect(tile).to_have_count(1, timeout=5000)  # no reload
     expect(tile).to_have_attribute("data-state", "normal")

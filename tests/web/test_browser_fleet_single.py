@@ -13,9 +13,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, model_dir, scenario):
+def server(tmp_path_factory, unchecked_model_dir, scenario):
     base = tmp_path_factory.mktemp("browser-fleet-single")
-    with Server(base / "data", model_dir, args=[*scenario["args"], "--no-access-log"], power_cut=True) as srv:
+    with Server(base / "data", unchecked_model_dir, args=[*scenario["args"], "--no-access-log"], power_cut=True) as srv:
         yield srv
 
 
@@ -24,7 +24,7 @@ def test_an_empty_appliance_then_its_first_machine(server, scenario, open_contex
     page = open_live(ctx, server.url + "/machines")
     expect(page.locator("#empty")).to_be_visible()
     expect(page.locator("#summary")).to_have_text("No machines yet.")
-    server.send({"machine": "solo", **scenario["healthy"][0]})
+    server.send({"machine": "solo", **scenario["ok"][0]})
     expect(page.locator('#tiles li[data-machine="solo"]')).to_have_attribute("data-state", "normal", timeout=5000)
     expect(page.locator("#empty")).to_be_hidden()
     expect(page.locator("#summary")).to_have_text("1 machine · 1 normal")

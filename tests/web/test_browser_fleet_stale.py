@@ -18,16 +18,16 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, model_dir, scenario):
+def server(tmp_path_factory, unchecked_model_dir, scenario):
     base = tmp_path_factory.mktemp("browser-fleet-stale")
-    with Server(base / "data", model_dir, args=[*scenario["args"], "--stale-after", "2", "--no-access-log"],
+    with Server(base / "data", unchecked_model_dir, args=[*scenario["args"], "--stale-after", "2", "--no-access-log"],
                 power_cut=True) as srv:
         yield srv
 
 
 def test_a_machine_that_stops_sending_turns_stale_on_the_overview_and_fresh_when_it_speaks(
         server, scenario, open_context):
-    healthy = scenario["healthy"][0]
+    healthy = scenario["ok"][0]
     for machine in ("talker", "quiet"):
         server.send({"machine": machine, **healthy})
     ctx, _ = open_context(viewport={"width": 1280, "height": 900})
@@ -57,7 +57,7 @@ def test_a_machine_that_stops_sending_turns_stale_on_the_overview_and_fresh_when
 
 
 def test_an_unreachable_appliance_greys_the_whole_grid_and_says_offline(server, scenario, open_context):
-    server.send({"machine": "talker", **scenario["healthy"][0]})
+    server.send({"machine": "talker", **scenario["ok"][0]})
     ctx, _ = open_context(viewport={"width": 1280, "height": 900})
     page = open_live(ctx, server.url + "/machines")
     expect(page.locator("#tiles")).not_to_have_class(re.compile(r"\bis-offline\b"))
