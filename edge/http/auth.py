@@ -126,6 +126,9 @@ class TokenAuth:
                              reason="role", role=role, needs=perm)
         return None
 
+    def same_site(self, scope: Scope) -> bool:
+        return self._same_site(scope)
+
     def _same_site(self, scope: Scope) -> bool:
         """A cookie write needs an Origin of this server (or --allowed-origins): browsers send one
         with every POST, and it must not come from another site."""

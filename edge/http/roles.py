@@ -31,8 +31,8 @@ ROLES: dict[str, frozenset[str]] = {
 # sites' requests and edge.http.origins refuses a foreign Origin. Ingest and admin take the header.
 COOKIE_WRITES = frozenset({"ack", "label"})
 
-OPEN_PATHS = frozenset({"/", "/report", "/dashboard", "/machines", "/alarms", "/models", "/healthz", "/readyz",
-                        "/openapi.json", "/api/model", "/favicon.ico"})
+OPEN_PATHS = frozenset({"/", "/report", "/dashboard", "/machines", "/alarms", "/login", "/models", "/healthz",
+                        "/readyz", "/openapi.json", "/api/model", "/favicon.ico"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -45,6 +45,8 @@ def needed(method: str, path: str) -> str | None:
     """The permission a request needs, or None (open pages, static files, health, the model; reads
     only: every write needs a token once one is set). An unknown write needs admin, so a new
     PUT or DELETE route is guarded without anyone remembering to add it here."""
+    if path in ("/login", "/logout"):
+        return None  # the login page, and a POST's token in its body is the credential (login_routes)
     if is_models(path):
         return "admin"
     if method in SAFE_METHODS:

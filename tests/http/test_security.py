@@ -37,7 +37,7 @@ WRONG = "wrong-Secr3t-000000"
 ADMIN = "admin-Secr3t-9e3a51"
 # docs/API.md: "HTML pages and static files are always served; they hold no data", plus health,
 # readiness, the schema and the model manifest. Anything else needs a token.
-OPEN_PATHS = {"/", "/report", "/dashboard", "/machines", "/alarms", "/models", "/healthz", "/readyz", "/openapi.json", "/api/model"}
+OPEN_PATHS = {"/", "/report", "/dashboard", "/machines", "/alarms", "/models", "/login", "/healthz", "/readyz", "/openapi.json", "/api/model"}
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 
@@ -73,6 +73,8 @@ def concrete_paths(app) -> list[tuple[str, set[str]]]:
 
 
 def needs(method: str, path: str) -> str:
+    if path in ("/login", "/logout"):
+        return "open"  # the token in the body is the credential (docs/API.md, Logging in)
     if path == "/api/models" or path.startswith("/api/models/"):
         return "admin"  # model management (docs/API.md): the admin token only, any method
     if method not in SAFE_METHODS:

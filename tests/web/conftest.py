@@ -125,7 +125,7 @@ def open_context(browser, server):
         ctx.on("request", lambda r: watch.requests.append(r.url))
         # API errors are part of some tests; a missing asset or page never is.
         ctx.on("response", lambda r: r.status >= 400 and not urllib.parse.urlsplit(r.url).path.startswith(
-            ("/api/", "/events", "/generate_csv")) and watch.errors.append(f"HTTP {r.status} {r.url}"))
+            ("/api/", "/events", "/generate_csv", "/login")) and watch.errors.append(f"HTTP {r.status} {r.url}"))
         ctx.on("page", watch.attach)
         made.append((ctx, watch))
         return ctx, watch

@@ -285,5 +285,28 @@ def test_read_token_form_stores_cookie_and_retries(model_dir, open_context, scen
     expect(form).to_be_hidden()
     cookie = next(c for c in ctx.cookies() if c["name"] == "fdedge_token")
     assert (cookie["value"], cookie["sameSite"], cookie["path"]) == ("s3cret-token", "Strict", "/")
+    assert cookie["httpOnly"]  # set by POST /login: no script on the page can read it
+    assert page.evaluate("document.cookie") == ""
     srv.send(scenario["healthy"][0])
     expect(page.locator("#latest-id")).to_have_text("1")  # first row of a fresh database
+
+
+def test_the_login_page_logs_in_and_returns_to_the_page_that_sent_it(model_dir, open_context, server_factory):
+    srv = server_factory(model_dir, args=["--read-token", "s3cret-token", "--no-access-log"], power_cut=True).start()
+    ctx, _ = open_context(hosts={f"127.0.0.1:{srv.port}"}, viewport=PHONE)
+    page = ctx.new_page()
+    page.goto(srv.url + "/login?next=/alarms")
+    page.fill("#login-token", "wrong")
+    page.click("#login button[type=submit]")
+    expect(page.locator("#login-msg")).to_contain_text("not accepted")
+    assert not [c for c in ctx.cookies() if c["name"] == "fdedge_token"]
+    page.fill("#login-token", "s3cret-token")
+    page.click("#login button[type=submit]")
+    page.wait_for_url("**/alarms")
+    expect(page.locator("#log-summary")).to_have_text("No alarms match.")  # the read with the cookie worked
+    cookie = next(c for c in ctx.cookies() if c["name"] == "fdedge_token")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    page.goto(srv.url + "/login")
+    page.click("#logout")
+    expect(page.locator("#login-msg")).to_contain_text("Logged out")
+    assert not [c for c in ctx.cookies() if c["name"] == "fdedge_token" and c["value"]]

@@ -77,10 +77,10 @@ export function initPage({ onToken, onUnauthorized } = {}) {
   addZonePicker();
   const form = $("token-form");
   const input = form.querySelector("input");
-  form.addEventListener("submit", (ev) => {
+  form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     try {
-      storeToken(input.value.trim());
+      await logIn(input.value.trim());
     } catch (err) {
       form.querySelector(".token-msg").textContent = err.message;
       return;
@@ -147,18 +147,28 @@ export function showConnection(state, detail = "") {
 }
 
 // The read token lives in a cookie so EventSource (which sends no headers) carries it too.
-const COOKIE = "fdedge_token";
 // cookie-octet (RFC 6265): the server compares the cookie value verbatim, so a token
 // that needs escaping cannot be stored as-is; say so rather than store a mangled one.
 const COOKIE_SAFE = /^[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]+$/;
 
-function storeToken(token) {
+// The server checks the token and sets it as an HttpOnly, SameSite=Strict cookie (POST /login):
+// no script on the page can read it afterwards, so whether one is held is remembered here.
+let triedToken = false;
+async function logIn(token) {
   if (!COOKIE_SAFE.test(token)) throw new Error("The token has characters a cookie cannot hold.");
-  const secure = location.protocol === "https:" ? "; Secure" : "";
-  document.cookie = `${COOKIE}=${token}; SameSite=Strict; path=/${secure}`;
+  const r = await fetch("/login", {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token }),
+  });
+  triedToken = true;
+  if (!r.ok) {
+    const answer = await r.json().catch(() => ({}));
+    throw new Error(r.status === 401 ? "The read token was not accepted. Enter the appliance's read token."
+      : answer.message || `HTTP ${r.status}`);
+  }
 }
 
-const storedToken = () => document.cookie.split("; ").some((c) => c.startsWith(`${COOKIE}=`) && c.length > COOKIE.length + 1);
+const storedToken = () => triedToken;
 
 // --- formatting -----------------------------------------------------------------------
 
