@@ -174,6 +174,10 @@ export class Chart {
     this.container = container;
     this.thresholds = thresholds;
     this.marks = marks || (() => []);
+    // axis text and grid from the page's colours (app.css; dark mode has its own)
+    const css = getComputedStyle(document.documentElement);
+    const ink = { text: css.getPropertyValue("--chart-text").trim() || "#555",
+                  grid: css.getPropertyValue("--chart-grid").trim() || "#e5e7eb" };
     const opts = {
       // the page's zone (common.js): uPlot draws ticks and the legend in the browser's own
       tzDate: (ts) => (timeZone() === "UTC" ? uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC") : new Date(ts * 1e3)),
@@ -198,8 +202,8 @@ export class Chart {
         },
       },
       axes: [
-        { stroke: "#555", grid: { stroke: "#e5e7eb" }, ticks: { stroke: "#d1d5db" }, values: TIME_TICKS },
-        { stroke: "#555", size: 48, grid: { stroke: "#e5e7eb" }, ticks: { stroke: "#d1d5db" },
+        { stroke: ink.text, grid: { stroke: ink.grid }, ticks: { stroke: ink.grid }, values: TIME_TICKS },
+        { stroke: ink.text, size: 48, grid: { stroke: ink.grid }, ticks: { stroke: ink.grid },
           label: spec.unit || undefined, labelSize: spec.unit ? 18 : 0 },
       ],
       series: [
