@@ -3,7 +3,7 @@
 // (/api/alarms.csv). The filters live in the URL, so a filtered log can be shared and reloaded.
 
 import {
-  $, el, fmtFault, fmtTime, getJSON, initPage, isUnauthorized, loadModel, parseInputTime, showError, timeZone,
+  $, el, fmtFault, fmtTime, getJSON, initPage, inputTime, isUnauthorized, loadModel, parseInputTime, showError,
   withParams, zoneLabel,
 } from "./common.js";
 import { startAlarmBadge } from "./alarm_badge.js";
@@ -23,16 +23,6 @@ function isoOf(value) {
   return Number.isNaN(ms) ? "" : new Date(ms).toISOString().replace(".000Z", "Z");
 }
 
-// An ISO UTC time as a datetime-local value in the page's zone (the URL keeps ISO UTC).
-function inputOf(iso) {
-  const d = new Date(iso);
-  if (Number.isNaN(d.getTime())) return "";
-  if (timeZone() === "UTC") return d.toISOString().slice(0, 19);
-  const pad = (n) => String(n).padStart(2, "0");
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:` +
-    `${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
-}
-
 function filters() {
   const f = {
     machine: $("f-machine").value.trim(), fault: $("f-fault").value, state: $("f-state").value,
@@ -48,8 +38,8 @@ function fromUrl() {
   $("f-fault").value = q.get("fault") || "";
   $("f-state").value = q.get("state") || "all";
   $("f-acked").value = q.get("acked") || "";
-  $("f-start").value = q.get("start") ? inputOf(q.get("start")) : "";
-  $("f-end").value = q.get("end") ? inputOf(q.get("end")) : "";
+  $("f-start").value = q.get("start") ? inputTime(q.get("start")) : ""; // the URL keeps ISO UTC
+  $("f-end").value = q.get("end") ? inputTime(q.get("end")) : "";
 }
 
 function describe(f, shown, more) {

@@ -252,6 +252,13 @@ function localOffset(d) {
   return `UTC${off > 0 ? "+" : "−"}${pad(Math.floor(a / 60))}:${pad(a % 60)}`;
 }
 
+// A time as a datetime-local input's value in the page's zone ("" if not a time): what
+// parseInputTime reads back.
+export function inputTime(t) {
+  const d = t instanceof Date ? t : new Date(t);
+  return Number.isNaN(d.getTime()) ? "" : fmtClock(d).replace(" ", "T");
+}
+
 // A datetime-local input's value as epoch ms, read in the page's zone (NaN if not a time).
 export function parseInputTime(value) {
   if (!value) return NaN;

@@ -10,7 +10,7 @@
 
 import {
   $, dominantFault, el, faultState, fmtFault, fmtNum, fmtTime, getJSON, initPage, isUnauthorized, loadModel, notice,
-  parseInputTime, serverNow, showError, timeZone, zoneLabel,
+  inputTime, parseInputTime, serverNow, showError, zoneLabel,
 } from "./common.js";
 import { Chart, POINTS, SeriesBuffer, chartColumns, chartSpecs } from "./charts.js";
 import { LiveFeed, RateMeter } from "./live.js";
@@ -446,15 +446,8 @@ function unzoom() {
 function showCustom(min, max) {
   S.custom = [min, max];
   $("custom-range").hidden = false;
-  $("custom-start").value = inputValue(min);
-  $("custom-end").value = inputValue(max);
-}
-
-function inputValue(sec) {
-  const d = new Date(sec * 1000);
-  if (timeZone() === "UTC") return d.toISOString().slice(0, 19);
-  const p = (n) => String(n).padStart(2, "0");
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+  $("custom-start").value = inputTime(min * 1000);
+  $("custom-end").value = inputTime(max * 1000);
 }
 
 function markRange() {
