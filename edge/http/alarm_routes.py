@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import functools
 import io
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,13 +17,13 @@ from starlette.responses import JSONResponse, Response
 
 from edge.alarms.engine import AlarmChange
 from edge.alarms.tables import STATES, get_alarm, list_alarms
-from edge.errors import BadRequest, InvalidJSON, NotFound, PayloadTooLarge, UnsupportedMediaType
+from edge.errors import BadRequest, NotFound
 from edge.fdrest import format_time
 from edge.http import origins
+from edge.http.json_bodies import json_body, require_json
 from edge.http.params import instant_param, int_param
 from edge.store.export import safe_cell
 
-MAX_ACK_BYTES = 16 * 1024
 MAX_LIMIT = 1000
 MAX_ID = 2**63 - 1  # SQLite's INTEGER; a larger path id would not even bind
 
@@ -109,8 +108,8 @@ async def ack(request: Request) -> Response:
     alarm_id = _alarm_id(request)
     origins.check(request.headers.get("origin"), request.headers.get("host"),
                   app.settings.allowed_origins or frozenset())
-    _require_json(request, "an acknowledgement")
-    body = await _json_body(request)
+    require_json(request, "an acknowledgement")
+    body = await json_body(request)
     if not isinstance(body, dict):
         raise BadRequest('the body must be a JSON object like {"by": "operator name", "note": "..."}')
     unknown = sorted(set(body) - {"by", "note"})
@@ -122,27 +121,3 @@ async def ack(request: Request) -> Response:
     if not result["replayed"]:
         app.publish_alarms([AlarmChange.for_ack(result["alarm"])])
     return JSONResponse(result)
-
-
-def _require_json(request: Request, what: str) -> None:
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media != "application/json":
-        raise UnsupportedMediaType(f"{what} is JSON: send Content-Type: application/json, "
-                                   f"not {media[:60]!r}" if media else
-                                   f"{what} is JSON: send Content-Type: application/json",
-                                   accepted=["application/json"])
-
-
-async def _json_body(request: Request) -> Any:
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_ACK_BYTES:
-        raise PayloadTooLarge(f"body exceeds the limit of {MAX_ACK_BYTES} bytes", limit=MAX_ACK_BYTES)
-    data = b""
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > MAX_ACK_BYTES:
-            raise PayloadTooLarge(f"body exceeds the limit of {MAX_ACK_BYTES} bytes", limit=MAX_ACK_BYTES)
-    try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidJSON(f"the body is not valid JSON: {str(exc)[:100]}") from None

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from edge.errors import NotFound
 from edge.fdrest import format_time
 from edge.http import origins
-from edge.http.alarm_routes import _json_body, _require_json
+from edge.http.json_bodies import json_body, require_json
 from edge.http.params import instant_param, int_param
 from edge.store import labels
 
@@ -25,8 +25,8 @@ async def create(request: Request) -> Response:
     app = request.app.state.appliance
     origins.check(request.headers.get("origin"), request.headers.get("host"),
                   app.settings.allowed_origins or frozenset())
-    _require_json(request, "a label")
-    body = await _json_body(request)
+    require_json(request, "a label")
+    body = await json_body(request)
     token = request.scope.get("fdedge_token")
     label = labels.parse(body, token.name if token is not None else None)
     stored = await app.writer.call(lambda conn: labels.add(conn, label))

@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from edge.errors import BadRequest, Forbidden, Unauthorized
-from edge.http.alarm_routes import _json_body, _require_json
 from edge.http.auth import COOKIE
+from edge.http.json_bodies import json_body, require_json
 
 MAX_TOKEN = 512
 COOKIE_DAYS = 30
@@ -36,8 +36,8 @@ async def login(request: Request) -> Response:
     if _foreign(request):
         raise Forbidden("log in from this appliance's own pages (the request's Origin is another site's)",
                         reason="origin")
-    _require_json(request, "a login")
-    body: Any = await _json_body(request)
+    require_json(request, "a login")
+    body: Any = await json_body(request)
     token = body.get("token") if isinstance(body, dict) else None
     if not isinstance(token, str) or not token:
         raise BadRequest('give the token as {"token": "..."}', field="token")
