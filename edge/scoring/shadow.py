@@ -38,6 +38,7 @@ QUEUE_ROWS = 5_000
 BATCH_ROWS = 1_000  # readings per predict call and per transaction (1,000 x 35 float64: one mapping)
 INTERVAL_S = 0.2  # the thread coalesces what arrived for this long: few, short write transactions
 END = 2**63 - 1
+STOP_BUDGET_S = 5.0  # a stop scores what committed before it for at most this long
 
 
 class Shadow:
@@ -109,12 +110,13 @@ class Shadow:
                     busy = self._behind or self._queued >= self.batch_rows
                 if not busy:
                     self._stop.wait(self.interval)  # coalesce: fewer, larger transactions
-                self._drain_logged(conn)  # when stopped: what was handed over before, then the end
+                self._logged(self._drain, conn)  # when stopped: what was handed over before, then the end
                 memory.trim()  # at most every 5 s: what the batches' arrays and lists left behind
+            self._logged(self._final_catch_up, conn)
 
-    def _drain_logged(self, conn: sqlite3.Connection) -> None:
+    def _logged(self, step: Callable[[sqlite3.Connection], None], conn: sqlite3.Connection) -> None:
         try:
-            self._drain(conn)
+            step(conn)
         except (sqlite3.Error, RuntimeError, ValueError) as exc:  # onnxruntime raises RuntimeError
             self.errors += 1
             log.error("shadow model %s: scoring failed: %s", self.version, exc)
@@ -158,6 +160,20 @@ class Shadow:
             self._flush(conn, ids, [list(r[1:]) for r in found])
             # a long catch-up (after a restart) leaves the write lock to the writer at least half the time
             self._stop.wait(max(0.01, time.perf_counter() - started))
+
+    def _final_catch_up(self, conn: sqlite3.Connection) -> None:
+        """After a stop: what committed before it but was not handed over yet (the writer's hook runs
+        just after its commit, so a stop can fall between the two). Bounded by the newest reading now
+        and by STOP_BUDGET_S, so a shadow far behind still stops promptly."""
+        newest = shadow_table.newest_reading(conn)
+        deadline = time.monotonic() + STOP_BUDGET_S
+        while self.after < newest and time.monotonic() < deadline:
+            found = shadow_table.readings_between(conn, self.after, newest + 1, self.batch_rows)
+            if not found:
+                return
+            self.caught_up += len(found)
+            self.after = found[-1][0]
+            self._flush(conn, [r[0] for r in found], [list(r[1:]) for r in found])
 
     def _flush(self, conn: sqlite3.Connection, ids: list[int], rows: list[list]) -> None:
         if not ids:

@@ -54,8 +54,11 @@ def resume_after(conn: sqlite3.Connection, version: str | None) -> int:
     done = conn.execute(NEWEST_SHADOW, (version,)).fetchall()[0][0] if version is not None else None
     if done is not None:
         return int(done)
-    newest = conn.execute(NEWEST_READING).fetchall()[0][0]
-    return int(newest or 0)
+    return newest_reading(conn)
+
+
+def newest_reading(conn: sqlite3.Connection) -> int:
+    return int(conn.execute(NEWEST_READING).fetchall()[0][0] or 0)
 
 
 def readings_between(conn: sqlite3.Connection, after: int, before: int, limit: int) -> list[tuple]:
