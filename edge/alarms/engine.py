@@ -15,7 +15,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -52,6 +52,11 @@ REPLAY_MACHINES = 10_000  # and for at most this many of them
 IDLE_KEPT = 256  # past this many machines in memory, those with nothing in progress are dropped
 CLOCK_SKEW_S = 300.0  # default: a reading dated further ahead of our clock does not move its machine's clock
 SKIP_REASONS = ("out_of_order", "evaluation_error")
+# explanations per writer group at most (each one onnxruntime call of 36 rows, ~140 µs in the
+# writer): a storm of raises beyond it goes out without, and GET /api/explain?id= still answers
+EXPLAINED_PER_GROUP = 16
+
+Explainer = Callable[[int, int], "dict[str, Any] | None"]  # (reading id, fault index) -> explanation
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,7 @@ class AlarmChange:
     alarm: dict[str, Any]
     reading_id: int | None
     time: str | None  # ISO 8601: the reading's time, or the wall-clock time of an ack
+    explanation: dict[str, Any] | None = None  # raise/escalate of a fault: what drove it (edge.scoring.explain)
 
     @property
     def machine(self) -> str:
@@ -88,8 +94,11 @@ class AlarmChange:
 
     def event(self) -> dict[str, Any]:
         """The SSE `alarm` event's data and the webhook body (one shape for both)."""
-        return {"event": self.kind, "time": self.time, "reading_id": self.reading_id, "alarm": self.alarm,
-                "source": "fdedge"}
+        out = {"event": self.kind, "time": self.time, "reading_id": self.reading_id, "alarm": self.alarm,
+               "source": "fdedge"}
+        if self.explanation is not None:
+            out["explanation"] = self.explanation
+        return out
 
     def json(self) -> str:
         return json.dumps(self.event(), separators=(",", ":"))
@@ -207,6 +216,8 @@ class AlarmEngine:
         # last evaluated reading, or in a group whose evaluation failed (a bug, logged)
         self.skipped = dict.fromkeys(SKIP_REASONS, 0)
         self.errors = 0  # evaluations abandoned because of a bug (logged); the readings still commit
+        self._explain: Explainer | None = None  # this group's, during `evaluate`
+        self._explained = 0
 
     @property
     def stale_readings(self) -> int:
@@ -296,12 +307,15 @@ class AlarmEngine:
     # -- the writer's transaction -----------------------------------------------------------------
 
     def evaluate(self, conn: sqlite3.Connection, rows: list[tuple[int, str, str, list[float]]],
-                 suspect: dict[int, tuple[str | None, float | None]] | None = None) -> list[AlarmChange]:
+                 suspect: dict[int, tuple[str | None, float | None]] | None = None,
+                 explain: Explainer | None = None) -> list[AlarmChange]:
         """Evaluate committed-to-be readings (id, stored time, machine, 8 fault values) inside the
         writer's open transaction, in time order (then id); writes alarm and outbox rows with
         `conn`. `suspect`: reading id -> (reasons text, score) of the readings whose data-quality
         verdict is suspect or invalid; each rule's `suspect` policy decides whether they count, and
-        they drive the machine's `quality` alarm (edge.alarms.quality). A storage error propagates
+        they drive the machine's `quality` alarm (edge.alarms.quality). `explain` gives a raise or
+        an escalation of a fault what drove it (the writer explains with the model that scored the
+        reading, from the group's own features). A storage error propagates
         (the writer rolls back and calls `rollback()`); any other error is logged and undoes this
         transaction's alarm work, so the readings still commit."""
         if not rows:
@@ -313,6 +327,7 @@ class AlarmEngine:
         changes: list[AlarmChange] = []
         peaks: dict[int, tuple[MachineRuns, int, int, str]] = {}
         machines, undo, quality = self._machines, self._undo, self.quality
+        self._explain, self._explained = explain, 0
         try:
             for rid, t, name, values in ordered:
                 st = machines.get(name)
@@ -438,7 +453,17 @@ class AlarmEngine:
         st.active[i] = rec
         st.n_active += 1
         self._active_delta += 1
-        self._record(conn, AlarmChange("raise", alarm_json(rec), rid, iso(t)), changes)
+        self._record(conn, AlarmChange("raise", alarm_json(rec), rid, iso(t), self._why(rid, i)), changes)
+
+    def _why(self, rid: int, i: int) -> dict[str, Any] | None:
+        if self._explain is None or self._explained >= EXPLAINED_PER_GROUP:
+            return None
+        self._explained += 1
+        try:
+            return self._explain(rid, i)
+        except Exception:  # the alarm goes out without it rather than not at all
+            log.exception("explaining reading %d for its alarm failed", rid)
+            return None
 
     def _change(self, conn: sqlite3.Connection, st: MachineRuns, i: int, kind: str, rid: int, t: str,
                 changes: list[AlarmChange], **fields: Any) -> None:
@@ -454,7 +479,8 @@ class AlarmEngine:
             self._active_delta -= 1
         else:
             st.active[i] = rec
-        self._record(conn, AlarmChange(kind, alarm_json(rec), rid, iso(t)), changes)
+        why = self._why(rid, i) if kind == "escalate" else None
+        self._record(conn, AlarmChange(kind, alarm_json(rec), rid, iso(t), why), changes)
 
     def _write_peak(self, conn: sqlite3.Connection, st: MachineRuns, i: int, rid: int, t: str,
                     changes: list[AlarmChange]) -> None:

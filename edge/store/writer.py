@@ -25,6 +25,7 @@ from edge.alarms.engine import AlarmChange, AlarmEngine
 from edge.errors import Conflict, Gone, InvalidReading, StartupError, Unavailable
 from edge.fdrest import FAULTS, now_text
 from edge.ingest.bodies import DIGEST_VERSION, Batch
+from edge.scoring.explain import Baseline, explain
 from edge.scoring.model import Model
 from edge.scoring.quality import UNKNOWN, Quality, Verdicts, header
 from edge.store import machine_state, schema
@@ -159,6 +160,7 @@ class Writer:
         self.model = model
         self.model_version: str | None = None  # stored with each reading; changed with `model`, on this thread
         self.quality = Quality(model.training_stats, max_machines=max_machines)
+        self._baseline: tuple[Model, Baseline] | None = None  # the explanations' baseline, per model
         self.on_commit = on_commit
         # called in this thread right after retention's COMMIT removed these machines' last readings
         self.on_machines_gone: Callable[[list[str]], None] | None = None
@@ -554,6 +556,12 @@ class Writer:
             return self._refuse_non_finite(fresh, x, y)
         return fresh, x, y
 
+    def _explain(self, x: np.ndarray, fault: int) -> dict[str, Any]:
+        """What drove a reading's fault, for the alarm it raises (webhook, uplink and SSE bodies)."""
+        if self._baseline is None or self._baseline[0] is not self.model:
+            self._baseline = (self.model, Baseline.of(self.model))
+        return explain(self.model, self._baseline[1], x, fault)
+
     def _store(self, fresh: list[_Ingest], x: np.ndarray, y: np.ndarray, verdicts: Verdicts
                ) -> tuple[list[Stored], list[AlarmChange]]:
         """Readings, idempotency keys and alarm changes in one transaction: all of it or none."""
@@ -589,7 +597,8 @@ class Writer:
                     suspect = {first + k: (reasons[k], score[k]) for k, s in enumerate(status)
                                if s is not None and s > 0} if self.quality.known else None
                     changes = self.alarms.evaluate(conn, [(first + k, times[k], machines[k], y_rows[k])
-                                                          for k in range(len(times))], suspect)
+                                                          for k in range(len(times))], suspect,
+                                                   lambda rid, fault: self._explain(x[rid - first], fault))
                 peaks = y.max(axis=1)
                 # after the engine, which reads a dropped machine's last time from the previous state
                 seen = machine_state.record(conn, first, times, machines, peaks.tolist(),

@@ -797,6 +797,35 @@ def test_alarms_through_the_app_survive_a_restart_and_reach_the_webhook(tmp_path
 
 
 @integration
+def test_a_raise_notification_says_what_drove_it_as_the_explain_route_does(tmp_path, linear_model, make_client):
+    """The operator paged by a webhook sees why without opening the dashboard; the explanation is
+    GET /api/explain's for the raising reading and the alarm's fault, computed once, at the raise."""
+    receiver = Receiver(free_port()).start()
+    rules, hi, lo, fault = drive(tmp_path, linear_model, receiver.port, "s")
+    try:
+        with make_client(alarm_rules=rules) as client:
+            hub = client.app.state.appliance.hub
+            hub.subscribe("objects")
+            cursor = hub.next_seq
+            assert client.post("/send", json=[dict(hi, machine="m1", Time=stamp(k)) for k in range(3)]).status_code == 200
+            events = [e for batch in hub.since(cursor) for e in batch.events if e.kind == "alarm"]
+            hub.unsubscribe("objects")
+            client.post("/send", json=[dict(lo, machine="m1", Time=stamp(3 + k)) for k in range(3)])
+            assert wait_for(lambda: len(receiver.got) >= 2, timeout=10)
+            (alarm,) = client.get("/api/alarms").json()["alarms"]
+            why = client.get("/api/explain", params={"id": alarm["raised_reading"], "fault": fault}).json()
+    finally:
+        receiver.stop()
+    raised, cleared = (json.loads(body) for _, _, body in receiver.got)
+    assert raised["event"] == "raise" and cleared["event"] == "clear"
+    assert raised["explanation"] == {k: why[k] for k in ("fault", "value", "features", "baseline", "text")}
+    assert raised["explanation"]["features"], "a raise names the features behind it"
+    assert "explanation" not in cleared  # a clear has nothing to explain
+    data = next(line for line in events[0].wires["objects"].decode().splitlines() if line.startswith("data: "))
+    assert json.loads(data[6:])["explanation"] == raised["explanation"]  # the live event carries it too
+
+
+@integration
 def test_ack_needs_the_ingest_token(make_client):
     with make_client(token="ingest-token", read_token="read-token") as client:
         assert client.post("/api/alarms/1/ack", json={"by": "x"}).status_code == 401

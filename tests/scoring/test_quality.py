@@ -101,6 +101,42 @@ def test_a_batch_gives_the_same_verdicts_as_one_reading_at_a_time(stats):
     assert sum(status == SUSPECT for status, _ in got) >= 40 - STUCK_READINGS + 1
 
 
+def test_groups_of_one_and_of_many_mixed_carry_the_runs_between_them(stats):
+    """Single readings and batches of the same machines alternate (a sensor posting one reading,
+    then a backlog): the runs each path leaves are the other's starting point."""
+    a, b = stream("default", n=150, seed=3), stream("pump-3000", n=150, seed=4)
+    t, v = FEATURES.index("Temperature"), FEATURES.index("VIBRATION_VEL_Axial")
+    a[10:60, t] = a[10, t]  # stuck across several groups of both kinds
+    a[80:83] = a[80]  # the whole reading repeated a little, then moving again
+    a[100:140] = a[100]  # a frozen sensor: flagged from its 20th reading, explained alike in a batch
+    b[20:120, v] = b[20, v]
+    rows = np.empty((300, 35))
+    rows[0::2], rows[1::2] = a, b
+    names = ["a", "b"] * 150
+    single = Quality(stats)
+    expected = [one_by_one(single, rows[i:i + 1], names[i])[0] for i in range(300)]
+    mixed = Quality(stats)
+    got: list[tuple[int, list | None]] = []
+    sizes = [1, 1, 7, 1, 23, 1, 1, 2, 40, 1, 1, 1, 5]
+    start, k = 0, 0
+    while start < 300:
+        size = sizes[k % len(sizes)]
+        group = mixed.evaluate(rows[start:start + size], names[start:start + size])
+        got.extend(zip(group.status, group.reasons, strict=True))
+        start, k = start + size, k + 1
+    assert got == expected
+    assert sum(status == SUSPECT for status, _ in got) >= (50 - STUCK_READINGS) + (100 - STUCK_READINGS) + 20
+    # a run a batch leaves unfinished, ended by a single reading that changes every value: two
+    # shorter runs of the same feature after it are not one long one
+    c = stream("motor-1500", n=60, seed=5)
+    c[0:15, t] = c[0, t]
+    c[16:30, t] = c[16, t]
+    c[15] = c[14] + 0.01 * stats.std  # every value moves
+    fresh = Quality(stats)
+    fresh.evaluate(c[0:15], ["c"] * 15)
+    assert [one_by_one(fresh, c[i:i + 1], "c")[0][0] for i in range(15, 30)] == [OK] * 15
+
+
 def test_a_stuck_sensor_is_flagged_after_n_identical_readings(stats):
     rows = stream("motor-1500", n=60)
     j = FEATURES.index("VIBRATION_VEL_Horizontal")
