@@ -28,8 +28,10 @@ QUALITY_COLUMNS: tuple[str, ...] = ("quality_status", "quality_score", "quality_
 _QUALITY_TYPES = {"quality_status": "INTEGER", "quality_score": "REAL", "quality_reasons": "TEXT"}
 INSERT_COLUMNS: tuple[str, ...] = ("time", *DATA_COLUMNS, "machine", "model_version", *QUALITY_COLUMNS)
 # Rows per multi-row INSERT: one sqlite3_step per chunk instead of one per row, which matters
-# because Python's sqlite3 releases and re-takes the GIL around every step.
-INSERT_CHUNK = 256
+# because Python's sqlite3 releases and re-takes the GIL around every step. Not more: a compiled
+# statement holds about 7 KB per row, and the connection caches each size it ran (1 to 256 rows:
+# 3.7 MB of RSS; 1 to 64: 0.9 MB), while 64 rows already make the step's cost small.
+INSERT_CHUNK = 64
 _ROW_MARKS = "(" + ", ".join("?" * len(INSERT_COLUMNS)) + ")"
 
 

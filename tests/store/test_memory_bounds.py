@@ -38,7 +38,7 @@ def test_every_group_size_uses_a_few_statements_and_stores_every_row_in_order(tm
                            [f"m{n}"] * n)
         sent += n
         assert last == sent  # the id of the group's last row
-    assert len(recording.texts) <= INSERT_CHUNK.bit_length()  # 256, 128, ..., 1: nine texts
+    assert len(recording.texts) <= INSERT_CHUNK.bit_length()  # 64, 32, ..., 1: seven texts
     stored = [row[0] for row in conn.execute(f"SELECT {COLUMNS[0]} FROM {TABLE} ORDER BY id")]
     assert stored == [float(i) for i in range(sent)]
 
