@@ -3,7 +3,7 @@
 // (/api/alarms.csv). The filters live in the URL, so a filtered log can be shared and reloaded.
 
 import {
-  $, el, fmtFault, fmtTime, getJSON, initPage, inputTime, isUnauthorized, loadModel, parseInputTime, showError,
+  $, el, fmtTime, getJSON, initPage, inputTime, isUnauthorized, loadModel, parseInputTime, showError, showFault,
   withParams, zoneLabel,
 } from "./common.js";
 import { startAlarmBadge } from "./alarm_badge.js";
@@ -72,7 +72,8 @@ function row(a) {
   cell(a.severity, "l");
   const state = cell(active ? "active" : "cleared", "l");
   if (active && !a.acked) state.append(" ", el("span", "badge new-badge", "new"));
-  cell(a.kind === "stale" ? "–" : fmtFault(Number(a.peak)));
+  const peak = cell(a.kind === "stale" ? "–" : "");
+  if (a.kind !== "stale") showFault(peak, Number(a.peak));
   cell(active ? "–" : fmtTime(a.cleared_at), "l");
   const ack = cell(a.acked ? `${a.acked_by} at ${fmtTime(a.acked_at)}` : "–", "l ack");
   if (a.ack_note) ack.append(el("q", "ack-note", a.ack_note));
