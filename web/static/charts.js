@@ -233,6 +233,9 @@ export class Chart {
       },
     };
     this.plot = new uPlot(opts, [[], ...spec.series.map(() => [])], container);
+    // the axes' labels (drawn on the canvas) where a test or a tool can read them
+    container.dataset.xLabel = opts.axes[0].label;
+    container.dataset.yLabel = opts.axes[1].label;
     if (onReset) container.addEventListener("dblclick", () => onReset());
     this.buf = null;
     this.dirty = false;
