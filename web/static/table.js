@@ -65,7 +65,7 @@ function row(r) {
   const feats = r.features || {};
   tr.append(
     el("td", "l", r.id),
-    el("td", "l", fmtClock(r.time)),
+    el("td", "l when", fmtClock(r.time)),
     el("td", "l name", r.machine),
     showFault(el("td", "hot"), max),
     el("td", "l name", dom || "–"),
