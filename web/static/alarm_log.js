@@ -13,7 +13,7 @@ new StatusBanner(); // stale machines and an unreachable appliance, as on every 
 startAlarmBadge();
 
 const PAGE = 200;
-const HEADS = ["Raised", "Machine", "Fault", "Severity", "State", "Peak", "Cleared", "Acknowledged"];
+const HEADS = ["Raised", "Machine", "Fault", "Severity", "State", "Peak (0–100)", "Cleared", "Acknowledged"];
 const S = { catalogue: new Map(), rows: [], oldest: null, seq: 0 };
 const FIELDS = ["machine", "fault", "state", "acked", "start", "end"];
 
