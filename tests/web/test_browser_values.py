@@ -60,6 +60,8 @@ def assert_clamped(cell, raw: float) -> None:
     if shown_fault(raw) != raw:
         assert float(cell.get_attribute("data-raw")) == pytest.approx(raw, rel=1e-6)
         assert "The model answered" in cell.get_attribute("title")
+        marker = cell.evaluate("e => getComputedStyle(e, '::before').content")
+        assert marker == ('"≥"' if raw > 100 else '"≤"')  # seen without hovering: "≥100.0", "≤0.0"
     else:
         assert cell.get_attribute("data-raw") is None
 

@@ -220,9 +220,11 @@ export function showFault(node, v) {
   if (clamped) {
     node.title = `The model answered ${fmtNum(v)}; shown as ${text} (the scale is 0 to 100)`;
     node.dataset.raw = String(v);
+    node.dataset.clamp = v > 100 ? "high" : "low"; // app.css marks it "≥100.0" / "≤0.0"
   } else if (node.dataset.raw !== undefined) {
     node.removeAttribute("title");
     delete node.dataset.raw;
+    delete node.dataset.clamp;
   }
   return node;
 }
