@@ -80,6 +80,20 @@ def test_intensities_outside_0_to_100_are_shown_clamped_and_the_api_keeps_them(s
     assert_clamped(page.locator("#dom-value"), top)
     # the charts draw them clamped too: the fault axis never leaves 0..100
     expect(page.locator('.chart-box[data-y-label="intensity 0–100"]')).to_have_count(1)
+    # ... and their legend says the model's own value beside the one drawn
+    chart = page.locator(".chart").last
+    chart.locator(".u-over").scroll_into_view_if_needed()
+    box = chart.locator(".u-over").bounding_box()
+    page.mouse.move(box["x"] + box["width"] - 3, box["y"] + box["height"] / 2)
+    values = chart.locator(".u-legend .u-series .u-value")
+    expect(values.nth(1)).not_to_have_text("–")
+    for i, (fault, value) in enumerate(raw.items(), start=1):
+        text = values.nth(i).text_content()
+        if shown_fault(value) == value:
+            assert text == fault_text(value), fault
+        else:
+            head, _, rest = text.partition(" (raw ")
+            assert head == fault_text(value) and float(rest.rstrip(")")) == pytest.approx(value, rel=1e-3), text
     shot(page, "values-clamped-dashboard.png")
 
     table = open_live(ctx, server.url + "/dashboard?machine=press-1")
