@@ -166,6 +166,9 @@ def build(version: str) -> dict[str, Any]:
         _q("threshold", {"type": "number"}, description="only rows whose largest (or chosen) fault reaches this"),
         _q("fault", {"type": "string", "enum": list(FAULTS)}),
         machine,
+        _q("tz", {"type": "string"}, description="IANA zone the days are read in (default UTC), e.g. America/New_York"),
+        _q("offset", {"type": "string", "enum": ["0", "1"]},
+           description="1: times as ISO 8601 with their offset in tz (default: FD-REST's YYYY-MM-DD HH:MM:SS UTC)"),
     ]
     common = {"400": _error("bad input"), "401": _error("token required")}
     alarm_log_filters = [

@@ -111,7 +111,8 @@ async def generate_csv(request: Request) -> Response:
     flt = export.ReportFilter.parse(dict(request.query_params))
     if not await _query(request, export.first_match, flt):
         what = f" with a fault >= {flt.threshold:g}" if flt.threshold is not None else ""
-        raise NotFound(f"no readings between {flt.start} and {flt.end}{what}")
+        zone = f" ({flt.zone.key})" if flt.zone else ""
+        raise NotFound(f"no readings between {flt.start} and {flt.end}{zone}{what}")
     db_path = _app(request).settings.db_path
     readers = _app(request).readers
 

@@ -11,14 +11,15 @@ import re
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
 from edge.alarms.tables import alarm_columns_sql
 from edge.errors import BadRequest
-from edge.fdrest import COLUMNS, FAULTS
+from edge.fdrest import COLUMNS, FAULTS, format_time
 from edge.store import counts, rollups
 from edge.store.counts import MAX_FAULT_SQL
 from edge.store.schema import TABLE
@@ -79,13 +80,16 @@ def format_rows(rows: list[tuple], writer: Any, buffer: io.StringIO) -> str:
 @dataclass(frozen=True)
 class ReportFilter:
     """FD-REST's export filter: dates inclusive at both ends, optional threshold on the largest
-    fault (or on one fault), optional machine."""
+    fault (or on one fault), optional machine. `zone`: the days are that zone's (None: UTC, as
+    FD-REST's); `offset`: times written as ISO 8601 with their offset in it (else FD-REST's text)."""
 
     start: date
     end: date
     threshold: float | None = None
     fault: str | None = None
     machine: str | None = None
+    zone: ZoneInfo | None = None
+    offset: bool = False
 
     @classmethod
     def parse(cls, params: dict[str, str]) -> ReportFilter:
@@ -104,11 +108,22 @@ class ReportFilter:
         fault = params.get("fault") or None
         if fault is not None and fault not in FAULTS:
             raise BadRequest(f"unknown fault {fault[:40]!r}", field="fault", valid=list(FAULTS))
-        return cls(start, end, value, fault, params.get("machine") or None)
+        offset = params.get("offset") or "0"
+        if offset not in ("0", "1"):
+            raise BadRequest(f"offset must be 1 (ISO 8601 times with their offset) or 0, got {offset[:40]!r}",
+                             field="offset")
+        return cls(start, end, value, fault, params.get("machine") or None, _zone(params.get("tz")), offset == "1")
+
+    def bounds(self) -> tuple[str, str]:
+        """[start, end) as stored text: the first day's midnight and the one after the last day's."""
+        if self.zone is None:
+            return self.start.isoformat(), _day_after(self.end)
+        end = _zoned_bound(self.end + timedelta(days=1), self.zone) if self.end < date.max else _day_after(self.end)
+        return _zoned_bound(self.start, self.zone), end
 
     def where(self) -> tuple[str, tuple]:
         sql = "time >= ? AND time < ?"
-        args: list[Any] = [self.start.isoformat(), _day_after(self.end)]
+        args: list[Any] = list(self.bounds())
         if self.threshold is not None:
             sql += f" AND {self.fault or MAX_FAULT_SQL} >= ?"
             args.append(self.threshold)
@@ -134,13 +149,42 @@ def _date(params: dict[str, str], key: str) -> date:
         raise BadRequest(f"{key} must be a date like 2023-11-06, got {text[:40]!r}", field=key) from None
 
 
+def _zone(name: str | None) -> ZoneInfo | None:
+    """The `tz` parameter: an IANA zone (None for none, or for UTC itself: FD-REST's days)."""
+    if not name or name in ("UTC", "Etc/UTC"):
+        return None
+    try:
+        if len(name) > 64:
+            raise ValueError(name)
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise BadRequest(f"tz must be an IANA time zone like Europe/Berlin or America/New_York, got {name[:40]!r}",
+                         field="tz") from None
+
+
+def _zoned_bound(day: date, zone: ZoneInfo) -> str:
+    """Midnight starting `day` in `zone`, as stored text (UTC); a day too far out to convert keeps
+    its date as the bound, as without a zone."""
+    try:
+        return format_time(datetime.combine(day, time(), zone).astimezone(UTC))
+    except (OverflowError, ValueError):
+        return day.isoformat()
+
+
 def _hours(flt: ReportFilter) -> tuple[int, int] | None:
-    """The filter's days as epoch seconds, when the rollups can answer for them."""
+    """The filter's days as epoch seconds, when the rollups can answer for them (whole hours: a
+    zone such as UTC+05:30 is counted from raw rows)."""
     if flt.end >= date.max:
         return None
-    start = datetime(flt.start.year, flt.start.month, flt.start.day, tzinfo=UTC)
-    end = datetime(flt.end.year, flt.end.month, flt.end.day, tzinfo=UTC) + timedelta(days=1)
-    return int(start.timestamp()), int(end.timestamp())
+    zone = flt.zone or UTC
+    try:
+        start = int(datetime.combine(flt.start, time(), zone).timestamp())
+        end = int(datetime.combine(flt.end + timedelta(days=1), time(), zone).timestamp())
+    except (OverflowError, ValueError):
+        return None
+    if start % 3600 or end % 3600:
+        return None
+    return start, end
 
 
 def count(conn: sqlite3.Connection, flt: ReportFilter) -> int:
@@ -189,8 +233,10 @@ def export_csv(conn: sqlite3.Connection, flt: ReportFilter, chunk_rows: int = 20
     header = buffer.getvalue()
     buffer.seek(0)
     buffer.truncate()
+    zone = (flt.zone or UTC) if flt.offset else None
     while rows:
-        yield header + format_rows(rows, writer, buffer)
+        # the next chunk continues after the stored (time, id), so only the text written is zoned
+        yield header + format_rows(rows if zone is None else _with_offsets(rows, zone), writer, buffer)
         header = ""
         if len(rows) < chunk_rows:
             break
@@ -199,3 +245,17 @@ def export_csv(conn: sqlite3.Connection, flt: ReportFilter, chunk_rows: int = 20
                             (*args, last_time, last_id, chunk_rows)).fetchall()
     if header:
         yield header
+
+
+def _with_offsets(rows: list[tuple], zone: ZoneInfo | Any) -> list[tuple]:
+    """`rows` with each stored time (UTC text) as ISO 8601 with its offset in `zone`:
+    2026-12-04 20:05:00 -> 2026-12-04T21:05:00+01:00. Text that is not a time is kept."""
+    out = []
+    for row in rows:
+        when = row[1]
+        try:
+            when = datetime.fromisoformat(when).replace(tzinfo=UTC).astimezone(zone).isoformat()
+        except (TypeError, ValueError, OverflowError):
+            pass
+        out.append((row[0], when, *row[2:]))
+    return out

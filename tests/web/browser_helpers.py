@@ -149,6 +149,11 @@ def number(text: str) -> float:
     return float(text.replace("−", "-"))
 
 
+def shown_fault(value: float) -> float:
+    """What every page displays for a fault intensity: the model's value clamped to 0..100."""
+    return min(100.0, max(0.0, value))
+
+
 def fault_tile(page, fault: str):
     return page.locator(f'#faults li[data-fault="{fault}"]')
 

@@ -3,7 +3,7 @@
 // (/api/alarms.csv). The filters live in the URL, so a filtered log can be shared and reloaded.
 
 import {
-  $, el, fmtFault, fmtTime, getJSON, initPage, inputTime, isUnauthorized, loadModel, parseInputTime, showError,
+  $, el, fmtTime, getJSON, initPage, inputTime, isUnauthorized, loadModel, parseInputTime, showError, showFault,
   withParams, zoneLabel,
 } from "./common.js";
 import { startAlarmBadge } from "./alarm_badge.js";
@@ -13,7 +13,7 @@ new StatusBanner(); // stale machines and an unreachable appliance, as on every 
 startAlarmBadge();
 
 const PAGE = 200;
-const HEADS = ["Raised", "Machine", "Fault", "Severity", "State", "Peak", "Cleared", "Acknowledged"];
+const HEADS = ["Raised", "Machine", "Fault", "Severity", "State", "Peak (0–100)", "Cleared", "Acknowledged"];
 const S = { catalogue: new Map(), rows: [], oldest: null, seq: 0 };
 const FIELDS = ["machine", "fault", "state", "acked", "start", "end"];
 
@@ -72,7 +72,8 @@ function row(a) {
   cell(a.severity, "l");
   const state = cell(active ? "active" : "cleared", "l");
   if (active && !a.acked) state.append(" ", el("span", "badge new-badge", "new"));
-  cell(a.kind === "stale" ? "–" : fmtFault(Number(a.peak)));
+  const peak = cell(a.kind === "stale" ? "–" : "");
+  if (a.kind !== "stale") showFault(peak, Number(a.peak));
   cell(active ? "–" : fmtTime(a.cleared_at), "l");
   const ack = cell(a.acked ? `${a.acked_by} at ${fmtTime(a.acked_at)}` : "–", "l ack");
   if (a.ack_note) ack.append(el("q", "ack-note", a.ack_note));

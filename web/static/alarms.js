@@ -10,7 +10,7 @@
 //
 // Everything from the server goes in with textContent (el()); no HTML is parsed.
 
-import { $, ApiError, el, errorText, fetchJSON, fmtFault, fmtTime, getJSON, isUnauthorized, showError } from "./common.js";
+import { $, ApiError, el, errorText, fetchJSON, fmtTime, getJSON, isUnauthorized, showError, showFault } from "./common.js";
 import { AlarmLabels } from "./labels.js";
 
 const CLEARED_MAX = 10; // recently cleared alarms kept for the shown machine
@@ -385,7 +385,7 @@ export class AlarmPanel {
       item.peak.dd.replaceChildren(fmtTime(a.since));
       if (!active) item.peak.dd.append(el("span", "muted", ` (${duration(Number(a.peak))})`));
     } else {
-      item.peak.dd.replaceChildren(el("span", "mono", fmtFault(Number(a.peak))));
+      item.peak.dd.replaceChildren(showFault(el("span", "mono"), Number(a.peak)));
       if (a.peak_at && a.peak_at !== a.raised_at) item.peak.dd.append(el("span", "muted", ` at ${fmtTime(a.peak_at)}`));
     }
     item.cleared.div.hidden = active;

@@ -7,7 +7,8 @@
 
 /* global uPlot */
 
-import { timeZone } from "./common.js";
+import { clampFault, fmtFault, fmtNum, timeZone, zoneLabel } from "./common.js";
+import { FAULT_UNIT, featureInfo } from "./features.js";
 
 export const POINTS = 600;
 // Canvas redraws are what costs (compositing four canvases, in software on a Pi or a
@@ -21,12 +22,16 @@ const FAULT_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8
 // its database column come from /api/model). Each series names the reading's feature (`key`).
 const axes = (key) => ["Axial", "Vertical", "Horizontal"].map((ax, i) => (
   { from: "features", key: `${key}_${ax}`, label: ax, color: AXIS3[i] }));
+// The unit of each chart is its features' (features.js, the one table of labels and units).
 const CHARTED_FEATURES = [
-  { title: "Temperature", unit: "°C", agg: "mean",
+  { title: "Temperature", agg: "mean",
     series: [{ from: "features", key: "Temperature", label: "Temperature", color: "#c0392b" }] },
-  { title: "Kurtosis", unit: "", agg: "mean", series: axes("KURTOSIS") },
-  { title: "Vibration velocity", unit: "mm/s", agg: "mean", series: axes("VIBRATION_VEL") },
-];
+  { title: "Kurtosis", agg: "mean", series: axes("KURTOSIS") },
+  { title: "Vibration velocity (RMS)", agg: "mean", series: axes("VIBRATION_VEL") },
+].map((c) => ({ ...c, unit: featureInfo(c.series[0].key).unit }));
+
+// The y axis' label: the unit, or that there is none (kurtosis is a ratio).
+const axisLabel = (spec) => (spec.faults ? `intensity ${FAULT_UNIT}` : spec.unit || "no unit");
 
 // The charts for a model: the features above that it has, each with the column /api/series
 // takes for it (`col`, from the model's `columns`), then every fault of the model (the fault
@@ -38,7 +43,7 @@ export function chartSpecs(model) {
     ...c, series: c.series.filter((s) => columnOf.get(s.key)).map((s) => ({ ...s, col: columnOf.get(s.key) })),
   })).filter((c) => c.series.length);
   return [...features, {
-    title: "Fault intensities", unit: "", agg: "max", faults: true,
+    title: "Fault intensities", unit: FAULT_UNIT, agg: "max", faults: true,
     // the legend names each fault as the catalogue does, beside its key
     series: faults.map((f, i) => ({ from: "faults", key: f, col: f, label: faultLabel(model, f),
                                     color: FAULT_COLORS[i % FAULT_COLORS.length] })),
@@ -202,16 +207,18 @@ export class Chart {
         },
       },
       axes: [
-        { stroke: ink.text, grid: { stroke: ink.grid }, ticks: { stroke: ink.grid }, values: TIME_TICKS },
+        { stroke: ink.text, grid: { stroke: ink.grid }, ticks: { stroke: ink.grid }, values: TIME_TICKS,
+          label: `time (${zoneLabel()})`, labelSize: 18, labelFont: "12px system-ui, sans-serif" },
         { stroke: ink.text, size: 48, grid: { stroke: ink.grid }, ticks: { stroke: ink.grid },
-          label: spec.unit || undefined, labelSize: spec.unit ? 18 : 0 },
+          label: axisLabel(spec), labelSize: 18, labelFont: "12px system-ui, sans-serif" },
       ],
       series: [
         { label: "time", value: "{YYYY}-{MM}-{DD} {HH}:{mm}:{ss}" },
         ...spec.series.map((s) => ({
           // uPlot's default point rule: dots only while points are sparse (a lone reading shows).
           label: s.label, stroke: s.color, width: 1.5, spanGaps: false,
-          value: (u, v) => (v === null || v === undefined ? "–" : Number(v.toPrecision(4)).toString()),
+          // faults: the value drawn (0 to 100) and the model's own when it was clamped
+          value: spec.faults ? (u, v, si, i) => this.faultLegend(s.col, v, i) : (u, v) => fmtNum(v),
         })),
       ],
       hooks: {
@@ -226,6 +233,9 @@ export class Chart {
       },
     };
     this.plot = new uPlot(opts, [[], ...spec.series.map(() => [])], container);
+    // the axes' labels (drawn on the canvas) where a test or a tool can read them
+    container.dataset.xLabel = opts.axes[0].label;
+    container.dataset.yLabel = opts.axes[1].label;
     if (onReset) container.addEventListener("dblclick", () => onReset());
     this.buf = null;
     this.dirty = false;
@@ -287,7 +297,22 @@ export class Chart {
     this.dirty = false;
     this.lastDraw = performance.now();
     const buf = this.buf;
-    this.plot.setData([buf.t, ...this.spec.series.map((s) => buf.v[s.col])]);
+    // fault intensities are drawn clamped to 0..100 (the buffer keeps the model's values)
+    const shown = this.spec.faults ? (col) => buf.v[col].map(clampFault) : (col) => buf.v[col];
+    this.plot.setData([buf.t, ...this.spec.series.map((s) => shown(s.col))]);
+  }
+
+  // The legend's value of a fault: "100.0" when the model answered 100 or less, "100.0 (raw 104.2)"
+  // when drawing clamped it.
+  faultLegend(col, v, i) {
+    if (v === null || v === undefined) return "–";
+    const raw = this.buf && i !== null && i !== undefined ? this.buf.v[col][i] : v;
+    return raw === v || raw === null || raw === undefined ? fmtFault(v) : `${fmtFault(v)} (raw ${fmtNum(raw)})`;
+  }
+
+  // An envelope's bounds as drawn: fault intensities clamped to 0..100 like their lines.
+  band(values) {
+    return this.spec.faults ? values.map(clampFault) : values;
   }
 
   // The y range widened to the envelopes, so a band is not cut off at the top or bottom.
@@ -295,8 +320,8 @@ export class Chart {
     const buf = this.buf;
     if (!buf || !buf.envelope) return [min, max];
     for (const s of this.spec.series) {
-      for (const v of buf.lo[s.col]) if (v !== null && v < min) min = v;
-      for (const v of buf.hi[s.col]) if (v !== null && v > max) max = v;
+      for (const v of this.band(buf.lo[s.col])) if (v !== null && v < min) min = v;
+      for (const v of this.band(buf.hi[s.col])) if (v !== null && v > max) max = v;
     }
     return [min, max];
   }
@@ -313,8 +338,8 @@ export class Chart {
     ctx.globalAlpha = 0.18;
     this.spec.series.forEach((s, k) => {
       if (u.series[k + 1] && u.series[k + 1].show === false) return;
-      const lo = buf.lo[s.col];
-      const hi = buf.hi[s.col];
+      const lo = this.band(buf.lo[s.col]);
+      const hi = this.band(buf.hi[s.col]);
       ctx.fillStyle = s.color;
       let run = [];
       const flush = () => {

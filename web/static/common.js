@@ -203,6 +203,32 @@ export function fmtFault(v) {
   return s === "-0.0" ? "0.0" : s; // -0.04 is no fault, not a negative one
 }
 
+// Fault intensities read 0 (none) to 100 (the strongest the model was trained on); a model may
+// answer -1.2 or 104. Every page shows such a value as 0 or 100 (the API and the CSV keep the
+// model's own number): clampFault() for what is drawn, showFault() for what is written.
+export function clampFault(v) {
+  if (v === null || v === undefined || Number.isNaN(v)) return v;
+  return Math.min(100, Math.max(0, v));
+}
+
+// node shows the intensity v clamped (fmtFault); when clamping changed it, node says so: a
+// title with the model's own value and data-raw holding it (else both are removed).
+export function showFault(node, v) {
+  const text = fmtFault(clampFault(v));
+  if (node.textContent !== text) node.textContent = text;
+  const clamped = typeof v === "number" && clampFault(v) !== v;
+  if (clamped) {
+    node.title = `The model answered ${fmtNum(v)}; shown as ${text} (the scale is 0 to 100)`;
+    node.dataset.raw = String(v);
+    node.dataset.clamp = v > 100 ? "high" : "low"; // app.css marks it "≥100.0" / "≤0.0"
+  } else if (node.dataset.raw !== undefined) {
+    node.removeAttribute("title");
+    delete node.dataset.raw;
+    delete node.dataset.clamp;
+  }
+  return node;
+}
+
 // normal | warning | alarm, from the model's thresholds.
 export function faultState(v, thresholds) {
   if (v >= thresholds.alarm) return "alarm";

@@ -9,12 +9,13 @@
 // than those shown) reloads everything (live.js tells us).
 
 import {
-  $, dominantFault, el, faultState, fmtFault, fmtNum, fmtTime, getJSON, initPage, isUnauthorized, loadModel, notice,
-  inputTime, parseInputTime, serverNow, showError, zoneLabel,
+  $, clampFault, dominantFault, el, faultState, fmtFault, fmtNum, fmtTime, getJSON, initPage, isUnauthorized, loadModel, notice,
+  inputTime, parseInputTime, serverNow, showError, showFault, zoneLabel,
 } from "./common.js";
 import { Chart, POINTS, SeriesBuffer, chartColumns, chartSpecs } from "./charts.js";
 import { LiveFeed, RateMeter } from "./live.js";
 import { AlarmPanel } from "./alarms.js";
+import { featureInfo } from "./features.js";
 import { StatusBanner } from "./status.js";
 
 const RANGES = { "15m": 900, "1h": 3600, "24h": 86400, "7d": 604800 };
@@ -106,7 +107,11 @@ function buildModel(model) {
   for (const name of model.features || []) {
     const div = el("div", "feat");
     const dd = el("dd", null, "–");
-    div.append(el("dt", null, name), dd);
+    const info = featureInfo(name); // a readable label and its unit (features.js); the key in the title
+    const dt = el("dt", null, info.label);
+    dt.title = name;
+    if (info.unit) dt.append(" ", el("span", "unit", info.unit));
+    div.append(dt, dd);
     dl.append(div);
     featureCells.set(name, dd);
   }
@@ -191,9 +196,9 @@ function renderLatest(r) {
     const v = faults[f];
     const st = v === undefined ? "normal" : faultState(v, S.thresholds);
     setState(t.li, st);
-    t.value.textContent = fmtFault(v);
+    showFault(t.value, v);
     t.state.textContent = v === undefined ? "–" : st;
-    t.bar.style.transform = `scaleX(${Math.min(Math.max((v || 0) / full, 0), 1)})`;
+    t.bar.style.transform = `scaleX(${Math.min(Math.max((clampFault(v) || 0) / full, 0), 1)})`;
   }
 
   const dom = dominantFault(faults);
@@ -205,13 +210,14 @@ function renderLatest(r) {
     setState(box, st);
     // Healthy: no causes listed for a 0.3 (they would read as a diagnosis).
     $("dom-name").textContent = st === "normal" ? "Healthy" : `${cat.category || dom} (${dom})`;
-    $("dom-value").textContent = st === "normal" ? "" : fmtFault(v);
+    if (st === "normal") showFault($("dom-value"), null).textContent = "";
+    else showFault($("dom-value"), v);
     $("dom-state").textContent = st;
     $("dom-detail").hidden = st === "normal";
     $("dom-observed").textContent = cat.observed || "–";
     $("dom-causes").textContent = cat.root_causes || "–";
     $("dom-note").textContent = st === "normal"
-      ? `All intensities are below the warning threshold (${S.thresholds.warning}); the largest is ${dom} at ${fmtFault(v)}.`
+      ? `All intensities are below the warning threshold (${S.thresholds.warning}); the largest is ${dom} at ${fmtFault(clampFault(v))}.`
       : "";
     if (st === "normal") $("dom-why").textContent = "–";
     else explainSoon(r);
@@ -275,7 +281,7 @@ function clearLatest() {
   S.chartQueue.length = 0;
   for (const t of tiles.values()) {
     setState(t.li, "normal");
-    t.value.textContent = "–";
+    showFault(t.value, null);
     t.state.textContent = "–";
     t.bar.style.transform = "scaleX(0)";
   }

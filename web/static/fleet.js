@@ -10,7 +10,7 @@
 // appliance's clock.
 
 import {
-  $, dominantFault, el, fmtFault, fmtTime, getJSON, initPage, isUnauthorized, loadModel, serverNow, showError,
+  $, clampFault, dominantFault, el, fmtTime, getJSON, initPage, isUnauthorized, loadModel, serverNow, showError, showFault,
   zoneLabel,
 } from "./common.js";
 import { LiveFeed } from "./live.js";
@@ -131,9 +131,6 @@ function peakOf(r) {
   return dom === null ? null : faults[dom];
 }
 
-// Intensities are 0-100; a model may answer -1.2 or 104, shown as 0 and 100 (the API keeps them).
-const shown = (v) => Math.min(100, Math.max(0, v));
-
 // Writes only what changed: 200 tiles are redrawn every second.
 function set(node, text) {
   if (node.textContent !== text) node.textContent = text;
@@ -158,12 +155,12 @@ function renderTile(m) {
     const cat = (S.catalogue.get(dom) || {}).category || dom;
     set(t.cat, cat);
     t.cat.title = `${cat} (${dom})`;
-    set(t.value, fmtFault(shown(v)));
+    showFault(t.value, v); // 0 to 100, the model's own value in its title when clamped
     t.li.dataset.fault = dom;
     t.cat.parentNode.classList.toggle("is-low", v < S.thresholds.warning);
   } else {
     set(t.cat, "no reading yet");
-    set(t.value, "");
+    showFault(t.value, null).textContent = "";
   }
   renderSeen(m);
   if (m.sparkDirty) renderSpark(m);
@@ -190,7 +187,7 @@ function renderSeen(m) {
 function renderSpark(m) {
   m.sparkDirty = false;
   const t = m.tile;
-  const y = (v) => (100 - shown(v)).toFixed(1);
+  const y = (v) => (100 - clampFault(v)).toFixed(1);
   t.warn.setAttribute("y1", y(S.thresholds.warning));
   t.warn.setAttribute("y2", y(S.thresholds.warning));
   t.alarm.setAttribute("y1", y(S.thresholds.alarm));

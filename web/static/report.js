@@ -3,7 +3,9 @@
 // Counting first turns "nothing matches" and bad input into a message on the page
 // instead of a JSON error document replacing it.
 
-import { $, el, getJSON, initPage, isUnauthorized, loadModel, serverNow, showError, withParams } from "./common.js";
+import {
+  $, el, getJSON, initPage, inputTime, isUnauthorized, loadModel, serverNow, showError, timeZone, withParams, zoneLabel,
+} from "./common.js";
 import { startAlarmBadge } from "./alarm_badge.js";
 import { labelRangeCard } from "./label_range.js";
 import { StatusBanner } from "./status.js";
@@ -14,6 +16,17 @@ startAlarmBadge(); // the active-alarm count in the top bar, as on every page
 const form = $("report");
 let countSeq = 0; // answers can come back out of order; only the newest is shown
 
+// The page's zone (common.js) as the appliance takes it: the browser's IANA zone for local
+// time, nothing for UTC (the server's default, FD-REST's days).
+const LOCAL_ZONE = (() => {
+  try {
+    return Intl.DateTimeFormat().resolvedOptions().timeZone || "";
+  } catch {
+    return "";
+  }
+})();
+const tz = () => (timeZone() === "UTC" ? "" : LOCAL_ZONE);
+
 function params() {
   return {
     start: $("start").value,
@@ -21,7 +34,19 @@ function params() {
     threshold: $("threshold").value.trim(),
     fault: $("fault").value,
     machine: $("machine").value,
+    tz: tz(),
+    offset: $("offset").checked ? "1" : "",
   };
+}
+
+// Which zone the dates are read in, said beside the form and in the offset option.
+function showZone() {
+  const now = new Date(serverNow());
+  const name = timeZone() === "UTC" ? "UTC" : `local time, ${zoneLabel(now)}${LOCAL_ZONE ? ` (${LOCAL_ZONE})` : ""}`;
+  $("report-zone").textContent = name;
+  $("offset-zone").textContent = name;
+  const off = zoneLabel(now) === "UTC" ? "+00:00" : zoneLabel(now).slice(3).replace("−", "-");
+  $("offset-example").textContent = `${inputTime(now).slice(0, 16)}:00${off}`;
 }
 
 // Client-side checks for what the browser already knows; the server checks again.
@@ -40,7 +65,7 @@ function show(kind, text) {
 }
 
 function describe(p) {
-  const parts = [`${p.start} to ${p.end}`];
+  const parts = [`${p.start} to ${p.end} (${p.tz || "UTC"})`];
   if (p.threshold !== "") parts.push(`${p.fault || "largest fault"} ≥ ${p.threshold}`);
   else if (p.fault) parts.push(p.fault);
   if (p.machine) parts.push(`machine ${p.machine}`);
@@ -59,7 +84,7 @@ async function count() {
   }
   $("count").textContent = "counting…";
   try {
-    const ans = await getJSON("/api/count", p);
+    const ans = await getJSON("/api/count", { ...p, offset: "" }); // the format does not change the count
     if (seq !== countSeq) return null;
     const n = ans.count;
     $("count").textContent = `${n.toLocaleString()} matching row${n === 1 ? "" : "s"}`;
@@ -194,10 +219,11 @@ initPage({
 loadStorage();
 setInterval(loadStorage, 15000); // the uplink's lag and the card's figures move while the page is open
 
-// Default: the last 7 days, in UTC like the server's dates.
+// Default: the last 7 days, in the page's zone like the dates sent.
 const today = new Date(serverNow());
-$("end").value = today.toISOString().slice(0, 10);
-$("start").value = new Date(today.getTime() - 6 * 86400e3).toISOString().slice(0, 10);
+$("end").value = inputTime(today).slice(0, 10);
+$("start").value = inputTime(new Date(today.getTime() - 6 * 86400e3)).slice(0, 10);
+showZone();
 
 form.addEventListener("submit", download);
 form.addEventListener("input", recount);

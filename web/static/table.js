@@ -5,15 +5,22 @@
 
 import {
   $, dominantFault, el, faultState, fmtClock, fmtFault, fmtNum, getJSON, initPage, isUnauthorized, loadModel, notice, showError,
-  zoneLabel,
+  showFault, zoneLabel,
 } from "./common.js";
+import { FAULT_UNIT, featureInfo } from "./features.js";
 import { LiveFeed } from "./live.js";
 import { startAlarmBadge } from "./alarm_badge.js";
 import { StatusBanner } from "./status.js";
 
 const MAX_ROWS = 50;
-// The features the table shows after the faults: a display choice (reading key, header).
-const TABLE_FEATURES = [["Temperature", "temp."], ["Rotation Speed", "rpm"]];
+// The features the table shows after the faults: a display choice; their headers say the unit
+// (features.js).
+const TABLE_FEATURES = ["Temperature", "Rotation Speed"].map((key) => {
+  const info = featureInfo(key);
+  return [key, `${info.label} (${info.unit})`];
+});
+// The machine shown (null: every machine), from ?machine= so a filtered table can be shared.
+let machine = new URLSearchParams(location.search).get("machine") || null;
 let faults = []; // the model's fault names
 let thresholds = null; // the model's {warning, alarm}
 let pending = [];
@@ -25,6 +32,7 @@ startAlarmBadge(); // the active-alarm count in the top bar, as on every page
 const feed = new LiveFeed({
   onReading: (r) => {
     if (r.machine) status.heard(r.machine);
+    if (machine && r.machine !== machine) return; // the stream is filtered too; a late row of another is not shown
     pending.push(r);
     if (pending.length > MAX_ROWS) pending = pending.slice(-MAX_ROWS);
     frame ||= requestAnimationFrame(flush);
@@ -38,7 +46,7 @@ const feed = new LiveFeed({
 initPage({ onToken: () => init(), onUnauthorized: () => feed.needToken() });
 
 function header() {
-  const cols = [["id", "l"], [`time (${zoneLabel()})`, "l"], ["machine", "l"], ["max", ""], ["dominant", "l"],
+  const cols = [["id", "l"], [`time (${zoneLabel()})`, "l"], ["machine", "l"], [`max (${FAULT_UNIT})`, ""], ["dominant", "l"],
     ...faults.map((f) => [f, ""]), ...TABLE_FEATURES.map(([, label]) => [label, ""])];
   $("head").replaceChildren(...cols.map(([t, cls]) => {
     const th = el("th", cls, t);
@@ -57,11 +65,11 @@ function row(r) {
   const feats = r.features || {};
   tr.append(
     el("td", "l", r.id),
-    el("td", "l", fmtClock(r.time)),
+    el("td", "l when", fmtClock(r.time)),
     el("td", "l name", r.machine),
-    el("td", "hot", fmtFault(max)),
+    showFault(el("td", "hot"), max),
     el("td", "l name", dom || "–"),
-    ...faults.map((f) => el("td", f === dom ? "hot" : "", fmtFault(values[f]))),
+    ...faults.map((f) => showFault(el("td", f === dom ? "hot" : ""), values[f])),
     ...TABLE_FEATURES.map(([key]) => el("td", "", fmtNum(feats[key]))),
   );
   const name = tr.children[2];
@@ -104,7 +112,7 @@ async function init() {
   notice("");
   let sinceId = null;
   try {
-    const ans = await getJSON("/api/latest", { limit: MAX_ROWS });
+    const ans = await getJSON("/api/latest", { limit: MAX_ROWS, machine });
     const rows = ans.readings || []; // newest first
     $("rows").replaceChildren(...rows.map(row));
     $("empty").hidden = rows.length > 0;
@@ -113,8 +121,38 @@ async function init() {
     showError(err);
     if (isUnauthorized(err)) return;
   }
-  feed.start(null, sinceId);
+  feed.start(machine, sinceId);
+  loadMachines();
 }
+
+// The machine filter: every machine the appliance knows, the chosen one kept (and in the URL).
+async function loadMachines() {
+  const sel = $("table-machine");
+  let names = [];
+  try {
+    names = ((await getJSON("/api/machines")).machines || []).map((m) => m.machine);
+  } catch (err) {
+    return; // the table still shows every machine
+  }
+  if (machine && !names.includes(machine)) names.push(machine);
+  sel.replaceChildren(sel.firstElementChild, ...names.map((n) => {
+    const o = el("option", null, n);
+    o.value = n;
+    return o;
+  }));
+  sel.value = machine || "";
+}
+
+$("table-machine").addEventListener("change", (ev) => {
+  machine = ev.target.value || null;
+  const url = new URL(location.href);
+  if (machine) url.searchParams.set("machine", machine);
+  else url.searchParams.delete("machine");
+  history.replaceState(null, "", url);
+  pending = [];
+  feed.stop();
+  init();
+});
 
 $("max-rows").textContent = MAX_ROWS;
 init();
