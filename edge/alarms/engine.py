@@ -358,6 +358,8 @@ class AlarmEngine:
             raise
         except Exception:  # an alarm bug must not cost the readings
             return self._abandon(conn, len(rows))
+        finally:
+            self._explain = None  # its closure holds the group's features
         return changes
 
     def commit(self) -> None:

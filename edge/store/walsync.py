@@ -79,6 +79,7 @@ class WalSyncer:
                     self.deliver(settlements, error)
                 except Exception:  # the thread must outlive a bug in delivery
                     log.exception("delivering %d answers after a sync failed", len(settlements))
+            del items, settlements  # not held (with their readings) while waiting for the next
 
     def _sync(self) -> None:
         if self._fd is None:

@@ -282,6 +282,7 @@ class Writer:
                     memory.trim()
             for task in tasks:
                 self._run_task(task)
+            del group, tasks, item  # not held (with their readings) while waiting for the next
             self._flush()
             if self.checkpointer is not None and self.checkpointer.behind:
                 self.checkpointer.finish(self.conn)

@@ -66,3 +66,26 @@ def test_every_connection_the_appliance_opens_keeps_a_small_page_cache(make_clie
                 continue
     assert len(caches) >= 3  # the writer, the checkpointer, a reader at least
     assert all(-1024 <= c < 0 for c in caches), caches  # KiB (negative): at most 1 MiB each
+
+
+def test_a_batch_is_not_kept_in_memory_once_it_is_answered(make_client):
+    """The writer and the WAL syncer each held their last group (its rows, floats and answers) in
+    loop variables while waiting for the next: 1.3 MB after a 1,000-reading batch, 13 MB after a
+    10,000-reading one, for as long as the appliance stayed idle."""
+    import gc
+    import json
+    import time
+
+    from edge.ingest.bodies import Batch
+
+    client = make_client()
+    body = "\n".join(json.dumps(reading(i)) for i in range(500))
+    assert client.post("/send", content=body, headers={"Content-Type": "application/x-ndjson"}).status_code == 200
+    deadline = time.monotonic() + 5
+    while True:
+        gc.collect()
+        alive = [o for o in gc.get_objects() if isinstance(o, Batch) and len(o) == 500]
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert alive == [], "the answered batch is still referenced"
