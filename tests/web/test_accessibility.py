@@ -32,7 +32,7 @@ REPORTS = REPO / "test-output" / "a11y"
 SIZES = {"1440": {"width": 1440, "height": 900}, "390": {"width": 390, "height": 844}}
 SCHEMES = ("light", "dark")
 # WCAG 2.0, 2.1 and 2.2, levels A and AA: what the issue asks for ("best-practice" rules are not run)
-TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
+TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
 RUN = """async (tags) => {
   const r = await axe.run(document, {runOnly: {type: "tag", values: tags}, resultTypes: ["violations"]});
   return r.violations.map((v) => ({id: v.id, impact: v.impact, help: v.help,
