@@ -10,6 +10,7 @@ sizes goes to test-output/screenshots/a11y-<state>-<size>.png."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import urllib.parse
@@ -95,6 +96,20 @@ def live_alarm(page, url: str) -> None:
     expect(page.locator("#charts canvas").first).to_be_visible()
 
 
+def live_forms(page, url: str) -> None:
+    """The forms the live page opens: acknowledge (sent empty: its message), a label, a custom range."""
+    live_alarm(page, url)
+    unacked = page.locator("#alarms-active li.alarm").filter(has=page.locator(".ack-open:visible")).first
+    alarm = page.locator(f'#alarms-active li.alarm[data-id="{unacked.get_attribute("data-id")}"]')
+    alarm.locator(".ack-open").click()
+    alarm.locator(".ack-form button[type=submit]").click()
+    expect(alarm.locator(".ack-form .ack-msg")).not_to_be_empty()
+    page.locator("#alarms-active .label-open:visible").first.click()
+    expect(page.locator("#alarms-active .label-form").first).to_be_visible()
+    page.click('#ranges button[data-range="custom"]')
+    expect(page.locator("#custom-range")).to_be_visible()
+
+
 def live_stale(page, url: str) -> None:
     page.goto(url)
     wait_live(page)
@@ -154,7 +169,8 @@ def token_form(page, url: str) -> None:
 
 # state -> (the page's path and query, what brings it to that state)
 STATES: dict[str, tuple[str, Callable]] = {
-    "live-alarm": ("/?machine=press", live_alarm), "live-stale": ("/?machine=quiet", live_stale),
+    "live-alarm": ("/?machine=press", live_alarm), "live-forms": ("/?machine=press", live_forms),
+    "live-stale": ("/?machine=quiet", live_stale),
     "machines": ("/machines", machines), "alarms": ("/alarms", alarm_log), "table": ("/dashboard", table),
     "report-error": ("/report", report_error), "models": ("/models", models_admin),
     "login-error": ("/login", login_error), "token-form": ("/", token_form),
@@ -187,9 +203,9 @@ def describe(found: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.parametrize("state", STATES)
-def test_every_page_has_no_wcag_a_or_aa_violations(server, open_context, state):
-    ctx, _ = open_context(viewport=SIZES["1440"], color_scheme="light")
+def opened(server, open_context, state: str, **options):
+    """A new page in `state`, logged in with the read token (but for the token form)."""
+    ctx, _ = open_context(**{"viewport": SIZES["1440"], "color_scheme": "light", **options})
     if state != "token-form":
         login = ctx.request.post(server.url + "/login", data={"token": READ})
         assert login.ok, login.text()
@@ -197,17 +213,108 @@ def test_every_page_has_no_wcag_a_or_aa_violations(server, open_context, state):
     page = ctx.new_page()
     path, prepare = STATES[state]
     prepare(page, server.url + path)
+    return page
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_every_page_has_no_wcag_a_or_aa_violations(server, open_context, state):
+    page = opened(server, open_context, state)
     found: dict[str, list[dict]] = {}
     for size, viewport in SIZES.items():
         page.set_viewport_size(viewport)
         for scheme in SCHEMES:
             page.emulate_media(color_scheme=scheme)
             page.wait_for_timeout(150)  # charts redraw on resize (a frame) and on a scheme change
-            if scheme == "light":
-                shot(page, f"a11y-{state}-{size}.png")
+            shot(page, f"a11y-{state}-{size}.png" if scheme == "light" else f"a11y-{state}-{size}-dark.png")
             if v := violations(page, server.url):
                 found[f"{size} {scheme}"] = v
     if found:  # all of it, for whoever fixes the page (the message shows the first nodes of each)
         REPORTS.mkdir(parents=True, exist_ok=True)
         (REPORTS / f"a11y-{state}.json").write_text(json.dumps(found, indent=1))
     assert not found, f"axe-core found WCAG A/AA violations on {state}:\n{describe(found)}"
+
+
+# Every element a keyboard reaches: what Tab stops on (disabled controls and tabindex=-1 do not count).
+FOCUSABLE = """() => {
+  const shown = (e) => e.getClientRects().length && getComputedStyle(e).visibility !== "hidden"
+    && !e.closest("details:not([open]) > :not(summary)");
+  const all = [...document.querySelectorAll("a[href], button, input, select, textarea, summary, [tabindex]")]
+    .filter((e) => !e.disabled && e.tabIndex >= 0 && shown(e));
+  all.forEach((e, i) => { e.dataset.a11yStop = String(i); });
+  return all.map((e) => e.outerHTML.slice(0, 120));
+}"""
+# What the pointer can click (the cursor says so) but no Tab reaches: it needs keyboard access too.
+MOUSE_ONLY = """() => {
+  const pointer = (e) => e && e.getClientRects().length && getComputedStyle(e).cursor === "pointer";
+  return [...document.querySelectorAll("body *")].filter((e) => pointer(e) && !pointer(e.parentElement)
+    && !e.closest("a[href], button, input, select, textarea, summary, label, [tabindex]:not([tabindex='-1'])"))
+    .map((e) => e.outerHTML.slice(0, 120));
+}"""
+# The focused element's outline and its contrast with the ground it is drawn on (outside the element,
+# so its parent's): WCAG 1.4.11 asks 3:1 of what shows a state.
+FOCUS_SHOWN = """() => {
+  const e = document.activeElement, s = getComputedStyle(e);
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => [r, g, b].map((v) => v / 255)
+    .map((v) => (v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4))
+    .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+  let ground = e.parentElement;
+  while (ground && (rgb(getComputedStyle(ground).backgroundColor)[3] === 0)) ground = ground.parentElement;
+  const under = ground ? rgb(getComputedStyle(ground).backgroundColor) : [255, 255, 255];
+  const [a, b] = [lum(rgb(s.outlineColor)), lum(under)].sort((x, y) => y - x);
+  return {stop: e.dataset.a11yStop ?? null, html: e.outerHTML.slice(0, 120),
+          shown: s.outlineStyle !== "none" && parseFloat(s.outlineWidth) > 0,
+          contrast: Math.round(((a + 0.05) / (b + 0.05)) * 100) / 100};
+}"""
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_the_keyboard_reaches_everything_clickable_and_shows_where_it_is(server, open_context, state):
+    """Tab stops on every link, button, field and scrolling table of the page, each with a visible
+    focus outline (3:1 against its ground, in both colour schemes); and nothing that the mouse can click (a pointer cursor) is out of its reach."""
+    page = opened(server, open_context, state)
+    assert page.evaluate(MOUSE_ONLY) == []
+    stops = page.evaluate(FOCUSABLE)
+    for scheme in SCHEMES:
+        page.emulate_media(color_scheme=scheme)
+        page.evaluate("document.activeElement && document.activeElement.blur()")
+        reached: dict[str, dict] = {}
+        for _ in range(4 * len(stops) + 20):  # date fields take a Tab per part
+            page.keyboard.press("Tab")
+            now = page.evaluate(FOCUS_SHOWN)
+            if now["stop"] is not None:
+                reached.setdefault(now["stop"], now)
+            if len(reached) == len(stops):
+                break
+        missed = [html for i, html in enumerate(stops) if str(i) not in reached]
+        assert not missed, f"{scheme}: Tab never reaches {missed}"
+        unseen = [r["html"] for r in reached.values() if not r["shown"]]
+        assert not unseen, f"{scheme}: no visible focus on {unseen}"
+        faint = [(r["contrast"], r["html"]) for r in reached.values() if r["contrast"] < 3]
+        assert not faint, f"{scheme}: focus outlines under 3:1 against their ground: {faint}"
+
+
+def test_every_chart_is_an_image_that_says_what_it_shows_and_its_legend_works_by_keyboard(server, open_context):
+    page = opened(server, open_context, "live-alarm")
+    figures = page.locator("#charts figure.chart")
+    assert figures.count() >= 2
+    for i in range(figures.count()):
+        fig = figures.nth(i)
+        title = fig.locator("figcaption").inner_text()
+        picture = fig.locator(".u-wrap")
+        expect(picture).to_have_attribute("role", "img")
+        label = picture.get_attribute("aria-label") or ""
+        assert label.startswith(title), (title, label)
+        for name in fig.locator(".u-legend .u-series .u-label").all_inner_texts()[1:]:  # [0] is the time
+            assert name.rstrip(":") in label, (name, label)
+    toggle = figures.last.locator(".u-legend tr.u-series").nth(1)
+    button = toggle.locator("th")
+    expect(button).to_have_attribute("role", "button")
+    expect(button).to_have_attribute("aria-pressed", "true")
+    button.focus()
+    page.keyboard.press("Enter")
+    expect(toggle).to_have_class(re.compile(r"\bu-off\b"))
+    expect(button).to_have_attribute("aria-pressed", "false")
+    page.keyboard.press(" ")
+    expect(toggle).not_to_have_class(re.compile(r"\bu-off\b"))
+    expect(button).to_have_attribute("aria-pressed", "true")

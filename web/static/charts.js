@@ -8,6 +8,7 @@
 /* global uPlot */
 
 import { timeZone } from "./common.js";
+import { makeAccessible } from "./chart_a11y.js";
 
 export const POINTS = 600;
 // Canvas redraws are what costs (compositing four canvases, in software on a Pi or a
@@ -226,6 +227,7 @@ export class Chart {
       },
     };
     this.plot = new uPlot(opts, [[], ...spec.series.map(() => [])], container);
+    makeAccessible(this.plot, spec);
     if (onReset) container.addEventListener("dblclick", () => onReset());
     this.buf = null;
     this.dirty = false;
