@@ -6,9 +6,9 @@
 // same memory and redraw time as one a minute.
 
 /* global uPlot */
+import { makeAccessible } from "./chart_a11y.js"; // the drawing's label, the legend by keyboard
 
 import { timeZone } from "./common.js";
-import { makeAccessible } from "./chart_a11y.js";
 
 export const POINTS = 600;
 // Canvas redraws are what costs (compositing four canvases, in software on a Pi or a
@@ -227,10 +227,10 @@ export class Chart {
       },
     };
     this.plot = new uPlot(opts, [[], ...spec.series.map(() => [])], container);
-    makeAccessible(this.plot, spec);
     if (onReset) container.addEventListener("dblclick", () => onReset());
     this.buf = null;
     this.dirty = false;
+    makeAccessible(this.plot, spec);
     this.visible = true;
     this.lastDraw = -Infinity;
     this.timer = 0;
