@@ -243,14 +243,22 @@ def test_every_page_has_no_wcag_a_or_aa_violations(server, open_context, state):
     assert not found, f"axe-core found violations (WCAG 2 A/AA, best practices) on {state}:\n{describe(found)}"
 
 
-# Every element a keyboard reaches: what Tab stops on (disabled controls and tabindex=-1 do not count).
-FOCUSABLE = """() => {
+# Every element a keyboard reaches: what Tab stops on (disabled controls and tabindex=-1 do not
+# count), each named by what it is rather than by the node (a live page re-renders some lists while
+# it is walked): its id, else its tag, classes, href, name and the machine, range or verdict it
+# stands for; and its place among those alike.
+STOPS = """
   const shown = (e) => e.getClientRects().length && getComputedStyle(e).visibility !== "hidden"
     && !e.closest("details:not([open]) > :not(summary)");
-  const all = [...document.querySelectorAll("a[href], button, input, select, textarea, summary, [tabindex]")]
+  const stops = () => [...document.querySelectorAll("a[href], button, input, select, textarea, summary, [tabindex]")]
     .filter((e) => !e.disabled && e.tabIndex >= 0 && shown(e));
-  all.forEach((e, i) => { e.dataset.a11yStop = String(i); });
-  return all.map((e) => e.outerHTML.slice(0, 120));
+  const kind = (e) => (e.id ? `#${e.id}` : [e.tagName, e.className, e.getAttribute("href"), e.getAttribute("name"),
+    e.dataset.machine, e.dataset.range, e.dataset.verdict].join("|"));
+  const key = (e, all) => `${kind(e)}@${all.filter((o) => kind(o) === kind(e)).indexOf(e)}`;
+"""
+FOCUSABLE = "() => {" + STOPS + """
+  const all = stops();
+  return Object.fromEntries(all.map((e) => [key(e, all), e.outerHTML.slice(0, 120)]));
 }"""
 # What the pointer can click (the cursor says so) but no Tab reaches: it needs keyboard access too.
 MOUSE_ONLY = """() => {
@@ -261,8 +269,8 @@ MOUSE_ONLY = """() => {
 }"""
 # The focused element's outline and its contrast with the ground it is drawn on (outside the element,
 # so its parent's): WCAG 1.4.11 asks 3:1 of what shows a state.
-FOCUS_SHOWN = """() => {
-  const e = document.activeElement, s = getComputedStyle(e);
+FOCUS_SHOWN = "() => {" + STOPS + """
+  const e = document.activeElement, s = getComputedStyle(e), all = stops();
   const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
   const lum = ([r, g, b]) => [r, g, b].map((v) => v / 255)
     .map((v) => (v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4))
@@ -271,7 +279,7 @@ FOCUS_SHOWN = """() => {
   while (ground && (rgb(getComputedStyle(ground).backgroundColor)[3] === 0)) ground = ground.parentElement;
   const under = ground ? rgb(getComputedStyle(ground).backgroundColor) : [255, 255, 255];
   const [a, b] = [lum(rgb(s.outlineColor)), lum(under)].sort((x, y) => y - x);
-  return {stop: e.dataset.a11yStop ?? null, html: e.outerHTML.slice(0, 120),
+  return {stop: all.includes(e) ? key(e, all) : null, html: e.outerHTML.slice(0, 120),
           shown: s.outlineStyle !== "none" && parseFloat(s.outlineWidth) > 0,
           contrast: Math.round(((a + 0.05) / (b + 0.05)) * 100) / 100};
 }"""
@@ -294,9 +302,9 @@ def test_the_keyboard_reaches_everything_clickable_and_shows_where_it_is(server,
             now = page.evaluate(FOCUS_SHOWN)
             if now["stop"] is not None:
                 reached.setdefault(now["stop"], now)
-            if len(reached) == len(stops):
+            if reached.keys() >= stops.keys():
                 break
-        missed = [html for i, html in enumerate(stops) if str(i) not in reached]
+        missed = [html for k, html in stops.items() if k not in reached]
         assert not missed, f"{scheme}: Tab never reaches {missed}"
         unseen = [r["html"] for r in reached.values() if not r["shown"]]
         assert not unseen, f"{scheme}: no visible focus on {unseen}"
