@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import REPO, Server
+from tests.harness import REPO, Server, make_linear_model, model_archive
 from tests.web.browser_helpers import expect, shot, wait_live
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
@@ -71,6 +71,10 @@ def server(tmp_path_factory, unchecked_model_dir, scenario):
         assert alarms, "the strong reading raised no alarm"
         call(srv, "POST", f"/api/alarms/{alarms[-1]['id']}/ack", ADMIN,
              {"by": "shift A", "note": "checked the bearing"})
+        candidate = base / "candidate"  # a shadow model: the models page then has its comparison
+        make_linear_model(candidate, seed=9)
+        version = call(srv, "POST", "/api/models", ADMIN, raw=model_archive(candidate))["version"]
+        call(srv, "POST", f"/api/models/{version}/shadow", ADMIN)
         stop = threading.Event()
 
         def keep_fresh() -> None:  # bounded by the module's tests; 2 readings a second
@@ -88,8 +92,8 @@ def server(tmp_path_factory, unchecked_model_dir, scenario):
             sender.join(10)
 
 
-def call(srv: Server, method: str, path: str, token: str, body: object = None) -> dict:
-    data = None if body is None else json.dumps(body).encode()
+def call(srv: Server, method: str, path: str, token: str, body: object = None, raw: bytes | None = None) -> dict:
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(srv.url + path, data=data, method=method, headers={
         "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as r:
@@ -153,10 +157,15 @@ def report_error(page, url: str) -> None:
 
 
 def models_admin(page, url: str) -> None:
+    """The admin's view: the versions, and the shadow compared with the active model."""
     page.goto(url)
     page.fill("#admin-token", ADMIN)
     page.click("#admin-form button[type=submit]")
     expect(page.locator("#versions tbody tr").first).to_be_visible(timeout=10_000)
+    expect(page.locator("#compare-card")).to_be_visible()
+    page.click("#compare-form button[type=submit]")
+    expect(page.locator("#per-fault tbody tr").first).to_be_visible(timeout=10_000)
+    expect(page.locator("#disagreements tbody tr").first).to_be_visible()
 
 
 def login_error(page, url: str) -> None:
