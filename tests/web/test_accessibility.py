@@ -51,7 +51,8 @@ RUN = """async (tags) => {
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, unchecked_model_dir, scenario):
     """Machines "press" (alarming), "line" (healthy), both kept fresh by a sender thread, and
-    "quiet", silent since the start and so stale; one alarm acknowledged, one cleared (on "mill")."""
+    "quiet", "mill" and 40 more, silent since the start and so stale; one alarm acknowledged, one
+    cleared (on "mill"); a shadow model."""
     base = tmp_path_factory.mktemp("browser-a11y")
     rules: dict[str, float | int] = {"consecutive": 1}  # one reading raises, one clears
     if scenario["args"]:  # thresholds moved for this model: clear just under warning
@@ -62,6 +63,8 @@ def server(tmp_path_factory, unchecked_model_dir, scenario):
     with Server(base / "data", unchecked_model_dir, args=args, power_cut=True) as srv:
         ok, strong = scenario["ok"][0], scenario["strong"]
         srv.send({"machine": "quiet", **ok})
+        status, _ = srv.request("POST", "/send", [{"machine": f"fleet-{i:02}", **ok} for i in range(40)])
+        assert status == 200  # 44 machines: the fleet overview's dense tiles
         srv.send({"machine": "mill", **strong})
         for _ in range(3):
             srv.send({"machine": "mill", **ok})
@@ -132,6 +135,7 @@ def live_stale(page, url: str) -> None:
 def machines(page, url: str) -> None:
     page.goto(url)
     wait_live(page)
+    expect(page.locator("#tiles")).to_have_class(re.compile(r"\bdense\b"))
     expect(page.locator('#tiles li[data-machine="quiet"]')).to_have_attribute("data-state", "stale", timeout=10_000)
     expect(page.locator('#tiles li[data-state="alarm"]').first).to_be_visible()
 
