@@ -82,8 +82,11 @@ def server(tmp_path_factory, unchecked_model_dir, scenario):
 
         def keep_fresh() -> None:  # bounded by the module's tests; 2 readings a second
             while not stop.wait(0.5):
-                srv.send({"machine": "press", **strong})
-                srv.send({"machine": "line", **ok})
+                try:
+                    srv.send({"machine": "press", **strong})
+                    srv.send({"machine": "line", **ok})
+                except OSError:  # the appliance is away (the offline test), back soon
+                    continue
 
         sender = threading.Thread(target=keep_fresh, name="a11y-sender", daemon=True)
         sender.start()
@@ -349,3 +352,30 @@ def test_every_chart_is_an_image_that_says_what_it_shows_and_its_legend_works_by
     page.keyboard.press(" ")
     expect(toggle).not_to_have_class(re.compile(r"\bu-off\b"))
     expect(button).to_have_attribute("aria-pressed", "true")
+
+
+def test_the_pages_stay_readable_when_the_appliance_is_unreachable(server, open_context):
+    """Offline (the appliance killed): the fleet grid greyed under the banner's Offline, the live
+    page's notice; what they still show passes the same rules. Last in this module: it restarts
+    the server."""
+    fleet = opened(server, open_context, "machines")
+    live = fleet.context.new_page()
+    live_alarm(live, server.url + STATES["live-alarm"][0])
+    server.kill()
+    found: dict[str, list[dict]] = {}
+    try:
+        expect(fleet.locator("#tiles")).to_have_class(re.compile(r"\bis-offline\b"), timeout=30_000)
+        for page, name in ((fleet, "machines"), (live, "live")):
+            expect(page.locator("#status-banner")).to_contain_text("Offline", timeout=30_000)
+            for scheme in SCHEMES:
+                page.emulate_media(color_scheme=scheme)
+                page.wait_for_timeout(150)
+                shot(page, f"a11y-offline-{name}-1440{'-dark' if scheme == 'dark' else ''}.png")
+                if v := violations(page, server.url):
+                    found[f"{name} 1440 {scheme}"] = v
+    finally:
+        server.start()
+    if found:
+        REPORTS.mkdir(parents=True, exist_ok=True)
+        (REPORTS / "a11y-offline.json").write_text(json.dumps(found, indent=1))
+    assert not found, f"axe-core found violations on the offline pages:\n{describe(found)}"
