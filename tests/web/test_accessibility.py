@@ -1,7 +1,8 @@
 """Every page is usable without a mouse and without good eyes, in Debian's Chromium against the
 real server with data in it, in the states that put the most on a page (an active and an
-acknowledged alarm, a stale machine, the open acknowledge and label forms, the read-token form,
-error messages, the admin's model table):
+acknowledged alarm, stale machines, 44 machines' dense tiles, the open acknowledge and label
+forms, the read-token form, error messages, the admin's model table and shadow comparison, the
+appliance unreachable):
 
 - axe-core's WCAG 2 A and AA rules, and its best practices (landmarks, one h1, …), pass in light
   and dark colour scheme at 1440x900 and 390x844;
