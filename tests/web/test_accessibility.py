@@ -113,6 +113,7 @@ def live_alarm(page, url: str) -> None:
     page.goto(url)
     wait_live(page)
     expect(page.locator("#alarms-active li").first).to_be_visible(timeout=10_000)
+    expect(page.locator("#alarms-elsewhere button").first).to_be_visible(timeout=10_000)  # the others' alarms
     expect(page.locator("#charts canvas").first).to_be_visible()
 
 
