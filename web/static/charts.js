@@ -6,6 +6,7 @@
 // same memory and redraw time as one a minute.
 
 /* global uPlot */
+import { makeAccessible } from "./chart_a11y.js"; // the drawing's label, the legend by keyboard
 
 import { clampFault, fmtFault, fmtNum, timeZone, zoneLabel } from "./common.js";
 import { FAULT_UNIT, featureInfo } from "./features.js";
@@ -239,6 +240,7 @@ export class Chart {
     if (onReset) container.addEventListener("dblclick", () => onReset());
     this.buf = null;
     this.dirty = false;
+    makeAccessible(this.plot, spec);
     this.visible = true;
     this.lastDraw = -Infinity;
     this.timer = 0;
