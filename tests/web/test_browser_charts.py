@@ -1,5 +1,5 @@
 """Charts an engineer can work with, in Debian's Chromium against the real server: drag to zoom,
-the range in the URL (survives a reload), double-click back, fault names in the legend."""
+the range in the URL (survives a reload), double-click back, pan earlier/later, fault names in the legend."""
 
 from __future__ import annotations
 
@@ -58,6 +58,31 @@ def test_drag_zooms_into_the_url_a_reload_keeps_it_and_a_double_click_goes_back(
     expect(page.locator("#live-mode")).to_have_text("live")
     back = query(page)
     assert back["range"] == "15m" and "start" not in back and "from" not in back, back
+
+
+def spans(q: dict[str, str]) -> tuple[datetime, ...]:
+    return tuple(datetime.fromisoformat(q[k].replace("Z", "+00:00")) for k in ("start", "end"))
+
+
+def test_earlier_and_later_pan_by_half_the_span_in_the_url_and_with_the_keyboard(server, open_context):
+    ctx, _ = open_context(viewport={"width": 1440, "height": 900})
+    page = open_live(ctx, server.url + "/?range=15m")
+    page.get_by_role("button", name="Earlier").click()  # from a live range: that window, half a span back
+    expect(page.locator("#live-mode")).to_have_text("fixed range")
+    start, end = spans(query(page))
+    assert end - start == timedelta(minutes=15), (start, end)
+    assert timedelta(minutes=7) < datetime.now(UTC) - end < timedelta(minutes=9), end
+    later = page.get_by_role("button", name="Later")
+    later.focus()
+    page.keyboard.press("Enter")
+    start2, end2 = spans(query(page))
+    assert end2 - start2 == timedelta(minutes=15) and start2 - start == timedelta(seconds=450), (start2, start)
+    page.reload()
+    assert spans(query(page)) == (start2, end2)
+    page.get_by_role("button", name="Later").click()  # never past now: the window ends at now
+    start3, end3 = spans(query(page))
+    assert end3 - start3 == timedelta(minutes=15) and abs(datetime.now(UTC) - end3) < timedelta(seconds=30)
+    shot(page, "charts-panned.png")
 
 
 def test_the_fault_legend_names_the_catalogue_faults(server, open_context):

@@ -162,7 +162,7 @@ function buildCharts(model) {
       const t = S.thresholds || { warning: 30, alarm: 60 };
       fig.append(el("p", "chart-note muted small",
         `Fault intensity, 0 (none) to 100 (the strongest the model was trained on): warning from ${t.warning}, `
-        + `alarm from ${t.alarm} (the dashed lines). Drag across a chart to zoom, double-click to go back.`));
+        + `alarm from ${t.alarm} (the dashed lines). Drag across a chart to zoom, double-click to go back, ◀ Earlier and Later ▶ to pan.`));
     }
     $("charts").append(fig);
     charts.push(new Chart(box, spec, { xRange, thresholds: () => S.thresholds, onZoom: zoomTo, onReset: unzoom,
@@ -411,6 +411,8 @@ function wireRanges() {
       if (S.range !== "custom") loadSeries();
     });
   }
+  $("pan-earlier").addEventListener("click", () => pan(-1));
+  $("pan-later").addEventListener("click", () => pan(1));
   $("custom-range").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const start = parseInputTime($("custom-start").value);
@@ -423,6 +425,16 @@ function wireRanges() {
     saveUrl();
     loadSeries();
   });
+}
+
+// Pan: the window shown (live or fixed) moved by half its span, as a fixed range; never past now.
+function pan(direction) {
+  const [min, max] = xRange();
+  const span = max - min;
+  const now = serverNow() / 1000;
+  let end = Math.min(max + (direction * span) / 2, now);
+  if (direction > 0 && end < max) end = max; // already at now
+  zoomTo(end - span, end);
 }
 
 // A drag across any chart: that span as a custom range (in the URL, so it survives a reload and
