@@ -85,6 +85,24 @@ def test_earlier_and_later_pan_by_half_the_span_in_the_url_and_with_the_keyboard
     shot(page, "charts-panned.png")
 
 
+def test_a_pause_in_the_data_is_drawn_as_a_gap_and_steady_data_as_one_line(server, tmp_path, model_dir, scenario,
+                                                                             open_context):
+    ctx, _ = open_context(viewport={"width": 1440, "height": 900})
+    page = open_live(ctx, server.url + "/?range=15m")  # readings every 5 s for 10 minutes
+    expect(page.locator("#charts .chart-box").first).to_have_attribute("data-gaps", "0")
+    with Server(tmp_path / "gap", model_dir, args=[*scenario["args"], "--no-access-log"]) as paused:
+        now = datetime.now(UTC).replace(microsecond=0)
+        times = [now - timedelta(minutes=50) + timedelta(seconds=5 * k) for k in range(60)]
+        times += [now - timedelta(minutes=20) + timedelta(seconds=5 * k) for k in range(60)]  # after 25 silent minutes
+        paused.send([{**scenario["healthy"][k % len(scenario["healthy"])], "Time": t.strftime("%Y-%m-%d %H:%M:%S")}
+                     for k, t in enumerate(times)])
+        ctx2, _ = open_context(hosts={f"127.0.0.1:{paused.port}"}, viewport={"width": 1440, "height": 900})
+        page = open_live(ctx2, paused.url + "/?range=1h")
+        for box in page.locator("#charts .chart-box").all():
+            expect(box).to_have_attribute("data-gaps", "1")
+        shot(page, "charts-gap.png")
+
+
 def test_the_fault_legend_names_the_catalogue_faults(server, open_context):
     ctx, _ = open_context(viewport={"width": 1440, "height": 900})
     page = open_live(ctx, server.url + "/")

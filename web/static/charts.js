@@ -12,6 +12,21 @@ import { clampFault, fmtFault, fmtNum, timeZone, zoneLabel } from "./common.js";
 import { FAULT_UNIT, featureInfo } from "./features.js";
 
 export const POINTS = 600;
+
+// Where the data pauses: after index i when the next point is more than three times the usual
+// spacing away (and more than three buckets), so a sensor's own cadence is never a gap.
+export function gapsIn(t, bucket) {
+  if (t.length < 3) return [];
+  const steps = [];
+  for (let i = 1; i < t.length; i++) steps.push(t[i] - t[i - 1]);
+  const usual = steps.slice().sort((a, b) => a - b)[Math.floor(steps.length / 2)];
+  const limit = 3 * Math.max(usual, bucket || 0);
+  const out = [];
+  steps.forEach((step, i) => {
+    if (step > limit) out.push(i);
+  });
+  return out;
+}
 // Canvas redraws are what costs (compositing four canvases, in software on a Pi or a
 // phone); a chart of 600 buckets gains nothing from redrawing at the reading rate.
 const MIN_REDRAW_MS = 500;
@@ -301,14 +316,41 @@ export class Chart {
     const buf = this.buf;
     // fault intensities are drawn clamped to 0..100 (the buffer keeps the model's values)
     const shown = this.spec.faults ? (col) => buf.v[col].map(clampFault) : (col) => buf.v[col];
-    this.plot.setData([buf.t, ...this.spec.series.map((s) => shown(s.col))]);
+    const after = gapsIn(buf.t, buf.bucket);
+    this.gapAfter = new Set(after);
+    this.container.dataset.gaps = String(after.length);
+    if (!after.length) {
+      this.index = null;
+      this.plot.setData([buf.t, ...this.spec.series.map((s) => shown(s.col))]);
+      return;
+    }
+    // A null point inside each gap: uPlot breaks the line there (spanGaps: false). `index`
+    // maps a plotted point back to the buffer's (-1: a gap), for the legend's raw values.
+    const t = [];
+    const index = [];
+    for (let i = 0, g = 0; i < buf.t.length; i++) {
+      t.push(buf.t[i]);
+      index.push(i);
+      if (after[g] === i) {
+        t.push((buf.t[i] + buf.t[i + 1]) / 2);
+        index.push(-1);
+        g++;
+      }
+    }
+    this.index = index;
+    const plotted = (col) => {
+      const v = shown(col);
+      return index.map((i) => (i < 0 ? null : v[i]));
+    };
+    this.plot.setData([t, ...this.spec.series.map((s) => plotted(s.col))]);
   }
 
   // The legend's value of a fault: "100.0" when the model answered 100 or less, "100.0 (raw 104.2)"
   // when drawing clamped it.
   faultLegend(col, v, i) {
     if (v === null || v === undefined) return "–";
-    const raw = this.buf && i !== null && i !== undefined ? this.buf.v[col][i] : v;
+    const at = this.index && i !== null && i !== undefined ? this.index[i] : i;
+    const raw = this.buf && at !== null && at !== undefined && at >= 0 ? this.buf.v[col][at] : v;
     return raw === v || raw === null || raw === undefined ? fmtFault(v) : `${fmtFault(v)} (raw ${fmtNum(raw)})`;
   }
 
@@ -364,6 +406,7 @@ export class Chart {
       for (let i = 0; i < buf.t.length; i++) {
         if (lo[i] === null || hi[i] === null) flush(); // a gap: no band across it
         else run.push(i);
+        if (this.gapAfter && this.gapAfter.has(i)) flush(); // nor across a pause in the data
       }
       flush();
     });
