@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +70,19 @@ def test_a_bad_zone_or_offset_is_a_400_naming_the_parameter(stored, path, query,
     assert r.status_code == 400
     body = r.json()
     assert body["field"] == field and field in body["message"]
+
+
+def test_zones_do_not_depend_on_the_hosts_zone_files(tmp_path):
+    """A Pi or a slim image may have no /usr/share/zoneinfo: the tzdata package (a dependency)
+    still gives every zone. PYTHONTZPATH pointed at an empty directory hides the host's files."""
+    import subprocess
+    import sys
+
+    empty = tmp_path / "no-zoneinfo"
+    empty.mkdir()
+    code = ("from edge.store.export import _zone; z = _zone('America/New_York'); "
+            "import datetime; print(datetime.datetime(2026, 1, 15, 12, tzinfo=z).utcoffset())")
+    out = subprocess.run([sys.executable, "-c", code], env={"PYTHONTZPATH": str(empty), "PATH": "/usr/bin:/bin",
+                                                            "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "-1 day, 19:00:00", out.stderr[-800:]
