@@ -135,7 +135,9 @@ def load(model_dir: Path, threads: int = 1) -> Model:
     options = session_options(threads)
     try:
         data = onnx_path.read_bytes()
-        session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+        # From the file, not `data`: onnxruntime's session keeps the bytes it was given (the whole
+        # model again, for the life of the model)
+        session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors for corrupt files
         raise StartupError(f"ONNX model {onnx_path} is missing or corrupt: {str(exc).splitlines()[0][:300]}") from None
     inputs = session.get_inputs()

@@ -89,3 +89,26 @@ def test_a_batch_is_not_kept_in_memory_once_it_is_answered(make_client):
             break
         time.sleep(0.05)
     assert alive == [], "the answered batch is still referenced"
+
+
+def test_a_loaded_model_does_not_keep_its_onnx_file_in_memory():
+    """onnxruntime's session keeps the bytes it is built from: built from the file's bytes, every
+    loaded model (the active one, a shadow, one being checked) held its ONNX file again (0.8 MB
+    for the bundled model) for its whole life."""
+    import gc
+    import tracemalloc
+
+    from edge.scoring.model import load
+    from tests.harness import BUNDLED
+
+    load(BUNDLED)  # the imports a first load makes are not the model's
+    gc.collect()
+    tracemalloc.start()
+    try:
+        model = load(BUNDLED)
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    size = (BUNDLED / "model.onnx").stat().st_size
+    assert model.session is not None and kept < size / 2, (kept, size)
