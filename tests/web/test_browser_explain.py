@@ -40,7 +40,7 @@ def test_the_card_names_the_driving_feature_then_says_healthy_without_causes(ser
     page = open_live(ctx, server.url + "/")
     faults = server.send(body("pump-1", PEAK_Axial=8.0))
     assert max(faults.values()) >= 30, faults
-    expect(page.locator("#dom-why")).to_contain_text(re.compile(r"PEAK_Axial \+8\.0 σ"), timeout=5000)
+    expect(page.locator("#dom-why")).to_contain_text(re.compile(r"Peak acceleration, axial \+8\.0 σ"), timeout=5000)
     expect(page.locator("#dom-detail")).to_be_visible()
     shot(page, "dashboard-explained.png")
     server.send(body("pump-1"))
@@ -71,5 +71,5 @@ def test_an_alarm_says_what_drove_it(server, open_context):
     page = open_live(ctx, server.url + "/?machine=press-9")
     alarm = page.locator("li.alarm[data-state=active]").filter(has_text="press-9").first
     expect(alarm).to_be_visible(timeout=10000)
-    expect(alarm.locator(".alarm-why")).to_contain_text(re.compile(r"PEAK_Axial \+8\.0 σ"), timeout=5000)
+    expect(alarm.locator(".alarm-why")).to_contain_text(re.compile(r"Peak acceleration, axial \+8\.0 σ"), timeout=5000)
     shot(page, "alarm-explained.png")

@@ -12,6 +12,7 @@
 
 import { $, ApiError, el, errorText, fetchJSON, fmtTime, getJSON, isUnauthorized, showError, showFault } from "./common.js";
 import { AlarmLabels } from "./labels.js";
+import { drivers } from "./features.js";
 
 const CLEARED_MAX = 10; // recently cleared alarms kept for the shown machine
 const ACTIVE_MAX = 1000; // the server's page limit; far more than any screen of alarms
@@ -417,7 +418,7 @@ export class AlarmPanel {
     try {
       const ans = await getJSON("/api/explain", { id: a.raised_reading, fault: a.fault });
       item.why.textContent = ans.features.length
-        ? ans.features.map((f) => `${f.feature} ${f.sigma >= 0 ? "+" : ""}${f.sigma.toFixed(1)} σ`).join(", ")
+        ? drivers(ans.features)
         : "no single feature stands out";
     } catch (err) {
       item.why.textContent = "–"; // the reading is gone (retention), or an appliance without /api/explain

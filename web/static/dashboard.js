@@ -15,7 +15,7 @@ import {
 import { Chart, POINTS, SeriesBuffer, chartColumns, chartSpecs } from "./charts.js";
 import { LiveFeed, RateMeter } from "./live.js";
 import { AlarmPanel } from "./alarms.js";
-import { featureInfo } from "./features.js";
+import { drivers, featureInfo } from "./features.js";
 import { StatusBanner } from "./status.js";
 
 const RANGES = { "15m": 900, "1h": 3600, "24h": 86400, "7d": 604800 };
@@ -251,7 +251,7 @@ async function explainNext() {
       why.shown = id;
       $("dom-why").textContent = ans.healthy || !ans.features.length
         ? "no single feature stands out"
-        : ans.features.map((f) => `${f.feature} ${f.sigma >= 0 ? "+" : ""}${f.sigma.toFixed(1)} σ`).join(", ")
+        : drivers(ans.features)
           + ` (from the ${ans.baseline} mean)`;
     }
   } catch (err) {

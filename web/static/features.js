@@ -35,3 +35,8 @@ export const featureInfo = (key) => FEATURE_INFO.get(key) || { label: key, unit:
 
 // The unit of a fault intensity, for axes and headers.
 export const FAULT_UNIT = "0–100";
+
+// What an explanation (/api/explain's `features`) names, as people read it:
+// "Peak acceleration, axial +8.0 σ, RMS velocity, vertical +3.1 σ".
+export const drivers = (features) => features
+  .map((f) => `${featureInfo(f.feature).label} ${f.sigma >= 0 ? "+" : ""}${f.sigma.toFixed(1)} σ`).join("; ");
