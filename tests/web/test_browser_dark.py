@@ -54,3 +54,35 @@ def test_every_page_follows_the_systems_colour_scheme(server, open_context, sche
         page.goto(server.url + "/")
         page.wait_for_timeout(500)
         shot(page, "dashboard-dark.png")
+
+
+LIGHT_GRID = (229, 231, 235)  # app.css's light --chart-grid, #e5e7eb
+
+
+def light_grid_pixels(page) -> int:
+    """Pixels of the light scheme's grid colour on the first chart's canvas."""
+    return page.evaluate("""([r, g, b]) => {
+        const c = document.querySelector("#charts .uplot canvas");
+        const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4) {
+            if (Math.abs(d[i] - r) < 6 && Math.abs(d[i + 1] - g) < 6 && Math.abs(d[i + 2] - b) < 6 && d[i + 3] > 200) n++;
+        }
+        return n;
+    }""", list(LIGHT_GRID))
+
+
+def test_charts_follow_a_switch_of_scheme_with_the_page_open(server, open_context):
+    """The system turns dark at sunset while the dashboard stays open: the page's colours follow
+    by CSS alone, and the charts (drawn on canvas with colours read once) redraw their axes and
+    grid in the new scheme instead of keeping light grid lines on a dark ground."""
+    ctx, _ = open_context(viewport={"width": 1280, "height": 900}, color_scheme="light")
+    page = ctx.new_page()
+    page.goto(server.url + "/")
+    page.wait_for_selector("#charts .uplot canvas")
+    page.wait_for_timeout(700)
+    assert light_grid_pixels(page) > 200  # the grid is drawn, in the light colour
+    page.emulate_media(color_scheme="dark")
+    page.wait_for_timeout(700)
+    assert light_grid_pixels(page) == 0
+    shot(page, "dashboard-dark-switched.png")

@@ -13,6 +13,14 @@ import { FAULT_UNIT, featureInfo } from "./features.js";
 
 export const POINTS = 600;
 
+const DARK = window.matchMedia("(prefers-color-scheme: dark)");
+
+function readInk() {
+  const css = getComputedStyle(document.documentElement);
+  return { text: css.getPropertyValue("--chart-text").trim() || "#555",
+           grid: css.getPropertyValue("--chart-grid").trim() || "#e5e7eb" };
+}
+
 // Where the data pauses: after index i when the next point is more than three times the usual
 // spacing away (and more than three buckets), so a sensor's own cadence is never a gap.
 export function gapsIn(t, bucket) {
@@ -195,10 +203,16 @@ export class Chart {
     this.container = container;
     this.thresholds = thresholds;
     this.marks = marks || (() => []);
-    // axis text and grid from the page's colours (app.css; dark mode has its own)
-    const css = getComputedStyle(document.documentElement);
-    const ink = { text: css.getPropertyValue("--chart-text").trim() || "#555",
-                  grid: css.getPropertyValue("--chart-grid").trim() || "#e5e7eb" };
+    // axis text and grid from the page's colours (app.css; dark mode has its own), read again
+    // when the system switches scheme with the page open (a phone's dark mode at sunset)
+    const ink = readInk();
+    const text = () => ink.text;
+    const grid = () => ink.grid;
+    this.scheme = () => {
+      Object.assign(ink, readInk());
+      this.plot.redraw(false, true);
+    };
+    DARK.addEventListener("change", this.scheme);
     const opts = {
       // the page's zone (common.js): uPlot draws ticks and the legend in the browser's own
       tzDate: (ts) => (timeZone() === "UTC" ? uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC") : new Date(ts * 1e3)),
@@ -223,9 +237,9 @@ export class Chart {
         },
       },
       axes: [
-        { stroke: ink.text, grid: { stroke: ink.grid }, ticks: { stroke: ink.grid }, values: TIME_TICKS,
+        { stroke: text, grid: { stroke: grid }, ticks: { stroke: grid }, values: TIME_TICKS,
           label: `time (${zoneLabel()})`, labelSize: 18, labelFont: "12px system-ui, sans-serif" },
-        { stroke: ink.text, size: 48, grid: { stroke: ink.grid }, ticks: { stroke: ink.grid },
+        { stroke: text, size: 48, grid: { stroke: grid }, ticks: { stroke: grid },
           label: axisLabel(spec), labelSize: 18, labelFont: "12px system-ui, sans-serif" },
       ],
       series: [
@@ -276,6 +290,7 @@ export class Chart {
   // Another model's faults: the page replaces its charts.
   destroy() {
     clearTimeout(this.timer);
+    DARK.removeEventListener("change", this.scheme);
     this.seen.disconnect();
     this.resized.disconnect();
     this.plot.destroy();
