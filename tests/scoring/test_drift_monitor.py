@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -16,7 +17,9 @@ from tests.harness import BUNDLED
 
 def healthy(seed: int, n: int, machine: str, shift: dict[str, float] | None = None) -> list[dict]:
     out = []
-    for k, r in enumerate(VirtualMachine(seed, "default", scenario="healthy").run(n, 2.0)):
+    # started at the readings' own time: the simulated ambient follows the time of day
+    start = datetime(2024, 6, 1, 10, tzinfo=UTC)
+    for k, r in enumerate(VirtualMachine(seed, "default", scenario="healthy", start=start).run(n, 2.0)):
         body = {f: float(r.features[f]) for f in FEATURES}
         for name, by in (shift or {}).items():
             body[name] += by
